@@ -1,0 +1,3 @@
+module github.com/kmskeeper/kmskeeper
+
+go 1.26.0
