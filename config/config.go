@@ -1,0 +1,63 @@
+// Package config decodes and checks kmskeeper's plugin_data: the HCL v1 text
+// SPIRE passes to Configure and Validate, and that the operator commands read
+// from a server.conf. The plugin and the CLI share it so that both apply
+// exactly the same checks.
+package config
+
+import (
+	"context"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+// Common holds the settings every backend shares.
+type Common struct {
+	KeyIdentifierFile      string `hcl:"key_identifier_file"`
+	KeyIdentifierValue     string `hcl:"key_identifier_value"`
+	KeyMetadataFile        string `hcl:"key_metadata_file"` // deprecated alias of KeyIdentifierFile
+	MaxKeyCreationsPerHour int    `hcl:"max_key_creations_per_hour"`
+}
+
+// Backend is one cloud's configuration, decoded from the same HCL text by its
+// own struct's hcl tags.
+type Backend interface {
+	// Check runs every static check of the configuration: nothing is
+	// written and no network call is made.
+	Check(trustDomain string) error
+	// Fixed describes what cannot change at runtime (where the keys live and
+	// who the plugin is to the cloud); a re-Configure that changes it is
+	// refused.
+	Fixed() string
+	// Open builds the backend. It may call the cloud (to obtain
+	// credentials), but does not list or create keys.
+	Open(ctx context.Context, p OpenParams) (keymanager.Backend, error)
+}
+
+// OpenParams carries what a backend needs besides its own configuration.
+type OpenParams struct {
+	TrustDomain string
+	ServerID    string
+	Logger      hclog.Logger
+}
+
+// Kind describes a backend kind the configuration can select.
+type Kind struct {
+	// Name is the backend's name in messages ("azure_key_vault").
+	Name string
+	// Selector is the configuration key whose presence selects this kind.
+	Selector string
+	// New returns a pointer to a zero configuration struct with hcl tags.
+	New func() Backend
+}
+
+// Config is a decoded and checked plugin_data.
+type Config struct {
+	Common  Common
+	Kind    Kind
+	Backend Backend
+	// Warnings are notes for the operator (deprecated keys) that do not stop
+	// the plugin.
+	Warnings []string
+}

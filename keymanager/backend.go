@@ -1,0 +1,43 @@
+package keymanager
+
+import (
+	"context"
+	"crypto"
+)
+
+// Backend is the engine's view of a cloud KMS for one trust domain and one
+// server identity. Implementations are safe for concurrent use, hold no
+// key state of their own beyond clients, and return errors carrying a gRPC
+// status (google.golang.org/grpc/status) whose code says what went wrong.
+type Backend interface {
+	// ListGenerations returns every generation of a SPIRE key in the trust
+	// domain that the backend can see: this server's and other servers'.
+	// Generations already retired are not returned.
+	ListGenerations(ctx context.Context) ([]Generation, error)
+
+	// Create makes a new generation for keyID. The returned generation has
+	// Public set.
+	Create(ctx context.Context, keyID string, keyType KeyType) (Generation, error)
+
+	// PublicKey fetches the public key of a listed generation.
+	PublicKey(ctx context.Context, g Generation) (crypto.PublicKey, error)
+
+	// Sign signs digest with the generation's private key. opts is a
+	// crypto.Hash or an *rsa.PSSOptions whose SaltLength is the hash length.
+	// ECDSA signatures are returned ASN.1 DER encoded.
+	Sign(ctx context.Context, g Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error)
+
+	// KeepAlive marks a generation in use so that other servers' cleanup
+	// does not consider it stale. It returns the new Updated time.
+	KeepAlive(ctx context.Context, g Generation) (Generation, error)
+
+	// Retire removes a generation that is no longer in use (deletes or
+	// schedules its destruction). Retiring a generation that is already gone
+	// is not an error.
+	Retire(ctx context.Context, g Generation) error
+}
+
+// Closer is implemented by backends that hold clients to close at shutdown.
+type Closer interface {
+	Close() error
+}

@@ -1,0 +1,25 @@
+package keymanager
+
+import "time"
+
+// Clock is the engine's time source; tests and benchmarks inject a fake one
+// to move through days without waiting.
+type Clock interface {
+	Now() time.Time
+	// After behaves like time.After.
+	After(d time.Duration) <-chan time.Time
+}
+
+// Schedule sets how often the background passes run.
+type Schedule struct {
+	// LivenessInterval is how often the liveness pass looks for keys whose
+	// Updated time is older than KeepAliveAge.
+	LivenessInterval time.Duration
+	// KeepAliveAge is the age of Updated at which a served key is kept alive.
+	KeepAliveAge time.Duration
+	// CleanupInterval is how often the cleanup pass lists the backend.
+	CleanupInterval time.Duration
+	// StaleAfter is the age of Updated after which another server's key is
+	// considered abandoned and retired.
+	StaleAfter time.Duration
+}
