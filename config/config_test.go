@@ -1,0 +1,170 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+type fakeBackend struct {
+	Vault string            `hcl:"fake_vault"`
+	Tags  map[string]string `hcl:"fake_tags"`
+}
+
+func (f *fakeBackend) Check(string) error {
+	if strings.HasPrefix(f.Vault, "http://") {
+		return errors.New("fake_vault must be https")
+	}
+	return nil
+}
+func (f *fakeBackend) Fixed() string { return f.Vault }
+func (f *fakeBackend) Open(context.Context, OpenParams) (keymanager.Backend, error) {
+	return nil, errors.New("not used")
+}
+
+type otherBackend struct {
+	Ring string `hcl:"other_ring"`
+}
+
+func (o *otherBackend) Check(string) error { return nil }
+func (o *otherBackend) Fixed() string      { return o.Ring }
+func (o *otherBackend) Open(context.Context, OpenParams) (keymanager.Backend, error) {
+	return nil, nil
+}
+
+var testKinds = []Kind{
+	{Name: "fake", Selector: "fake_vault", New: func() Backend { return &fakeBackend{} }},
+	{Name: "other", Selector: "other_ring", New: func() Backend { return &otherBackend{} }},
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		hcl     string
+		td      string
+		wantErr string // substring; "" means success
+		check   func(t *testing.T, c *Config)
+	}{
+		{
+			name: "minimal",
+			hcl:  `fake_vault = "https://v" key_identifier_value = "srv1"`,
+			check: func(t *testing.T, c *Config) {
+				if c.Kind.Name != "fake" || c.Common.MaxKeyCreationsPerHour != DefaultMaxKeyCreationsPerHour {
+					t.Errorf("got kind %q max %d", c.Kind.Name, c.Common.MaxKeyCreationsPerHour)
+				}
+				if c.Backend.(*fakeBackend).Vault != "https://v" {
+					t.Errorf("backend not decoded: %+v", c.Backend)
+				}
+			},
+		},
+		{
+			name: "map and limit",
+			hcl:  "fake_vault = \"https://v\"\nkey_identifier_value = \"s\"\nmax_key_creations_per_hour = 3\nfake_tags = { team = \"sec\" }",
+			check: func(t *testing.T, c *Config) {
+				if c.Common.MaxKeyCreationsPerHour != 3 || c.Backend.(*fakeBackend).Tags["team"] != "sec" {
+					t.Errorf("decoded %+v %+v", c.Common, c.Backend)
+				}
+			},
+		},
+		{
+			name: "deprecated metadata file",
+			hcl:  `fake_vault = "https://v" key_metadata_file = "/tmp/x"`,
+			check: func(t *testing.T, c *Config) {
+				if c.Common.KeyIdentifierFile != "/tmp/x" || len(c.Warnings) != 1 {
+					t.Errorf("alias not applied: %+v %v", c.Common, c.Warnings)
+				}
+			},
+		},
+		{name: "empty trust domain", hcl: `fake_vault = "https://v"`, td: " ", wantErr: "trust domain is empty"},
+		{name: "bad hcl", hcl: `fake_vault = "unterminated`, wantErr: "not valid HCL"},
+		{name: "no backend", hcl: `key_identifier_value = "s"`, wantErr: "set one of fake_vault, other_ring"},
+		{name: "two backends", hcl: `fake_vault = "https://v" other_ring = "r" key_identifier_value = "s"`, wantErr: "more than one backend"},
+		{name: "unknown key", hcl: `fake_vault = "https://v" key_identifier_value = "s" colour = "blue"`, wantErr: `unknown configuration key "colour" for fake; valid keys are: fake_tags, fake_vault, key_identifier_file`},
+		{name: "other backend key", hcl: `fake_vault = "https://v" key_identifier_value = "s" fake_tags = {} other_x = 1`, wantErr: `unknown configuration key "other_x"`},
+		{name: "no identifier", hcl: `fake_vault = "https://v"`, wantErr: "set key_identifier_file"},
+		{name: "both identifiers", hcl: `fake_vault = "https://v" key_identifier_file = "/a" key_identifier_value = "b"`, wantErr: "both set"},
+		{name: "metadata and identifier file", hcl: `fake_vault = "https://v" key_identifier_file = "/a" key_metadata_file = "/b"`, wantErr: "deprecated name"},
+		{name: "identifier too long", hcl: `fake_vault = "https://v" key_identifier_value = "` + strings.Repeat("a", 257) + `"`, wantErr: "at most 256"},
+		{name: "limit too high", hcl: `fake_vault = "https://v" key_identifier_value = "s" max_key_creations_per_hour = 1000`, wantErr: "between 1 and 360"},
+		{name: "limit negative", hcl: `fake_vault = "https://v" key_identifier_value = "s" max_key_creations_per_hour = -1`, wantErr: "between 1 and 360"},
+		{name: "backend check", hcl: `fake_vault = "http://v" key_identifier_value = "s"`, wantErr: "must be https"},
+		{name: "wrong type", hcl: `fake_vault = "https://v" key_identifier_value = "s" max_key_creations_per_hour = "lots"`, wantErr: "max_key_creations_per_hour"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			td := tt.td
+			if td == "" {
+				td = "example.org"
+			}
+			c, err := Parse(tt.hcl, td, testKinds)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Parse error = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if tt.check != nil {
+				tt.check(t, c)
+			}
+		})
+	}
+}
+
+func TestServerIDFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "server_id")
+	c, err := Parse(`fake_vault = "https://v" key_identifier_file = "`+path+`"`, "example.org", testKinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Validate-style: nothing written.
+	id, err := c.ServerID(false)
+	if err != nil || id != "" {
+		t.Fatalf("ServerID(false) = %q, %v; want empty, nil", id, err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("ServerID(false) wrote the file: %v", err)
+	}
+	id, err = c.ServerID(true)
+	if err != nil || len(id) != 36 {
+		t.Fatalf("ServerID(true) = %q, %v", id, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("file mode = %v, %v; want 0600", st.Mode(), err)
+	}
+	again, err := c.ServerID(true)
+	if err != nil || again != id {
+		t.Fatalf("second ServerID = %q, %v; want %q", again, err, id)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(path))
+	if len(entries) != 1 {
+		t.Errorf("temporary files left behind: %v", entries)
+	}
+
+	bad := filepath.Join(dir, "bad")
+	os.WriteFile(bad, []byte("not-a-uuid"), 0o600)
+	c.Common.KeyIdentifierFile = bad
+	if _, err := c.ServerID(true); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Fatalf("bad file error = %v; want one naming %s", err, bad)
+	}
+	if data, _ := os.ReadFile(bad); string(data) != "not-a-uuid" {
+		t.Errorf("bad file was overwritten: %q", data)
+	}
+}
+
+func TestKindKeys(t *testing.T) {
+	got := strings.Join(testKinds[0].Keys(), ",")
+	want := "fake_tags,fake_vault,key_identifier_file,key_identifier_value,key_metadata_file,max_key_creations_per_hour"
+	if got != want {
+		t.Errorf("Keys() = %s, want %s", got, want)
+	}
+}

@@ -1,0 +1,181 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/hcl"
+	"github.com/hashicorp/hcl/hcl/ast"
+)
+
+// DefaultMaxKeyCreationsPerHour is max_key_creations_per_hour when unset.
+const DefaultMaxKeyCreationsPerHour = 10
+
+// maxKeyCreationsCeiling is the largest max_key_creations_per_hour accepted:
+// SPIRE retries a failed preparation every 10 s, so 360 an hour is no guard.
+const maxKeyCreationsCeiling = 360
+
+// maxIdentifierValueLen is the longest key_identifier_value SPIRE's built-in
+// plugins accept; backends may restrict it further.
+const maxIdentifierValueLen = 256
+
+// Parse decodes plugin_data (HCL v1, as SPIRE's plugins decode it), selects
+// the backend kind by its selector key, and runs every static check. It never
+// writes and never calls the network, so Validate can run it.
+func Parse(text, trustDomain string, kinds []Kind) (*Config, error) {
+	if strings.TrimSpace(trustDomain) == "" {
+		return nil, errors.New("the trust domain is empty: SPIRE passes it in the core configuration (trust_domain in server.conf)")
+	}
+	file, err := hcl.Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("plugin_data is not valid HCL: %w", err)
+	}
+	list, ok := file.Node.(*ast.ObjectList)
+	if !ok {
+		return nil, errors.New("plugin_data is not an HCL object")
+	}
+	present := topLevelKeys(list)
+
+	kind, err := selectKind(present, kinds)
+	if err != nil {
+		return nil, err
+	}
+	backend := kind.New()
+	known := append(hclKeys(&Common{}), hclKeys(backend)...)
+	for _, k := range present {
+		if !slices.Contains(known, k) {
+			slices.Sort(known)
+			return nil, fmt.Errorf("unknown configuration key %q for %s; valid keys are: %s", k, kind.Name, strings.Join(known, ", "))
+		}
+	}
+
+	c := &Config{Kind: kind, Backend: backend}
+	if err := decode(&c.Common, list); err != nil {
+		return nil, err
+	}
+	if err := decode(backend, list); err != nil {
+		return nil, err
+	}
+	if err := c.checkCommon(); err != nil {
+		return nil, err
+	}
+	if err := backend.Check(trustDomain); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Config) checkCommon() error {
+	cm := &c.Common
+	if cm.KeyMetadataFile != "" {
+		if cm.KeyIdentifierFile != "" {
+			return errors.New("key_metadata_file and key_identifier_file are both set: key_metadata_file is the deprecated name of key_identifier_file; keep only key_identifier_file")
+		}
+		c.Warnings = append(c.Warnings, "key_metadata_file is deprecated: rename it to key_identifier_file (the file is read the same way)")
+		cm.KeyIdentifierFile = cm.KeyMetadataFile
+		cm.KeyMetadataFile = ""
+	}
+	switch {
+	case cm.KeyIdentifierFile == "" && cm.KeyIdentifierValue == "":
+		return errors.New("set key_identifier_file (a path where the server's ID is kept) or key_identifier_value (a fixed server ID)")
+	case cm.KeyIdentifierFile != "" && cm.KeyIdentifierValue != "":
+		return errors.New("key_identifier_file and key_identifier_value are both set: keep only one")
+	case len(cm.KeyIdentifierValue) > maxIdentifierValueLen:
+		return fmt.Errorf("key_identifier_value is %d characters long; at most %d are allowed", len(cm.KeyIdentifierValue), maxIdentifierValueLen)
+	}
+	switch n := cm.MaxKeyCreationsPerHour; {
+	case n == 0:
+		cm.MaxKeyCreationsPerHour = DefaultMaxKeyCreationsPerHour
+	case n < 0 || n > maxKeyCreationsCeiling:
+		return fmt.Errorf("max_key_creations_per_hour is %d; it must be between 1 and %d (default %d)", n, maxKeyCreationsCeiling, DefaultMaxKeyCreationsPerHour)
+	}
+	return nil
+}
+
+// decode decodes each item of list into v on its own, so that an error names
+// the key whose value has the wrong type.
+func decode(v any, list *ast.ObjectList) error {
+	mine := hclKeys(v)
+	for _, item := range list.Items {
+		if len(item.Keys) == 0 {
+			continue
+		}
+		key, _ := item.Keys[0].Token.Value().(string)
+		if !slices.Contains(mine, key) {
+			continue
+		}
+		if err := hcl.DecodeObject(v, &ast.ObjectList{Items: []*ast.ObjectItem{item}}); err != nil {
+			return fmt.Errorf("configuration key %s has a value of the wrong type: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// selectKind picks the backend kind whose selector key is present.
+func selectKind(present []string, kinds []Kind) (Kind, error) {
+	var found []Kind
+	var selectors []string
+	for _, k := range kinds {
+		selectors = append(selectors, k.Selector)
+		if slices.Contains(present, k.Selector) {
+			found = append(found, k)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		if len(kinds) == 0 {
+			return Kind{}, errors.New("this build of kmskeeper has no backend")
+		}
+		return Kind{}, fmt.Errorf("plugin_data names no backend: set one of %s", strings.Join(selectors, ", "))
+	default:
+		var names []string
+		for _, k := range found {
+			names = append(names, k.Selector+" ("+k.Name+")")
+		}
+		return Kind{}, fmt.Errorf("plugin_data names more than one backend: %s; keep only one", strings.Join(names, " and "))
+	}
+}
+
+// topLevelKeys returns the keys of an HCL object list in order of appearance.
+func topLevelKeys(list *ast.ObjectList) []string {
+	var keys []string
+	for _, item := range list.Items {
+		if len(item.Keys) == 0 {
+			continue
+		}
+		k := item.Keys[0].Token.Value()
+		if s, ok := k.(string); ok && !slices.Contains(keys, s) {
+			keys = append(keys, s)
+		}
+	}
+	return keys
+}
+
+// hclKeys returns the hcl tag names of the struct v points to.
+func hclKeys(v any) []string {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var keys []string
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("hcl"), ",")
+		if name != "" && name != "-" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}
+
+// Keys returns every configuration key a kind accepts, common keys included,
+// sorted: the list the docs and error messages give.
+func (k Kind) Keys() []string {
+	keys := append(hclKeys(&Common{}), hclKeys(k.New())...)
+	slices.Sort(keys)
+	return keys
+}

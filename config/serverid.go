@@ -1,0 +1,92 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/uuid"
+)
+
+// ServerID returns this server's identifier: key_identifier_value, or the
+// UUID kept in key_identifier_file. When the file does not exist and create is
+// true, a new UUID is written to it atomically with mode 0600; when create is
+// false (Validate), the empty string is returned and nothing is written. A
+// file holding anything but a UUID is an error and is never overwritten.
+func (c *Config) ServerID(create bool) (string, error) {
+	if v := c.Common.KeyIdentifierValue; v != "" {
+		return v, nil
+	}
+	return readOrCreateID(c.Common.KeyIdentifierFile, create)
+}
+
+func readOrCreateID(path string, create bool) (string, error) {
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		return parseID(path, data)
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("reading key_identifier_file %s: %w", path, err)
+	case !create:
+		return "", nil
+	}
+	id := uuid.NewString()
+	if err := writeNew(path, []byte(id+"\n")); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			// Another process created it first: use its ID.
+			return readOrCreateID(path, false)
+		}
+		return "", fmt.Errorf("creating key_identifier_file %s: %w", path, err)
+	}
+	return id, nil
+}
+
+func parseID(path string, data []byte) (string, error) {
+	s := strings.TrimSpace(string(data))
+	u, err := uuid.Parse(s)
+	if err != nil || u.String() != strings.ToLower(s) {
+		return "", fmt.Errorf("key_identifier_file %s does not hold a UUID (it holds %d bytes); it is never overwritten: fix or remove it, or point key_identifier_file elsewhere", path, len(data))
+	}
+	return u.String(), nil
+}
+
+// writeNew writes data to path atomically and only if path does not exist:
+// the data goes to a temporary file in the same directory, is synced, and is
+// then linked into place (link fails if the name is taken).
+func writeNew(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".kmskeeper-id-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
