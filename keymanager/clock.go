@@ -23,3 +23,34 @@ type Schedule struct {
 	// considered abandoned and retired.
 	StaleAfter time.Duration
 }
+
+// Default schedule.
+const (
+	DefaultLivenessInterval = 6 * time.Hour
+	DefaultKeepAliveAge     = 24 * time.Hour
+	DefaultCleanupInterval  = 24 * time.Hour
+	// DefaultStaleAfter matches SPIRE's built-in plugins, so that a trust
+	// domain mixing them and kmskeeper agrees on when a server is gone.
+	DefaultStaleAfter = 14 * 24 * time.Hour
+)
+
+func (s Schedule) withDefaults() Schedule {
+	if s.LivenessInterval <= 0 {
+		s.LivenessInterval = DefaultLivenessInterval
+	}
+	if s.KeepAliveAge <= 0 {
+		s.KeepAliveAge = DefaultKeepAliveAge
+	}
+	if s.CleanupInterval <= 0 {
+		s.CleanupInterval = DefaultCleanupInterval
+	}
+	if s.StaleAfter <= 0 {
+		s.StaleAfter = DefaultStaleAfter
+	}
+	return s
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time                         { return time.Now() }
+func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

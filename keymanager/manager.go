@@ -3,9 +3,30 @@ package keymanager
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+)
+
+// Defaults for Options and Schedule.
+const (
+	// DefaultMaxCreationsPerHour bounds GenerateKey per key ID and hour.
+	DefaultMaxCreationsPerHour = 10
+	// DefaultBudget is the time any call may spend in the backend: well
+	// inside SPIRE's 30 s deadline, leaving room for the answer to travel.
+	DefaultBudget = 25 * time.Second
+	// deadlineMargin is kept free before a caller's own deadline.
+	deadlineMargin = 2 * time.Second
+	// fetchParallelism bounds concurrent public key fetches at load.
+	fetchParallelism = 8
 )
 
 // Options configures a Manager.
@@ -13,6 +34,7 @@ type Options struct {
 	// Backend is the cloud the keys live in. Required.
 	Backend Backend
 	// ServerID identifies this server among the trust domain's servers.
+	// Required.
 	ServerID string
 	// MaxCreationsPerHour bounds GenerateKey per key ID within any hour.
 	// Zero means DefaultMaxCreationsPerHour.
@@ -31,41 +53,403 @@ type Options struct {
 	Schedule Schedule
 }
 
+// entry is one key served under a SPIRE key ID. Entries are immutable once
+// stored: a rotation or keep-alive stores a new one.
+type entry struct {
+	gen    Generation
+	public crypto.PublicKey
+	pub    PublicKey
+}
+
 // Manager serves SPIRE's KeyManager calls for one trust domain and server.
-type Manager struct{}
+// All methods are safe for concurrent use. Its lock guards only memory: it is
+// never held across a backend call.
+type Manager struct {
+	serverID string
+	budget   time.Duration
+	log      hclog.Logger
+	metrics  Metrics
+	clock    Clock
+	guard    *rateGuard
+
+	mu          sync.RWMutex
+	backend     Backend
+	schedule    Schedule
+	entries     map[string]*entry
+	known       map[string]bool // refs this manager created, adopted or superseded
+	inFlight    map[string]int  // GenerateKey calls running, per key ID
+	cloudOffset time.Duration   // how far the cloud's clock is ahead of ours
+	leftovers   []Generation    // superseded generations found at load
+
+	bg       sync.WaitGroup
+	stop     chan struct{}
+	stopOnce sync.Once
+	started  bool
+}
 
 // New returns a Manager with no keys; Load fills it from the backend.
-func New(opts Options) (*Manager, error) { panic("unimplemented") }
+func New(opts Options) (*Manager, error) {
+	if opts.Backend == nil {
+		return nil, errors.New("keymanager: no backend")
+	}
+	if opts.ServerID == "" {
+		return nil, errors.New("keymanager: no server ID")
+	}
+	m := &Manager{
+		serverID: opts.ServerID,
+		budget:   opts.Budget,
+		log:      opts.Logger,
+		metrics:  opts.Metrics,
+		clock:    opts.Clock,
+		backend:  opts.Backend,
+		schedule: opts.Schedule.withDefaults(),
+		entries:  make(map[string]*entry),
+		known:    make(map[string]bool),
+		inFlight: make(map[string]int),
+		stop:     make(chan struct{}),
+	}
+	if m.budget <= 0 {
+		m.budget = DefaultBudget
+	}
+	if m.log == nil {
+		m.log = hclog.NewNullLogger()
+	}
+	if m.metrics == nil {
+		m.metrics = nopMetrics{}
+	}
+	if m.clock == nil {
+		m.clock = systemClock{}
+	}
+	maxCreations := opts.MaxCreationsPerHour
+	if maxCreations <= 0 {
+		maxCreations = DefaultMaxCreationsPerHour
+	}
+	m.guard = newRateGuard(maxCreations)
+	return m, nil
+}
+
+// ServerID returns the server identity the manager serves keys for.
+func (m *Manager) ServerID() string { return m.serverID }
+
+// callCtx derives the context for one backend call: it ends after the
+// budget, and at least deadlineMargin before the caller's own deadline.
+func (m *Manager) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(m.budget)
+	if d, ok := ctx.Deadline(); ok && d.Add(-deadlineMargin).Before(deadline) {
+		deadline = d.Add(-deadlineMargin)
+	}
+	return context.WithDeadline(ctx, deadline)
+}
+
+func (m *Manager) currentBackend() Backend {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.backend
+}
 
 // Load lists the backend once, adopts the newest generation of each of this
 // server's key IDs and fetches their public keys. Superseded generations are
-// left for the first cleanup pass.
-func (m *Manager) Load(ctx context.Context) error { panic("unimplemented") }
+// retired in the background once Start is called.
+func (m *Manager) Load(ctx context.Context) error {
+	ctx, cancel := m.callCtx(ctx)
+	defer cancel()
+	b := m.currentBackend()
+	gens, err := b.ListGenerations(ctx)
+	if err != nil {
+		return wrap(err, "loading keys: listing the backend")
+	}
+	byID := make(map[string][]Generation)
+	for _, g := range gens {
+		if g.ServerID == m.serverID {
+			byID[g.KeyID] = append(byID[g.KeyID], g)
+		}
+	}
+	var winners, losers []Generation
+	for _, list := range byID {
+		sortNewestFirst(list)
+		winners = append(winners, list[0])
+		losers = append(losers, list[1:]...)
+	}
+	for _, w := range winners {
+		if w.Disabled {
+			return Errorf(codes.FailedPrecondition, "key %s: its current generation %s is disabled in the cloud; enable it, or delete it so that SPIRE prepares a new key", w.KeyID, w.Ref)
+		}
+	}
+	entries, err := m.fetchAll(ctx, b, winners)
+	if err != nil {
+		return err
+	}
 
-// Start runs the background liveness and cleanup passes until Close.
-func (m *Manager) Start() { panic("unimplemented") }
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.entries = entries
+	for _, g := range gens {
+		if off := g.Created.Sub(now); off > m.cloudOffset {
+			m.cloudOffset = off
+		}
+	}
+	for _, g := range gens {
+		if g.ServerID == m.serverID {
+			m.known[g.Ref] = true
+			if now.Sub(g.Created) < guardWindow {
+				m.guard.record(g.KeyID, g.Created)
+			}
+		}
+	}
+	m.leftovers = losers
+	for _, e := range entries {
+		m.log.Info("Serving key", "key_id", e.gen.KeyID, "ref", e.gen.Ref, "type", e.pub.Type.String(), "fingerprint", e.pub.Fingerprint)
+	}
+	for _, g := range losers {
+		m.log.Info("Found superseded key generation; it will be retired", "key_id", g.KeyID, "ref", g.Ref)
+	}
+	m.log.Debug("Loaded keys", "served", len(entries), "superseded", len(losers), "listed", len(gens))
+	return nil
+}
 
-// Close stops background work, waits for it, and closes the backend.
-func (m *Manager) Close() error { panic("unimplemented") }
+// fetchAll fetches the public keys of gens with bounded parallelism.
+func (m *Manager) fetchAll(ctx context.Context, b Backend, gens []Generation) (map[string]*entry, error) {
+	entries := make(map[string]*entry, len(gens))
+	var mu sync.Mutex
+	var firstErr error
+	sem := make(chan struct{}, fetchParallelism)
+	var wg sync.WaitGroup
+	for _, g := range gens {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			e, err := m.newEntry(ctx, b, g)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			entries[g.KeyID] = e
+		}()
+	}
+	wg.Wait()
+	return entries, firstErr
+}
+
+// newEntry builds the served entry for g, fetching its public key if needed.
+func (m *Manager) newEntry(ctx context.Context, b Backend, g Generation) (*entry, error) {
+	public := g.Public
+	if public == nil {
+		var err error
+		public, err = b.PublicKey(ctx, g)
+		if err != nil {
+			return nil, wrap(err, "key %s: fetching the public key of %s", g.KeyID, g.Ref)
+		}
+	}
+	t, err := KeyTypeOf(public)
+	if err != nil {
+		return nil, Errorf(codes.Internal, "key %s: generation %s: %v", g.KeyID, g.Ref, err)
+	}
+	if g.Type != KeyTypeUnspecified && g.Type != t {
+		return nil, Errorf(codes.Internal, "key %s: generation %s is listed as %v but its public key is %v", g.KeyID, g.Ref, g.Type, t)
+	}
+	der, err := x509.MarshalPKIXPublicKey(public)
+	if err != nil {
+		return nil, Errorf(codes.Internal, "key %s: generation %s: encoding the public key: %v", g.KeyID, g.Ref, err)
+	}
+	g.Type = t
+	g.Public = public
+	return &entry{
+		gen:    g,
+		public: public,
+		pub:    PublicKey{ID: g.KeyID, Type: t, PKIX: der, Fingerprint: Fingerprint(der)},
+	}, nil
+}
+
+// sortNewestFirst orders generations newest first; equal creation times are
+// ordered by reference so that every server decides the same way.
+func sortNewestFirst(gens []Generation) {
+	sort.SliceStable(gens, func(i, j int) bool {
+		if !gens[i].Created.Equal(gens[j].Created) {
+			return gens[i].Created.After(gens[j].Created)
+		}
+		return gens[i].Ref > gens[j].Ref
+	})
+}
 
 // GenerateKey creates a new generation for id and makes it the one served.
+// The previous generation keeps signing until the new one is ready, and is
+// retired in the background afterwards.
 func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (PublicKey, error) {
-	panic("unimplemented")
+	if id == "" {
+		return PublicKey{}, Errorf(codes.InvalidArgument, "key ID is empty")
+	}
+	switch t {
+	case ECP256, ECP384, RSA2048, RSA4096:
+	default:
+		return PublicKey{}, Errorf(codes.InvalidArgument, "key %s: unsupported key type %v", id, t)
+	}
+	if err := m.guard.take(id, m.clock.Now()); err != nil {
+		m.log.Error("Key creation refused by the rate guard", "key_id", id, "error", err)
+		m.metrics.IncrCounter([]string{"kmskeeper", "keys", "create_refused"}, 1, Label{"key_id", id})
+		return PublicKey{}, err
+	}
+
+	m.mu.Lock()
+	m.inFlight[id]++
+	b := m.backend
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.inFlight[id]--
+		if m.inFlight[id] == 0 {
+			delete(m.inFlight, id)
+		}
+		m.mu.Unlock()
+	}()
+
+	cctx, cancel := m.callCtx(ctx)
+	defer cancel()
+	start := time.Now()
+	g, err := b.Create(cctx, id, t)
+	if err != nil {
+		m.metrics.IncrCounter([]string{"kmskeeper", "keys", "create_errors"}, 1, Label{"code", Code(err).String()})
+		return PublicKey{}, wrap(err, "key %s: creating a %v key", id, t)
+	}
+	m.observe(g)
+	if g.KeyID != id {
+		return PublicKey{}, Errorf(codes.Internal, "key %s: the backend created a key for %q", id, g.KeyID)
+	}
+	e, err := m.newEntry(cctx, b, g)
+	if err != nil {
+		return PublicKey{}, err
+	}
+	if e.pub.Type != t {
+		return PublicKey{}, Errorf(codes.Internal, "key %s: asked for %v, the backend created %v", id, t, e.pub.Type)
+	}
+
+	m.mu.Lock()
+	old := m.entries[id]
+	m.entries[id] = e
+	m.known[g.Ref] = true
+	m.mu.Unlock()
+
+	m.metrics.IncrCounter([]string{"kmskeeper", "keys", "created"}, 1, Label{"key_type", t.String()})
+	m.metrics.MeasureSince([]string{"kmskeeper", "keys", "create_latency"}, start, Label{"key_type", t.String()})
+	m.log.Info("Generated key", "key_id", id, "ref", g.Ref, "type", t.String(), "fingerprint", e.pub.Fingerprint)
+	if old != nil && old.gen.Ref != g.Ref {
+		m.retireAsync(old.gen)
+	}
+	return e.pub, nil
+}
+
+// retireAsync retires a superseded generation in the background. If it
+// fails (or the process dies first), the cleanup pass finds the generation
+// again by listing.
+func (m *Manager) retireAsync(g Generation) {
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		ctx, cancel := m.backgroundCtx()
+		defer cancel()
+		m.retire(ctx, g, "superseded")
+	}()
+}
+
+func (m *Manager) retire(ctx context.Context, g Generation, why string) error {
+	cctx, cancel := m.callCtx(ctx)
+	defer cancel()
+	if err := m.currentBackend().Retire(cctx, g); err != nil {
+		m.log.Warn("Could not retire key generation; the next cleanup pass will try again", "key_id", g.KeyID, "ref", g.Ref, "reason", why, "error", err)
+		return wrap(err, "key %s: retiring %s", g.KeyID, g.Ref)
+	}
+	m.metrics.IncrCounter([]string{"kmskeeper", "keys", "retired"}, 1, Label{"reason", why})
+	m.log.Info("Retired key generation", "key_id", g.KeyID, "ref", g.Ref, "server_id", g.ServerID, "reason", why)
+	return nil
+}
+
+// backgroundCtx is the context of background work: cancelled by Close.
+func (m *Manager) backgroundCtx() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-m.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+func (m *Manager) lookup(id string) (*entry, error) {
+	m.mu.RLock()
+	e := m.entries[id]
+	m.mu.RUnlock()
+	if e == nil {
+		return nil, Errorf(codes.NotFound, "key %q not found", id)
+	}
+	return e, nil
 }
 
 // GetPublicKey returns the key served under id, from memory.
-func (m *Manager) GetPublicKey(ctx context.Context, id string) (PublicKey, error) {
-	panic("unimplemented")
+func (m *Manager) GetPublicKey(_ context.Context, id string) (PublicKey, error) {
+	if id == "" {
+		return PublicKey{}, Errorf(codes.InvalidArgument, "key ID is empty")
+	}
+	e, err := m.lookup(id)
+	if err != nil {
+		return PublicKey{}, err
+	}
+	return e.pub, nil
 }
 
 // GetPublicKeys returns every key served, from memory, sorted by ID.
-func (m *Manager) GetPublicKeys(ctx context.Context) ([]PublicKey, error) { panic("unimplemented") }
+func (m *Manager) GetPublicKeys(context.Context) ([]PublicKey, error) {
+	m.mu.RLock()
+	keys := make([]PublicKey, 0, len(m.entries))
+	for _, e := range m.entries {
+		keys = append(keys, e.pub)
+	}
+	m.mu.RUnlock()
+	slices.SortFunc(keys, func(a, b PublicKey) int { return strings.Compare(a.ID, b.ID) })
+	return keys, nil
+}
 
 // SignData signs a digest with the key served under id and returns the
 // signature with the fingerprint of the key that made it. opts is a
-// crypto.Hash or an *rsa.PSSOptions.
+// crypto.Hash or an *rsa.PSSOptions. The signature is verified against the
+// served public key before it is returned.
 func (m *Manager) SignData(ctx context.Context, id string, digest []byte, opts crypto.SignerOpts) (sig []byte, fingerprint string, err error) {
-	panic("unimplemented")
+	start := time.Now()
+	defer func() {
+		if err != nil {
+			m.metrics.IncrCounter([]string{"kmskeeper", "sign", "errors"}, 1, Label{"code", Code(err).String()})
+		}
+	}()
+	if id == "" {
+		return nil, "", Errorf(codes.InvalidArgument, "key ID is empty")
+	}
+	e, err := m.lookup(id)
+	if err != nil {
+		return nil, "", err
+	}
+	bopts, err := normalizeOpts(e.pub.Type, digest, opts)
+	if err != nil {
+		return nil, "", wrap(err, "key %s", id)
+	}
+	cctx, cancel := m.callCtx(ctx)
+	defer cancel()
+	sig, err = m.currentBackend().Sign(cctx, e.gen, digest, bopts)
+	if err != nil {
+		return nil, "", wrap(err, "key %s: signing with %s", id, e.gen.Ref)
+	}
+	if err := verify(e.public, digest, sig, bopts); err != nil {
+		m.log.Error("Signature from the backend does not verify; not returning it", "key_id", id, "ref", e.gen.Ref, "error", err)
+		return nil, "", Errorf(codes.Internal, "key %s: the signature returned by %s does not verify with the key's public key (%v); it was not returned", id, e.gen.Ref, err)
+	}
+	m.metrics.MeasureSince([]string{"kmskeeper", "sign", "latency"}, start, Label{"key_type", e.pub.Type.String()})
+	return sig, e.pub.Fingerprint, nil
 }
 
 // Live holds the settings that a runtime re-Configure may change.
@@ -76,5 +460,47 @@ type Live struct {
 
 // Reconfigure applies settings that may change while keys are served. If
 // backend is not nil it replaces the current backend (same cloud location and
-// identity, new options such as tags); the key set is kept.
-func (m *Manager) Reconfigure(l Live, backend Backend) { panic("unimplemented") }
+// identity, new options such as tags); the key set is kept and keeps signing.
+func (m *Manager) Reconfigure(l Live, backend Backend) {
+	if l.MaxCreationsPerHour > 0 {
+		m.guard.setMax(l.MaxCreationsPerHour)
+	}
+	m.mu.Lock()
+	old := m.backend
+	if backend != nil {
+		m.backend = backend
+	}
+	m.schedule = l.Schedule.withDefaults()
+	m.mu.Unlock()
+	if backend != nil && backend != old {
+		if c, ok := old.(Closer); ok {
+			// In-flight calls on the old backend finish on their own
+			// contexts; closing only releases idle clients.
+			m.bg.Add(1)
+			go func() {
+				defer m.bg.Done()
+				c.Close()
+			}()
+		}
+	}
+	m.log.Info("Applied new configuration", "max_key_creations_per_hour", l.MaxCreationsPerHour)
+}
+
+// Close stops background work, waits for it, and closes the backend.
+func (m *Manager) Close() error {
+	m.stopOnce.Do(func() { close(m.stop) })
+	m.bg.Wait()
+	if c, ok := m.currentBackend().(Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+func (m *Manager) String() string {
+	return fmt.Sprintf("keymanager.Manager(server=%s)", m.serverID)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) IncrCounter([]string, float32, ...Label)    {}
+func (nopMetrics) MeasureSince([]string, time.Time, ...Label) {}

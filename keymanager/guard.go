@@ -1,0 +1,68 @@
+package keymanager
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+// rateGuard bounds key creations per key ID in any hour. SPIRE retries a
+// failed preparation every 10 s without backoff; without a bound a broken
+// upstream makes the plugin create hundreds of billable keys an hour.
+type rateGuard struct {
+	mu      sync.Mutex
+	max     int
+	history map[string][]time.Time // creation attempts per key ID, oldest first
+}
+
+const guardWindow = time.Hour
+
+func newRateGuard(max int) *rateGuard {
+	return &rateGuard{max: max, history: make(map[string][]time.Time)}
+}
+
+// setMax changes the bound (a re-Configure).
+func (g *rateGuard) setMax(max int) {
+	g.mu.Lock()
+	g.max = max
+	g.mu.Unlock()
+}
+
+// record notes a creation that happened at t (found when loading).
+func (g *rateGuard) record(id string, t time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.history[id] = append(g.history[id], t)
+}
+
+// take records a creation attempt for id at now, or refuses it with
+// ResourceExhausted saying when the next one is allowed.
+func (g *rateGuard) take(id string, now time.Time) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	recent := g.history[id][:0]
+	for _, t := range g.history[id] {
+		if now.Sub(t) < guardWindow {
+			recent = append(recent, t)
+		}
+	}
+	g.history[id] = recent
+	if len(recent) >= g.max {
+		oldest := recent[0]
+		for _, t := range recent {
+			if t.Before(oldest) {
+				oldest = t
+			}
+		}
+		next := oldest.Add(guardWindow)
+		return Errorf(codes.ResourceExhausted,
+			"key %s: refusing to create another key: %d keys were created for this ID in the last hour (max_key_creations_per_hour = %d), which points at a failing preparation that SPIRE keeps retrying; the next creation is allowed at %s (in %s)",
+			id, len(recent), g.max, next.UTC().Format(time.RFC3339), next.Sub(now).Round(time.Second))
+	}
+	g.history[id] = append(recent, now)
+	return nil
+}
+
+func (g *rateGuard) String() string { return fmt.Sprintf("rateGuard(max=%d)", g.max) }
