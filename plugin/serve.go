@@ -1,0 +1,94 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"os"
+
+	"github.com/hashicorp/go-hclog"
+	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/kmskeeper/kmskeeper/config"
+	keymanagerv1 "github.com/kmskeeper/kmskeeper/proto/spire/plugin/server/keymanager/v1"
+	configv1 "github.com/kmskeeper/kmskeeper/proto/spire/service/common/config/v1"
+	initv1 "github.com/kmskeeper/kmskeeper/proto/spire/service/private/init/v1"
+)
+
+// The go-plugin handshake SPIRE uses for KeyManager plugins: the plugin type
+// is both the magic cookie's name and its value.
+const (
+	ProtocolVersion  = 1
+	MagicCookieKey   = "KeyManager"
+	MagicCookieValue = "KeyManager"
+	// PluginSetKey is the name the plugin registers itself under.
+	PluginSetKey = "KeyManager"
+)
+
+// hostServiceID is the go-plugin broker ID on which SPIRE serves its host
+// services to the plugin.
+const hostServiceID = 1
+
+// Options configures Serve.
+type Options struct {
+	// Kinds lists the backends plugin_data can select; the build decides
+	// which ones exist.
+	Kinds []config.Kind
+	// Logger replaces the JSON logger on stderr that SPIRE expects. Tests
+	// use it; leave it nil in the binary.
+	Logger hclog.Logger
+}
+
+// Serve serves the plugin protocol on go-plugin until the host goes away.
+// It must only be called when SPIRE launched the process (the magic cookie
+// is set): go-plugin owns stdout for its handshake line.
+func Serve(opts Options) {
+	log := opts.Logger
+	if log == nil {
+		// Captured before go-plugin redirects os.Stderr, so that the lines go
+		// to the real stderr that SPIRE parses.
+		log = hclog.New(&hclog.LoggerOptions{
+			Level:      hclog.Trace,
+			Output:     os.Stderr,
+			JSONFormat: true,
+		})
+	}
+	s := newServer(opts.Kinds, log)
+	defer s.shutdown()
+	goplugin.Serve(&goplugin.ServeConfig{
+		HandshakeConfig: HandshakeConfig(),
+		Plugins:         goplugin.PluginSet{PluginSetKey: &grpcPlugin{server: s}},
+		GRPCServer:      goplugin.DefaultGRPCServer,
+		Logger:          log,
+	})
+}
+
+// HandshakeConfig returns the handshake SPIRE performs with a KeyManager.
+func HandshakeConfig() goplugin.HandshakeConfig {
+	return goplugin.HandshakeConfig{
+		ProtocolVersion:  ProtocolVersion,
+		MagicCookieKey:   MagicCookieKey,
+		MagicCookieValue: MagicCookieValue,
+	}
+}
+
+// grpcPlugin registers the plugin's services on go-plugin's gRPC server.
+type grpcPlugin struct {
+	goplugin.NetRPCUnsupportedPlugin
+	server *server
+}
+
+// GRPCServer registers Init, Config and KeyManager, and keeps the broker to
+// reach the host services after Init.
+func (p *grpcPlugin) GRPCServer(broker *goplugin.GRPCBroker, s *grpc.Server) error {
+	p.server.setBroker(broker)
+	initv1.RegisterInitServer(s, &initService{s: p.server})
+	configv1.RegisterConfigServer(s, &configService{s: p.server})
+	keymanagerv1.RegisterKeyManagerServer(s, &keyManagerService{s: p.server})
+	return nil
+}
+
+// GRPCClient is the host side, which this binary never plays.
+func (p *grpcPlugin) GRPCClient(context.Context, *goplugin.GRPCBroker, *grpc.ClientConn) (any, error) {
+	return nil, errors.New("kmskeeper is a plugin, not a plugin host")
+}
