@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -59,6 +60,9 @@ type entry struct {
 	gen    Generation
 	public crypto.PublicKey
 	pub    PublicKey
+	// signing counts SignData calls using this entry, so that a superseded
+	// generation is retired only once no signature is in flight with it.
+	signing *atomic.Int64
 }
 
 // Manager serves SPIRE's KeyManager calls for one trust domain and server.
@@ -261,9 +265,10 @@ func (m *Manager) newEntry(ctx context.Context, b Backend, g Generation) (*entry
 	g.Type = t
 	g.Public = public
 	return &entry{
-		gen:    g,
-		public: public,
-		pub:    PublicKey{ID: g.KeyID, Type: t, PKIX: der, Fingerprint: Fingerprint(der)},
+		gen:     g,
+		public:  public,
+		pub:     PublicKey{ID: g.KeyID, Type: t, PKIX: der, Fingerprint: Fingerprint(der)},
+		signing: new(atomic.Int64),
 	}, nil
 }
 
@@ -339,21 +344,35 @@ func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (Public
 	m.metrics.MeasureSince([]string{"kmskeeper", "keys", "create_latency"}, start, Label{"key_type", t.String()})
 	m.log.Info("Generated key", "key_id", id, "ref", g.Ref, "type", t.String(), "fingerprint", e.pub.Fingerprint)
 	if old != nil && old.gen.Ref != g.Ref {
-		m.retireAsync(old.gen)
+		m.retireAsync(old)
 	}
 	return e.pub, nil
 }
 
-// retireAsync retires a superseded generation in the background. If it
-// fails (or the process dies first), the cleanup pass finds the generation
-// again by listing.
-func (m *Manager) retireAsync(g Generation) {
+// retireAsync retires a superseded entry in the background, once the
+// signatures still in flight with it are done (no new one can start: the entry
+// is no longer served). If retiring fails, or the process dies first, the
+// cleanup pass finds the generation again by listing.
+func (m *Manager) retireAsync(old *entry) {
 	m.bg.Add(1)
 	go func() {
 		defer m.bg.Done()
 		ctx, cancel := m.backgroundCtx()
 		defer cancel()
-		m.retire(ctx, g, "superseded")
+		wait := time.NewTimer(m.budget)
+		defer wait.Stop()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for old.signing.Load() > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-wait.C:
+				old.signing.Store(0) // in-flight calls are past their budget
+			case <-tick.C:
+			}
+		}
+		m.retire(ctx, old.gen, string(StateSuperseded))
 	}()
 }
 
@@ -386,10 +405,29 @@ func (m *Manager) lookup(id string) (*entry, error) {
 	m.mu.RLock()
 	e := m.entries[id]
 	m.mu.RUnlock()
-	if e == nil {
-		return nil, Errorf(codes.NotFound, "key %q not found", id)
+	return e, notFound(e, id)
+}
+
+// acquire returns the entry served under id, counted as signing until the
+// returned release is called.
+func (m *Manager) acquire(id string) (*entry, func(), error) {
+	m.mu.RLock()
+	e := m.entries[id]
+	if e != nil {
+		e.signing.Add(1)
 	}
-	return e, nil
+	m.mu.RUnlock()
+	if e == nil {
+		return nil, nil, notFound(e, id)
+	}
+	return e, func() { e.signing.Add(-1) }, nil
+}
+
+func notFound(e *entry, id string) error {
+	if e == nil {
+		return Errorf(codes.NotFound, "key %q not found", id)
+	}
+	return nil
 }
 
 // GetPublicKey returns the key served under id, from memory.
@@ -430,10 +468,11 @@ func (m *Manager) SignData(ctx context.Context, id string, digest []byte, opts c
 	if id == "" {
 		return nil, "", Errorf(codes.InvalidArgument, "key ID is empty")
 	}
-	e, err := m.lookup(id)
+	e, release, err := m.acquire(id)
 	if err != nil {
 		return nil, "", err
 	}
+	defer release()
 	bopts, err := normalizeOpts(e.pub.Type, digest, opts)
 	if err != nil {
 		return nil, "", wrap(err, "key %s", id)
