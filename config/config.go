@@ -18,6 +18,17 @@ type Common struct {
 	KeyIdentifierValue     string `hcl:"key_identifier_value"`
 	KeyMetadataFile        string `hcl:"key_metadata_file"` // deprecated alias of KeyIdentifierFile
 	MaxKeyCreationsPerHour int    `hcl:"max_key_creations_per_hour"`
+	// LivenessInterval and CleanupInterval are Go durations ("6h"); empty
+	// means the engine's defaults.
+	LivenessInterval string `hcl:"liveness_interval"`
+	CleanupInterval  string `hcl:"cleanup_interval"`
+
+	schedule keymanager.Schedule
+}
+
+// Live returns the settings a runtime re-Configure may change.
+func (c *Config) Live() keymanager.Live {
+	return keymanager.Live{MaxCreationsPerHour: c.Common.MaxKeyCreationsPerHour, Schedule: c.Common.schedule}
 }
 
 // Backend is one cloud's configuration, decoded from the same HCL text by its
@@ -40,6 +51,8 @@ type OpenParams struct {
 	TrustDomain string
 	ServerID    string
 	Logger      hclog.Logger
+	// Metrics receives the backend's own measurements (throttled retries).
+	Metrics keymanager.Metrics
 }
 
 // Kind describes a backend kind the configuration can select.

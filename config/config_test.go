@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kmskeeper/kmskeeper/keymanager"
 )
@@ -80,11 +81,23 @@ func TestParse(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "intervals",
+			hcl:  `fake_vault = "https://v" key_identifier_value = "s" liveness_interval = "2h" cleanup_interval = "90m"`,
+			check: func(t *testing.T, c *Config) {
+				l := c.Live()
+				if l.Schedule.LivenessInterval != 2*time.Hour || l.Schedule.CleanupInterval != 90*time.Minute || l.MaxCreationsPerHour != 10 {
+					t.Errorf("Live() = %+v", l)
+				}
+			},
+		},
+		{name: "bad interval", hcl: `fake_vault = "https://v" key_identifier_value = "s" liveness_interval = "often"`, wantErr: `liveness_interval = "often" is not a duration`},
+		{name: "short interval", hcl: `fake_vault = "https://v" key_identifier_value = "s" cleanup_interval = "1s"`, wantErr: "shorter than the minimum"},
 		{name: "empty trust domain", hcl: `fake_vault = "https://v"`, td: " ", wantErr: "trust domain is empty"},
 		{name: "bad hcl", hcl: `fake_vault = "unterminated`, wantErr: "not valid HCL"},
 		{name: "no backend", hcl: `key_identifier_value = "s"`, wantErr: "set one of fake_vault, other_ring"},
 		{name: "two backends", hcl: `fake_vault = "https://v" other_ring = "r" key_identifier_value = "s"`, wantErr: "more than one backend"},
-		{name: "unknown key", hcl: `fake_vault = "https://v" key_identifier_value = "s" colour = "blue"`, wantErr: `unknown configuration key "colour" for fake; valid keys are: fake_tags, fake_vault, key_identifier_file`},
+		{name: "unknown key", hcl: `fake_vault = "https://v" key_identifier_value = "s" colour = "blue"`, wantErr: `unknown configuration key "colour" for fake; valid keys are: cleanup_interval, fake_tags, fake_vault`},
 		{name: "other backend key", hcl: `fake_vault = "https://v" key_identifier_value = "s" fake_tags = {} other_x = 1`, wantErr: `unknown configuration key "other_x"`},
 		{name: "no identifier", hcl: `fake_vault = "https://v"`, wantErr: "set key_identifier_file"},
 		{name: "both identifiers", hcl: `fake_vault = "https://v" key_identifier_file = "/a" key_identifier_value = "b"`, wantErr: "both set"},
@@ -163,7 +176,7 @@ func TestServerIDFile(t *testing.T) {
 
 func TestKindKeys(t *testing.T) {
 	got := strings.Join(testKinds[0].Keys(), ",")
-	want := "fake_tags,fake_vault,key_identifier_file,key_identifier_value,key_metadata_file,max_key_creations_per_hour"
+	want := "cleanup_interval,fake_tags,fake_vault,key_identifier_file,key_identifier_value,key_metadata_file,liveness_interval,max_key_creations_per_hour"
 	if got != want {
 		t.Errorf("Keys() = %s, want %s", got, want)
 	}

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl"
 	"github.com/hashicorp/hcl/hcl/ast"
@@ -92,7 +93,29 @@ func (c *Config) checkCommon() error {
 	case n < 0 || n > maxKeyCreationsCeiling:
 		return fmt.Errorf("max_key_creations_per_hour is %d; it must be between 1 and %d (default %d)", n, maxKeyCreationsCeiling, DefaultMaxKeyCreationsPerHour)
 	}
+	var err error
+	if cm.schedule.LivenessInterval, err = parseInterval("liveness_interval", cm.LivenessInterval, time.Minute); err != nil {
+		return err
+	}
+	if cm.schedule.CleanupInterval, err = parseInterval("cleanup_interval", cm.CleanupInterval, time.Minute); err != nil {
+		return err
+	}
 	return nil
+}
+
+// parseInterval parses an optional duration setting of at least min.
+func parseInterval(key, v string, min time.Duration) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s = %q is not a duration such as \"6h\" or \"30m\"", key, v)
+	}
+	if d < min {
+		return 0, fmt.Errorf("%s = %q is shorter than the minimum of %s", key, v, min)
+	}
+	return d, nil
 }
 
 // decode decodes each item of list into v on its own, so that an error names
