@@ -12,15 +12,21 @@ import (
 type Backend interface {
 	// ListGenerations returns every generation of a SPIRE key in the trust
 	// domain that the backend can see: this server's and other servers'.
-	// Generations already retired are not returned.
+	// Generations already retired are not returned. A backend whose cloud
+	// groups generations (Cloud KMS versions under a CryptoKey) may return
+	// one generation per group for other servers' keys, since only this
+	// server's generations are ever fetched or signed with; retiring such a
+	// generation retires the whole group.
 	ListGenerations(ctx context.Context) ([]Generation, error)
 
 	// Create makes a new generation for keyID. The returned generation has
 	// Public set.
 	Create(ctx context.Context, keyID string, keyType KeyType) (Generation, error)
 
-	// PublicKey fetches the public key of a listed generation.
-	PublicKey(ctx context.Context, g Generation) (crypto.PublicKey, error)
+	// Fetch completes a listed generation: it returns g with Public set,
+	// and Ref, Type and Disabled refined where the listing could not tell
+	// (for example the version a key name currently points at).
+	Fetch(ctx context.Context, g Generation) (Generation, error)
 
 	// Sign signs digest with the generation's private key. opts is a
 	// crypto.Hash or an *rsa.PSSOptions whose SaltLength is the hash length.

@@ -243,14 +243,20 @@ func (m *Manager) fetchAll(ctx context.Context, b Backend, gens []Generation) (m
 
 // newEntry builds the served entry for g, fetching its public key if needed.
 func (m *Manager) newEntry(ctx context.Context, b Backend, g Generation) (*entry, error) {
-	public := g.Public
-	if public == nil {
-		var err error
-		public, err = b.PublicKey(ctx, g)
+	if g.Public == nil {
+		fetched, err := b.Fetch(ctx, g)
 		if err != nil {
 			return nil, wrap(err, "key %s: fetching the public key of %s", g.KeyID, g.Ref)
 		}
+		if fetched.Disabled {
+			return nil, Errorf(codes.FailedPrecondition, "key %s: generation %s is disabled in the cloud; enable it, or delete it so that SPIRE prepares a new key", g.KeyID, fetched.Ref)
+		}
+		if fetched.Public == nil || fetched.KeyID != g.KeyID {
+			return nil, Errorf(codes.Internal, "key %s: the backend fetched %s without a public key or for another key ID", g.KeyID, g.Ref)
+		}
+		g = fetched
 	}
+	public := g.Public
 	t, err := KeyTypeOf(public)
 	if err != nil {
 		return nil, Errorf(codes.Internal, "key %s: generation %s: %v", g.KeyID, g.Ref, err)

@@ -561,7 +561,7 @@ func TestCleanupSparesKeyBeingCreated(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	e.store.Hook = func(ctx context.Context, op, _ string) error {
-		if op == "PublicKey" {
+		if op == "Fetch" {
 			once.Do(func() { close(entered); <-release })
 		}
 		return nil

@@ -34,7 +34,7 @@ type Store struct {
 	now   func() time.Time
 	state state
 	// Hook, if set, runs before every backend operation with the
-	// operation's name ("List", "Create", "PublicKey", "Sign", "KeepAlive",
+	// operation's name ("List", "Create", "Fetch", "Sign", "KeepAlive",
 	// "Retire") and key ID; an error it returns fails the operation. Tests
 	// use it to block or fail calls.
 	Hook func(ctx context.Context, op, keyID string) error
@@ -294,13 +294,14 @@ func (b *Backend) signer(ctx context.Context, op string, g keymanager.Generation
 	return key.(crypto.Signer), nil
 }
 
-// PublicKey implements keymanager.Backend.
-func (b *Backend) PublicKey(ctx context.Context, g keymanager.Generation) (crypto.PublicKey, error) {
-	k, err := b.signer(ctx, "PublicKey", g)
+// Fetch implements keymanager.Backend.
+func (b *Backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+	k, err := b.signer(ctx, "Fetch", g)
 	if err != nil {
-		return nil, err
+		return g, err
 	}
-	return k.Public(), nil
+	g.Public = k.Public()
+	return g, nil
 }
 
 // Sign implements keymanager.Backend.
