@@ -1,0 +1,49 @@
+package keymanagertest
+
+import (
+	"crypto"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+// Capabilities says what a backend supports, so that the suite tests exactly
+// that and expects InvalidArgument for what it lists as refused.
+type Capabilities struct {
+	// KeyTypes lists the key types the backend creates.
+	KeyTypes []keymanager.KeyType
+	// Hashes lists, for each key type in KeyTypes, the hashes it signs with
+	// (ECDSA, or RSA PKCS#1 v1.5). Every key type needs an entry.
+	Hashes map[keymanager.KeyType][]crypto.Hash
+	// PSS lists, for each RSA key type, the hashes it signs RSA-PSS with. A
+	// key type without an entry is not tested with PSS.
+	PSS map[keymanager.KeyType][]crypto.Hash
+	// Refused lists, per key type, protocol hashes the backend answers with
+	// InvalidArgument. Optional.
+	Refused map[keymanager.KeyType][]crypto.Hash
+}
+
+// ProtocolHashes returns every hash SPIRE's KeyManager protocol can name.
+func ProtocolHashes() []crypto.Hash {
+	return []crypto.Hash{
+		crypto.SHA224, crypto.SHA256, crypto.SHA384, crypto.SHA512,
+		crypto.SHA3_224, crypto.SHA3_256, crypto.SHA3_384, crypto.SHA3_512,
+		crypto.SHA512_224, crypto.SHA512_256,
+	}
+}
+
+// AllCapabilities returns the capabilities of a backend that signs with
+// every key type, every protocol hash and PSS: the in-memory backend.
+func AllCapabilities() Capabilities {
+	c := Capabilities{
+		KeyTypes: keymanager.KeyTypes[:],
+		Hashes:   map[keymanager.KeyType][]crypto.Hash{},
+		PSS:      map[keymanager.KeyType][]crypto.Hash{},
+	}
+	for _, t := range c.KeyTypes {
+		c.Hashes[t] = ProtocolHashes()
+		if !t.IsEC() {
+			c.PSS[t] = ProtocolHashes()
+		}
+	}
+	return c
+}
