@@ -1,0 +1,103 @@
+package gcpkms
+
+import (
+	"context"
+	"path"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// intercept runs in front of every unary call: count it, authenticate the
+// caller, apply injected faults and quotas, run the method, tamper with the
+// answer if a fault says so.
+func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	method := path.Base(info.FullMethod)
+	s.counts.inc(method)
+	start := time.Now()
+	resp, err := s.handle(ctx, method, req, handler)
+	s.logf("gcpkms: %s %s -> %v (%v)", method, resourceOf(req), status.Code(err), time.Since(start).Round(time.Microsecond))
+	return resp, err
+}
+
+func (s *Server) handle(ctx context.Context, method string, req any, handler grpc.UnaryHandler) (any, error) {
+	ctx = context.WithValue(ctx, callerKey{}, s.authenticate(ctx))
+	f := s.faults.take(method)
+	if f != nil {
+		if f.Latency > 0 {
+			t := time.NewTimer(f.Latency)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+		}
+		if f.Code != codes.OK {
+			msg := f.Message
+			if msg == "" {
+				msg = defaultMessage(f.Code)
+			}
+			return nil, status.Error(f.Code, msg)
+		}
+	}
+	if _, err := s.caller(ctx); err != nil && s.auth.checking() {
+		return nil, err
+	}
+	if err := s.quotas.check(method, projectOf(resourceOf(req)), s.clock.Now()); err != nil {
+		return nil, err
+	}
+	resp, err := handler(ctx, req)
+	if err == nil && f != nil && f.Tamper != TamperNone {
+		tamper(f.Tamper, resp)
+	}
+	return resp, err
+}
+
+// authenticate reads "authorization: Bearer ..." from the call's metadata.
+func (s *Server) authenticate(ctx context.Context) callerID {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, v := range md.Get("authorization") {
+		if tok, ok := strings.CutPrefix(v, "Bearer "); ok {
+			email, err := s.auth.authenticate(tok)
+			return callerID{email: email, err: err}
+		}
+	}
+	return callerID{}
+}
+
+// resourceOf finds the resource a request is about (name, parent, resource,
+// or the name of the message being updated), for logs and per-project
+// quotas.
+func resourceOf(req any) string {
+	m, ok := req.(proto.Message)
+	if !ok {
+		return ""
+	}
+	r := m.ProtoReflect()
+	fields := r.Descriptor().Fields()
+	for _, n := range []string{"name", "parent", "resource"} {
+		if fd := fields.ByName(protoName(n)); fd != nil && fd.Kind().String() == "string" {
+			return r.Get(fd).String()
+		}
+	}
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if fd.Message() == nil || fd.IsList() || fd.IsMap() || !r.Has(fd) {
+			continue
+		}
+		sub := r.Get(fd).Message()
+		if nf := fd.Message().Fields().ByName("name"); nf != nil && nf.Kind().String() == "string" {
+			return sub.Get(nf).String()
+		}
+	}
+	return ""
+}
+
+func protoName(s string) protoreflect.Name { return protoreflect.Name(s) }
