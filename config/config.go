@@ -70,6 +70,8 @@ type Config struct {
 	Common  Common
 	Kind    Kind
 	Backend Backend
+	// Migrate is the migrate_from block, if any.
+	Migrate *Migration
 	// Warnings are notes for the operator (deprecated keys) that do not stop
 	// the plugin.
 	Warnings []string

@@ -93,6 +93,29 @@ func TestParse(t *testing.T) {
 		},
 		{name: "bad interval", hcl: `fake_vault = "https://v" key_identifier_value = "s" liveness_interval = "often"`, wantErr: `liveness_interval = "often" is not a duration`},
 		{name: "short interval", hcl: `fake_vault = "https://v" key_identifier_value = "s" cleanup_interval = "1s"`, wantErr: "shorter than the minimum"},
+		{
+			name: "migrate from disk",
+			hcl:  `fake_vault = "https://v" key_identifier_value = "s" migrate_from { disk_keys_path = "/opt/spire/data/keys.json" }`,
+			check: func(t *testing.T, c *Config) {
+				if c.Migrate == nil || c.Migrate.DiskKeysPath != "/opt/spire/data/keys.json" || c.Migrate.From != nil {
+					t.Errorf("Migrate = %+v", c.Migrate)
+				}
+			},
+		},
+		{
+			name: "migrate from another backend",
+			hcl:  "fake_vault = \"https://v\"\nkey_identifier_value = \"s\"\nmigrate_from {\n other_ring = \"r\"\n key_identifier_value = \"old\"\n}",
+			check: func(t *testing.T, c *Config) {
+				if c.Migrate == nil || c.Migrate.From == nil || c.Migrate.From.Kind.Name != "other" || c.Migrate.From.Common.KeyIdentifierValue != "old" {
+					t.Errorf("Migrate = %+v", c.Migrate)
+				}
+			},
+		},
+		{name: "migrate disk with extra key", hcl: `fake_vault = "https://v" key_identifier_value = "s" migrate_from { disk_keys_path = "/k" other_ring = "r" }`, wantErr: "disk_keys_path stands alone; remove other_ring"},
+		{name: "migrate twice", hcl: `fake_vault = "https://v" key_identifier_value = "s" migrate_from { disk_keys_path = "/k" } migrate_from { disk_keys_path = "/j" }`, wantErr: "more than once"},
+		{name: "migrate not a block", hcl: `fake_vault = "https://v" key_identifier_value = "s" migrate_from = "x"`, wantErr: "must be a block"},
+		{name: "migrate nested", hcl: `fake_vault = "https://v" key_identifier_value = "s" migrate_from { other_ring = "r" key_identifier_value = "o" migrate_from { disk_keys_path = "/k" } }`, wantErr: `migrate_from: unknown configuration key "migrate_from"`},
+		{name: "migrate bad backend", hcl: `fake_vault = "https://v" key_identifier_value = "s" migrate_from { other_ring = "r" }`, wantErr: "migrate_from: set key_identifier_file"},
 		{name: "empty trust domain", hcl: `fake_vault = "https://v"`, td: " ", wantErr: "trust domain is empty"},
 		{name: "bad hcl", hcl: `fake_vault = "unterminated`, wantErr: "not valid HCL"},
 		{name: "no backend", hcl: `key_identifier_value = "s"`, wantErr: "set one of fake_vault, other_ring"},
@@ -176,7 +199,7 @@ func TestServerIDFile(t *testing.T) {
 
 func TestKindKeys(t *testing.T) {
 	got := strings.Join(testKinds[0].Keys(), ",")
-	want := "cleanup_interval,fake_tags,fake_vault,key_identifier_file,key_identifier_value,key_metadata_file,liveness_interval,max_key_creations_per_hour"
+	want := "cleanup_interval,fake_tags,fake_vault,key_identifier_file,key_identifier_value,key_metadata_file,liveness_interval,max_key_creations_per_hour,migrate_from"
 	if got != want {
 		t.Errorf("Keys() = %s, want %s", got, want)
 	}

@@ -38,14 +38,36 @@ func Parse(text, trustDomain string, kinds []Kind) (*Config, error) {
 	if !ok {
 		return nil, errors.New("plugin_data is not an HCL object")
 	}
-	present := topLevelKeys(list)
+	rest, migrateItems := splitKey(list, migrateKey)
+	c, err := parseList(rest, trustDomain, kinds, true)
+	if err != nil {
+		return nil, err
+	}
+	switch len(migrateItems) {
+	case 0:
+	case 1:
+		if c.Migrate, err = parseMigration(migrateItems[0], trustDomain, kinds); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, errors.New("migrate_from is set more than once; a server migrates from one place")
+	}
+	return c, nil
+}
 
+// parseList decodes and checks one backend configuration. allowMigrate says
+// whether migrate_from is a valid key at this level.
+func parseList(list *ast.ObjectList, trustDomain string, kinds []Kind, allowMigrate bool) (*Config, error) {
+	present := topLevelKeys(list)
 	kind, err := selectKind(present, kinds)
 	if err != nil {
 		return nil, err
 	}
 	backend := kind.New()
 	known := append(hclKeys(&Common{}), hclKeys(backend)...)
+	if allowMigrate {
+		known = append(known, migrateKey)
+	}
 	for _, k := range present {
 		if !slices.Contains(known, k) {
 			slices.Sort(known)
@@ -67,6 +89,19 @@ func Parse(text, trustDomain string, kinds []Kind) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// splitKey separates the items named key from the others.
+func splitKey(list *ast.ObjectList, key string) (rest *ast.ObjectList, named []*ast.ObjectItem) {
+	rest = &ast.ObjectList{}
+	for _, item := range list.Items {
+		if len(item.Keys) > 0 && item.Keys[0].Token.Value() == key {
+			named = append(named, item)
+			continue
+		}
+		rest.Items = append(rest.Items, item)
+	}
+	return rest, named
 }
 
 func (c *Config) checkCommon() error {
@@ -199,6 +234,7 @@ func hclKeys(v any) []string {
 // sorted: the list the docs and error messages give.
 func (k Kind) Keys() []string {
 	keys := append(hclKeys(&Common{}), hclKeys(k.New())...)
+	keys = append(keys, migrateKey)
 	slices.Sort(keys)
 	return keys
 }

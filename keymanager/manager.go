@@ -52,6 +52,9 @@ type Options struct {
 	Clock Clock
 	// Schedule sets the background passes. Zero fields take the defaults.
 	Schedule Schedule
+	// Predecessor, if set, serves the keys of a migration source for the
+	// key IDs the backend does not hold yet.
+	Predecessor Predecessor
 }
 
 // entry is one key served under a SPIRE key ID. Entries are immutable once
@@ -60,6 +63,8 @@ type entry struct {
 	gen    Generation
 	public crypto.PublicKey
 	pub    PublicKey
+	// inherited marks a key served from the Predecessor.
+	inherited bool
 	// signing counts SignData calls using this entry, so that a superseded
 	// generation is retired only once no signature is in flight with it.
 	signing *atomic.Int64
@@ -69,21 +74,23 @@ type entry struct {
 // All methods are safe for concurrent use. Its lock guards only memory: it is
 // never held across a backend call.
 type Manager struct {
-	serverID string
-	budget   time.Duration
-	log      hclog.Logger
-	metrics  Metrics
-	clock    Clock
-	guard    *rateGuard
+	serverID    string
+	budget      time.Duration
+	log         hclog.Logger
+	metrics     Metrics
+	clock       Clock
+	guard       *rateGuard
+	predecessor Predecessor
 
-	mu          sync.RWMutex
-	backend     Backend
-	schedule    Schedule
-	entries     map[string]*entry
-	known       map[string]bool // refs this manager created, adopted or superseded
-	inFlight    map[string]int  // GenerateKey calls running, per key ID
-	cloudOffset time.Duration   // how far the cloud's clock is ahead of ours
-	leftovers   []Generation    // superseded generations found at load
+	mu            sync.RWMutex
+	backend       Backend
+	schedule      Schedule
+	entries       map[string]*entry
+	known         map[string]bool // refs this manager created, adopted or superseded
+	inFlight      map[string]int  // GenerateKey calls running, per key ID
+	cloudOffset   time.Duration   // how far the cloud's clock is ahead of ours
+	leftovers     []Generation    // superseded generations found at load
+	migrationDone bool            // the completion of the migration was logged
 
 	bg       sync.WaitGroup
 	stop     chan struct{}
@@ -100,17 +107,18 @@ func New(opts Options) (*Manager, error) {
 		return nil, errors.New("keymanager: no server ID")
 	}
 	m := &Manager{
-		serverID: opts.ServerID,
-		budget:   opts.Budget,
-		log:      opts.Logger,
-		metrics:  opts.Metrics,
-		clock:    opts.Clock,
-		backend:  opts.Backend,
-		schedule: opts.Schedule.withDefaults(),
-		entries:  make(map[string]*entry),
-		known:    make(map[string]bool),
-		inFlight: make(map[string]int),
-		stop:     make(chan struct{}),
+		serverID:    opts.ServerID,
+		budget:      opts.Budget,
+		log:         opts.Logger,
+		metrics:     opts.Metrics,
+		clock:       opts.Clock,
+		backend:     opts.Backend,
+		predecessor: opts.Predecessor,
+		schedule:    opts.Schedule.withDefaults(),
+		entries:     make(map[string]*entry),
+		known:       make(map[string]bool),
+		inFlight:    make(map[string]int),
+		stop:        make(chan struct{}),
 	}
 	if m.budget <= 0 {
 		m.budget = DefaultBudget
@@ -183,6 +191,11 @@ func (m *Manager) Load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if m.predecessor != nil {
+		if err := m.loadPredecessor(ctx, entries); err != nil {
+			return err
+		}
+	}
 
 	now := m.clock.Now()
 	m.mu.Lock()
@@ -203,7 +216,7 @@ func (m *Manager) Load(ctx context.Context) error {
 	}
 	m.leftovers = losers
 	for _, e := range entries {
-		m.log.Info("Serving key", "key_id", e.gen.KeyID, "ref", e.gen.Ref, "type", e.pub.Type.String(), "fingerprint", e.pub.Fingerprint)
+		m.log.Info("Serving key", "inherited", e.inherited, "key_id", e.gen.KeyID, "ref", e.gen.Ref, "type", e.pub.Type.String(), "fingerprint", e.pub.Fingerprint)
 	}
 	for _, g := range losers {
 		m.log.Info("Found superseded key generation; it will be retired", "key_id", g.KeyID, "ref", g.Ref)
@@ -344,12 +357,13 @@ func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (Public
 	old := m.entries[id]
 	m.entries[id] = e
 	m.known[g.Ref] = true
+	m.noteMigrationProgress(old)
 	m.mu.Unlock()
 
 	m.metrics.IncrCounter([]string{"kmskeeper", "keys", "created"}, 1, Label{"key_type", t.String()})
 	m.metrics.MeasureSince([]string{"kmskeeper", "keys", "create_latency"}, start, Label{"key_type", t.String()})
 	m.log.Info("Generated key", "key_id", id, "ref", g.Ref, "type", t.String(), "fingerprint", e.pub.Fingerprint)
-	if old != nil && old.gen.Ref != g.Ref {
+	if old != nil && !old.inherited && old.gen.Ref != g.Ref {
 		m.retireAsync(old)
 	}
 	return e.pub, nil
@@ -485,7 +499,11 @@ func (m *Manager) SignData(ctx context.Context, id string, digest []byte, opts c
 	}
 	cctx, cancel := m.callCtx(ctx)
 	defer cancel()
-	sig, err = m.currentBackend().Sign(cctx, e.gen, digest, bopts)
+	if e.inherited {
+		sig, err = m.predecessor.Sign(cctx, e.gen, digest, bopts)
+	} else {
+		sig, err = m.currentBackend().Sign(cctx, e.gen, digest, bopts)
+	}
 	if err != nil {
 		return nil, "", wrap(err, "key %s: signing with %s", id, e.gen.Ref)
 	}
@@ -535,10 +553,14 @@ func (m *Manager) Reconfigure(l Live, backend Backend) {
 func (m *Manager) Close() error {
 	m.stopOnce.Do(func() { close(m.stop) })
 	m.bg.Wait()
-	if c, ok := m.currentBackend().(Closer); ok {
-		return c.Close()
+	var err error
+	if c, ok := m.predecessor.(Closer); ok {
+		err = c.Close()
 	}
-	return nil
+	if c, ok := m.currentBackend().(Closer); ok {
+		err = errors.Join(err, c.Close())
+	}
+	return err
 }
 
 func (m *Manager) String() string {

@@ -127,7 +127,7 @@ func (m *Manager) KeepAlive(ctx context.Context) error {
 	var due []Generation
 	now := m.cloudNow()
 	for _, e := range m.entries {
-		if now.Sub(e.gen.Updated) > m.schedule.KeepAliveAge {
+		if !e.inherited && now.Sub(e.gen.Updated) > m.schedule.KeepAliveAge {
 			due = append(due, e.gen)
 		}
 	}

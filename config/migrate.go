@@ -1,0 +1,80 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/hcl"
+	"github.com/hashicorp/hcl/hcl/ast"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/migrate"
+)
+
+const migrateKey = "migrate_from"
+
+// Migration says where this server's keys lived before: SPIRE's disk key
+// manager file, or another backend's configuration block. Its keys are served
+// read-only until SPIRE replaces each key ID (keymanager.Predecessor).
+type Migration struct {
+	// DiskKeysPath is the keys file of SPIRE's disk KeyManager.
+	DiskKeysPath string `hcl:"disk_keys_path"`
+	// From is the previous backend's configuration, when migrating between
+	// clouds.
+	From *Config
+}
+
+func parseMigration(item *ast.ObjectItem, trustDomain string, kinds []Kind) (*Migration, error) {
+	obj, ok := item.Val.(*ast.ObjectType)
+	if !ok {
+		return nil, errors.New(`migrate_from must be a block: migrate_from { disk_keys_path = "..." } or migrate_from { <the previous backend's keys> }`)
+	}
+	keys := topLevelKeys(obj.List)
+	if slices.Contains(keys, "disk_keys_path") {
+		if len(keys) != 1 {
+			return nil, fmt.Errorf("migrate_from: disk_keys_path stands alone; remove %s", strings.Join(slices.DeleteFunc(keys, func(k string) bool { return k == "disk_keys_path" }), ", "))
+		}
+		var m Migration
+		if err := hcl.DecodeObject(&m, obj.List); err != nil {
+			return nil, fmt.Errorf("migrate_from: disk_keys_path: %w", err)
+		}
+		if m.DiskKeysPath == "" {
+			return nil, errors.New("migrate_from: disk_keys_path is empty")
+		}
+		return &m, nil
+	}
+	from, err := parseList(obj.List, trustDomain, kinds, false)
+	if err != nil {
+		return nil, fmt.Errorf("migrate_from: %w", err)
+	}
+	return &Migration{From: from}, nil
+}
+
+// OpenPredecessor opens the migration source, if any: it reads and checks the
+// disk keys file, or opens the previous backend read-only. It returns nil
+// when plugin_data has no migrate_from.
+func (c *Config) OpenPredecessor(ctx context.Context, p OpenParams) (keymanager.Predecessor, error) {
+	m := c.Migrate
+	switch {
+	case m == nil:
+		return nil, nil
+	case m.DiskKeysPath != "":
+		return migrate.ReadDisk(m.DiskKeysPath)
+	}
+	serverID, err := m.From.ServerID(false)
+	if err != nil {
+		return nil, fmt.Errorf("migrate_from: %w", err)
+	}
+	if serverID == "" {
+		return nil, fmt.Errorf("migrate_from: key_identifier_file %s does not exist: point it at the previous server's identifier file, or set key_identifier_value to the previous server ID", m.From.Common.KeyIdentifierFile)
+	}
+	p.ServerID = serverID
+	b, err := m.From.Backend.Open(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("migrate_from: opening %s: %w", m.From.Kind.Name, err)
+	}
+	return migrate.FromBackend(m.From.Kind.Name+" "+m.From.Backend.Fixed(), b, serverID), nil
+}

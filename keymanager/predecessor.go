@@ -1,0 +1,98 @@
+package keymanager
+
+import (
+	"context"
+	"crypto"
+
+	"google.golang.org/grpc/codes"
+)
+
+// Predecessor is where a trust domain's keys lived before kmskeeper: SPIRE's
+// disk key manager file, or another cloud. Its keys are served read-only,
+// with the same public keys, so SPIRE's journal still matches and nothing
+// rotates; each key ID moves to the backend when SPIRE next calls GenerateKey
+// for it. A predecessor is never written to and its keys are never retired.
+type Predecessor interface {
+	// Name says where the keys come from, for logs and errors.
+	Name() string
+	// Keys returns the predecessor's keys, one generation per key ID, with
+	// Public set. Created is when the key was made (or, when unknown, a
+	// time no later than that), to tell a key migrated to the backend from
+	// one that was there before the migration.
+	Keys(ctx context.Context) ([]Generation, error)
+	// Sign signs with one of the generations Keys returned.
+	Sign(ctx context.Context, g Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error)
+}
+
+// loadPredecessor adds the predecessor's keys for the IDs the backend does
+// not serve. An ID the backend holds a generation of that is not newer than
+// the predecessor's key existed in the backend before the migration: the
+// operator must decide which key SPIRE's journal names, so it is an error.
+// The caller holds no lock; entries is the map Load is about to install.
+func (m *Manager) loadPredecessor(ctx context.Context, entries map[string]*entry) error {
+	p := m.predecessor
+	keys, err := p.Keys(ctx)
+	if err != nil {
+		return wrap(err, "migration: reading the keys of %s", p.Name())
+	}
+	for _, g := range keys {
+		if cur := entries[g.KeyID]; cur != nil {
+			if cur.gen.Created.After(g.Created) {
+				m.log.Info("Key already migrated; the predecessor's key for it is no longer used", "key_id", g.KeyID, "from", p.Name(), "ref", cur.gen.Ref)
+				continue
+			}
+			return Errorf(codes.FailedPrecondition,
+				"migration: key %s exists both in %s and in the backend (%s), and the backend's key is not newer: it was there before the migration started. Remove one of them (the one SPIRE's journal does not name) and start again",
+				g.KeyID, p.Name(), cur.gen.Ref)
+		}
+		if g.Public == nil {
+			return Errorf(codes.Internal, "migration: %s returned key %s without a public key", p.Name(), g.KeyID)
+		}
+		e, err := m.newEntry(ctx, nil, g)
+		if err != nil {
+			return wrap(err, "migration: key %s from %s", g.KeyID, p.Name())
+		}
+		e.inherited = true
+		entries[g.KeyID] = e
+	}
+	return nil
+}
+
+// migrationLeft returns how many key IDs are still served by the
+// predecessor. The caller holds m.mu.
+func (m *Manager) migrationLeft() int {
+	n := 0
+	for _, e := range m.entries {
+		if e.inherited {
+			n++
+		}
+	}
+	return n
+}
+
+// noteMigrationProgress logs once that the migration is complete when the
+// last inherited key has been replaced. The caller holds m.mu.
+func (m *Manager) noteMigrationProgress(replaced *entry) {
+	if m.predecessor == nil || replaced == nil || !replaced.inherited {
+		return
+	}
+	left := m.migrationLeft()
+	m.log.Info("Key moved from the predecessor to the backend", "key_id", replaced.gen.KeyID, "from", m.predecessor.Name(), "keys_left", left)
+	if left == 0 && !m.migrationDone {
+		m.migrationDone = true
+		m.log.Info("Migration complete: every key is now served by the backend. Remove migrate_from from plugin_data; the old keys are no longer needed by this server", "from", m.predecessor.Name())
+	}
+}
+
+// MigrationPending returns the key IDs still served by the predecessor.
+func (m *Manager) MigrationPending() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var ids []string
+	for id, e := range m.entries {
+		if e.inherited {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
