@@ -719,3 +719,27 @@ func TestRetireWaitsForInFlightSignature(t *testing.T) {
 	}
 	waitFor(t, func() bool { return len(e.store.Refs()) == 1 })
 }
+
+func TestPlan(t *testing.T) {
+	now := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	gens := []keymanager.Generation{
+		{KeyID: "a", Ref: "a1", ServerID: "me", Created: now.Add(-3 * day), Updated: now.Add(-3 * day)},
+		{KeyID: "a", Ref: "a2", ServerID: "me", Created: now.Add(-1 * day), Updated: now.Add(-1 * day)},
+		{KeyID: "b", Ref: "b1", ServerID: "me", Created: now.Add(-30 * day), Updated: now.Add(-30 * day)},
+		{KeyID: "a", Ref: "o1", ServerID: "other", Created: now.Add(-30 * day), Updated: now.Add(-16 * day)},
+		{KeyID: "a", Ref: "o2", ServerID: "other2", Created: now.Add(-30 * day), Updated: now.Add(-13 * day)},
+	}
+	want := map[string]keymanager.State{"a1": keymanager.StateSuperseded, "a2": keymanager.StateInUse, "b1": keymanager.StateInUse, "o1": keymanager.StateStale, "o2": keymanager.StateForeign}
+	for _, a := range keymanager.Plan(gens, "me", now, 0) {
+		if a.State != want[a.Ref] || a.Retire != (a.State == keymanager.StateSuperseded || a.State == keymanager.StateStale) {
+			t.Errorf("%s: state %s retire %v; want %s", a.Ref, a.State, a.Retire, want[a.Ref])
+		}
+	}
+	// A local clock 20 days behind the cloud still sees o1 as stale.
+	for _, a := range keymanager.Plan(gens, "me", now.Add(-20*day), 0) {
+		if a.Ref == "o1" && a.State != keymanager.StateStale {
+			t.Errorf("o1 with a slow clock: %s", a.State)
+		}
+	}
+}

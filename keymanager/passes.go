@@ -95,6 +95,47 @@ func (m *Manager) Assess(ctx context.Context) ([]Assessment, error) {
 	return out, nil
 }
 
+// Plan assesses a listing without a running Manager, as a restarted server
+// would: the newest generation of each of serverID's key IDs is in use, its
+// other generations are superseded, and other servers' generations are stale
+// once their Updated time is older than staleAfter (zero means
+// DefaultStaleAfter). now is the local time; it is moved forward to the
+// newest creation time listed, as the engine does. Operator tools use it.
+func Plan(gens []Generation, serverID string, now time.Time, staleAfter time.Duration) []Assessment {
+	if staleAfter <= 0 {
+		staleAfter = DefaultStaleAfter
+	}
+	newest := make(map[string]Generation)
+	for _, g := range gens {
+		if g.Created.After(now) {
+			now = g.Created
+		}
+		if g.ServerID != serverID {
+			continue
+		}
+		cur, ok := newest[g.KeyID]
+		if !ok || g.Created.After(cur.Created) || (g.Created.Equal(cur.Created) && g.Ref > cur.Ref) {
+			newest[g.KeyID] = g
+		}
+	}
+	out := make([]Assessment, 0, len(gens))
+	for _, g := range gens {
+		a := Assessment{Generation: g}
+		switch {
+		case g.ServerID != serverID && now.Sub(g.Updated) > staleAfter:
+			a.State, a.Retire = StateStale, true
+		case g.ServerID != serverID:
+			a.State = StateForeign
+		case newest[g.KeyID].Ref == g.Ref:
+			a.State = StateInUse
+		default:
+			a.State, a.Retire = StateSuperseded, true
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
 // Cleanup assesses the backend and, when apply is true, retires what the
 // assessment marks. It returns the assessment and the first retirement error.
 func (m *Manager) Cleanup(ctx context.Context, apply bool) ([]Assessment, error) {

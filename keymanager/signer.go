@@ -48,6 +48,13 @@ func normalizeOpts(t KeyType, digest []byte, opts crypto.SignerOpts) (crypto.Sig
 	return &rsa.PSSOptions{SaltLength: h.Size(), Hash: h}, nil
 }
 
+// Verify checks a signature made with opts (a crypto.Hash or
+// *rsa.PSSOptions) over digest against pub. ECDSA signatures are ASN.1 DER.
+// The engine runs it on every signature; operator probes use it too.
+func Verify(pub crypto.PublicKey, digest, sig []byte, opts crypto.SignerOpts) error {
+	return verify(pub, digest, sig, opts)
+}
+
 // verify checks a signature made with opts against pub.
 func verify(pub crypto.PublicKey, digest, sig []byte, opts crypto.SignerOpts) error {
 	switch k := pub.(type) {
