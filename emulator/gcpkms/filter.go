@@ -440,9 +440,6 @@ func (p *filterParser) value() (string, error) {
 	return p.in[start:p.pos], nil
 }
 
-
-
-
 // mapRecord is a record backed by a map.
 type mapRecord map[string]string
 

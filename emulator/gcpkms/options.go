@@ -40,6 +40,10 @@ type Options struct {
 	// TokenListen is the listen address of the HTTP OAuth2 token and
 	// tokeninfo endpoint service accounts use; default "127.0.0.1:0".
 	TokenListen string
+	// AdminListen, when set, serves AdminHandler (faults, clock, counters)
+	// on this address, e.g. "127.0.0.1:0". Keep it on loopback: it is
+	// unauthenticated.
+	AdminListen string
 	// Clock is the emulator clock; nil means NewClock() (wall clock).
 	Clock *Clock
 	// Quotas enables the published per-minute quotas at start (see SetQuotas).

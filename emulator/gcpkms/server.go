@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -33,6 +32,12 @@ type Server struct {
 	lis      net.Listener
 	tokenSrv *http.Server
 	tokenLis net.Listener
+	adminSrv *http.Server // nil unless Options.AdminListen
+	adminLis net.Listener
+
+	filesMu sync.Mutex
+	caFile  string // written by WriteCAFile, for Env
+	saFile  string // first file written by WriteServiceAccountFile, for Env
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -110,6 +115,14 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	iampb.RegisterIAMPolicyServer(s.grpcSrv, &iamService{s: s})
 	s.tokenSrv = &http.Server{Handler: s.auth.handler()}
 
+	if opts.AdminListen != "" {
+		if s.adminLis, err = net.Listen("tcp", opts.AdminListen); err != nil {
+			s.closeListeners()
+			return nil, fmt.Errorf("gcpkms: listen on %s: %w", opts.AdminListen, err)
+		}
+		s.adminSrv = &http.Server{Handler: s.AdminHandler()}
+		go func() { s.serveErr <- s.adminSrv.Serve(s.adminLis) }()
+	}
 	go func() { s.serveErr <- s.grpcSrv.Serve(s.lis) }()
 	go func() { s.serveErr <- s.tokenSrv.Serve(s.tokenLis) }()
 	go func() {
@@ -136,6 +149,9 @@ func (s *Server) Close() error {
 		close(s.done)
 		s.grpcSrv.Stop()
 		err = s.tokenSrv.Close()
+		if s.adminSrv != nil {
+			s.adminSrv.Close()
+		}
 		s.st.mu.Lock()
 		s.persistLocked()
 		s.st.mu.Unlock()
@@ -145,6 +161,15 @@ func (s *Server) Close() error {
 
 // Addr is the gRPC host:port, for option.WithEndpoint.
 func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// AdminURL is the base URL of the admin API ("" without
+// Options.AdminListen).
+func (s *Server) AdminURL() string {
+	if s.adminLis == nil {
+		return ""
+	}
+	return "http://" + s.adminLis.Addr().String()
+}
 
 // TokenURL is the OAuth2 token endpoint written as token_uri into service
 // account files.
@@ -227,6 +252,3 @@ func (s *Server) logf(format string, args ...any) {
 		s.opts.Logf(format, args...)
 	}
 }
-
-// errClosed is returned by calls on a closed server's helpers.
-var errClosed = errors.New("gcpkms: server closed")

@@ -21,11 +21,11 @@ const defaultDestroyScheduledDuration = 30 * 24 * time.Hour
 // obviously-correct state transitions over parallel throughput, and no lock
 // is held while generating RSA keys or signing.
 type store struct {
-	mu       sync.Mutex
-	seq      int64 // creation order of every resource, for default list order and page tokens
-	rings    map[string]*keyRing
-	keys     map[string]*cryptoKey
-	policies map[string]*iampb.Policy // IAM policies by resource name (key rings and CryptoKeys)
+	mu        sync.Mutex
+	seq       int64 // creation order of every resource, for default list order and page tokens
+	rings     map[string]*keyRing
+	keys      map[string]*cryptoKey
+	policies  map[string]*iampb.Policy // IAM policies by resource name (key rings and CryptoKeys)
 	policyRev uint64
 }
 

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestEmulatorGCPHelpDocumentsEveryFlag(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := runEmulatorGCP(context.Background(), []string{"--help"}, &out, &errOut)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v, want flag.ErrHelp", err)
+	}
+	for _, f := range []string{"listen", "tls", "hostname", "key-ring", "auto-create-key-rings", "pending-generation",
+		"pending-generation-hsm", "data-dir", "ca-file", "env-file", "service-account", "credentials-dir",
+		"token-listen", "admin-listen", "quotas", "log", "quiet"} {
+		if !strings.Contains(out.String(), "-"+f) {
+			t.Errorf("--help does not document -%s", f)
+		}
+	}
+}
+
+func TestEmulatorGCPFlagErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--ca-file", "x.pem"},
+		{"--service-account", "not-an-email"},
+		{"extra"},
+		{"--pending-generation", "soon"},
+	} {
+		if _, err := parseEmulatorGCPFlags(args, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
+			t.Errorf("%q: no error", args)
+		}
+	}
+	cfg, err := parseEmulatorGCPFlags([]string{"--service-account", "a@p.iam.gserviceaccount.com=roles/cloudkms.signer,cloudkms.cryptoKeys.list", "--service-account", "b@p.iam.gserviceaccount.com"}, &bytes.Buffer{}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.opts.Principals["a@p.iam.gserviceaccount.com"]; len(got) != 2 || got[0] != "roles/cloudkms.signer" {
+		t.Errorf("principal a = %q", got)
+	}
+	if got := cfg.opts.Principals["b@p.iam.gserviceaccount.com"]; len(got) != 1 || got[0] != "*" {
+		t.Errorf("principal b = %q", got)
+	}
+	if cfg.opts.KeyRings[0] != defaultGCPKeyRing {
+		t.Errorf("default key ring = %q", cfg.opts.KeyRings)
+	}
+}
+
+func TestEmulatorGCPRunsUntilCancelled(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out gcpSyncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runEmulatorGCP(ctx, []string{"--listen", "127.0.0.1:0", "--tls", "--ca-file", filepath.Join(dir, "ca.pem"),
+			"--env-file", filepath.Join(dir, "gcp.env"), "--admin-listen", "127.0.0.1:0",
+			"--key-ring", "projects/p/locations/l/keyRings/r"}, &out, &bytes.Buffer{})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), "Ctrl-C") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	text := out.String()
+	for _, want := range []string{"Cloud KMS emulator listening on 127.0.0.1:", `key_ring             = "projects/p/locations/l/keyRings/r"`, "endpoint             = \"127.0.0.1:", "KMSKEEPER_GCPKMS_ADMIN_URL="} {
+		if !strings.Contains(text, want) {
+			t.Errorf("banner lacks %q:\n%s", want, text)
+		}
+	}
+	env, err := os.ReadFile(filepath.Join(dir, "gcp.env"))
+	if err != nil || !regexp.MustCompile(`(?m)^SSL_CERT_FILE=.*ca\.pem$`).Match(env) {
+		t.Errorf("env file (%v):\n%s", err, env)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("emulator did not stop after cancel")
+	}
+}
+
+// gcpSyncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type gcpSyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *gcpSyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *gcpSyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
