@@ -3,9 +3,197 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
 )
 
+// listFlag collects a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// azureEmulatorConfig is the parsed command line of `emulator azure`.
+type azureEmulatorConfig struct {
+	opts        azurekv.Options
+	caFile      string
+	envFile     string
+	throttling  bool
+	logRequests bool
+	keyIDValue  string
+}
+
+// parseAzureEmulatorFlags turns the command line into emulator options.
+func parseAzureEmulatorFlags(args []string, stderr io.Writer) (azureEmulatorConfig, error) {
+	var (
+		cfg                     azureEmulatorConfig
+		vaults, hsms, hostnames listFlag
+		roles, clients          listFlag
+		retention               int
+		purgeProtection         bool
+	)
+	fs := flag.NewFlagSet("emulator azure", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.opts.Listen, "listen", "127.0.0.1:8443", "HTTPS `address` of the main port: Entra token endpoints, admin API (/_emulator/), host-name routing and the first vault (port 0 picks a free port)")
+	fs.Var(&vaults, "vault", "serve a Key Vault: `name[:standard|premium][@host:port]` (repeatable; default one premium vault \"kmskeeper\"); vaults after the first get their own port unless @host:port fixes it")
+	fs.Var(&hsms, "managed-hsm", "serve a Managed HSM `name` on its own port (repeatable)")
+	fs.Var(&hostnames, "hostname", "extra DNS `name` or IP for the TLS certificate, e.g. host.docker.internal (repeatable); requests for it reach the first vault")
+	fs.StringVar(&cfg.opts.DataDir, "data-dir", "", "`directory` that keeps keys, the CA and the credentials across restarts (default: memory only)")
+	fs.StringVar(&cfg.caFile, "ca-file", "", "write the CA certificate (PEM) to this `file` (default: ca.pem in --data-dir, else in a new temporary directory)")
+	fs.StringVar(&cfg.envFile, "env-file", "", "write the client environment (SSL_CERT_FILE, AZURE_*, IDENTITY_*) to this `file` (default: azure.env next to the CA file)")
+	fs.Var(&roles, "role", "restrict a client: `clientid=perm,perm` with permissions like keys/get, keys/sign, keys/create, keys/delete, keys/purge, keys/* (repeatable; unlisted clients may do everything)")
+	fs.Var(&clients, "client", "accept another client-credentials app: `clientid=secret` (repeatable)")
+	fs.StringVar(&cfg.opts.TenantID, "tenant-id", azurekv.DefaultTenantID, "directory (tenant) `ID`")
+	fs.StringVar(&cfg.opts.ClientID, "client-id", azurekv.DefaultClientID, "client `ID` of the main client-credentials app")
+	fs.StringVar(&cfg.opts.ClientSecret, "client-secret", "", "`secret` of the main app (default: random, kept in --data-dir)")
+	fs.StringVar(&cfg.opts.ManagedIdentityClientID, "managed-identity-client-id", azurekv.DefaultMSIClientID, "client `ID` of the managed identity served at IDENTITY_ENDPOINT")
+	fs.StringVar(&cfg.opts.MSIListen, "msi-listen", "", "plain-HTTP `address` of the managed-identity endpoint and admin API (default: the --listen host, free port)")
+	fs.IntVar(&retention, "retention-days", 90, "soft-delete retention of the vaults, 7 to 90 `days`")
+	fs.BoolVar(&purgeProtection, "purge-protection", false, "enable purge protection on the vaults (purge is refused until the retention ends)")
+	fs.BoolVar(&cfg.throttling, "throttling", false, "enforce the published per-vault limits (weighted 10-second windows; 429 Throttled with Retry-After)")
+	fs.BoolVar(&cfg.logRequests, "log-requests", false, "log every request to stderr")
+	fs.StringVar(&cfg.keyIDValue, "key-identifier", "kmskeeper-emulator", "key_identifier_value `value` shown in the SPIRE plugin_data snippet")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: kmskeeper emulator azure [flags]
+
+Runs a local Azure Key Vault / Managed HSM with Entra ID token endpoints over
+HTTPS, for development and CI. The official Azure SDKs work against it
+unmodified once they trust its CA (SSL_CERT_FILE from the env file).
+
+Load the env file in the client's shell:   set -a; . ./azure.env; set +a
+Admin API (faults, clock, counters):        https://<listen>/_emulator/
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, usageError{fmt.Sprintf("emulator azure: unexpected argument %q", fs.Arg(0))}
+	}
+	for _, v := range vaults {
+		spec := azurekv.VaultSpec{RetentionDays: retention, PurgeProtection: purgeProtection}
+		rest, listen, hasListen := strings.Cut(v, "@")
+		if hasListen {
+			spec.Listen = listen
+		}
+		spec.Name, spec.SKU, _ = strings.Cut(rest, ":")
+		cfg.opts.Vaults = append(cfg.opts.Vaults, spec)
+	}
+	if len(vaults) == 0 && len(hsms) == 0 && (retention != 90 || purgeProtection) {
+		cfg.opts.Vaults = []azurekv.VaultSpec{{Name: azurekv.DefaultVaultName, SKU: azurekv.SKUPremium, RetentionDays: retention, PurgeProtection: purgeProtection}}
+	}
+	cfg.opts.ManagedHSMs = hsms
+	cfg.opts.Hostnames = hostnames
+	for _, r := range roles {
+		id, perms, ok := strings.Cut(r, "=")
+		if !ok || id == "" {
+			return cfg, usageError{fmt.Sprintf("emulator azure: --role %q: want clientid=perm,perm", r)}
+		}
+		if cfg.opts.Roles == nil {
+			cfg.opts.Roles = map[string][]string{}
+		}
+		var list []string
+		for _, p := range strings.Split(perms, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				list = append(list, p)
+			}
+		}
+		cfg.opts.Roles[id] = append(cfg.opts.Roles[id], list...)
+	}
+	for _, c := range clients {
+		id, secret, ok := strings.Cut(c, "=")
+		if !ok || id == "" || secret == "" {
+			return cfg, usageError{fmt.Sprintf("emulator azure: --client %q: want clientid=secret", c)}
+		}
+		if cfg.opts.ExtraClients == nil {
+			cfg.opts.ExtraClients = map[string]string{}
+		}
+		cfg.opts.ExtraClients[id] = secret
+	}
+	return cfg, nil
+}
+
+// runEmulatorAzure serves the Azure Key Vault emulator until ctx ends.
 func runEmulatorAzure(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("emulator azure: not built yet")
+	cfg, err := parseAzureEmulatorFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		var ue usageError
+		if errors.As(err, &ue) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if cfg.logRequests {
+		cfg.opts.Logf = func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
+	}
+	srv, err := azurekv.Start(ctx, cfg.opts)
+	if err != nil {
+		return fmt.Errorf("emulator azure: %w", err)
+	}
+	defer srv.Close()
+	srv.SetThrottling(cfg.throttling)
+
+	dir := cfg.opts.DataDir
+	if cfg.caFile == "" {
+		if dir == "" {
+			if dir, err = os.MkdirTemp("", "kmskeeper-azurekv-"); err != nil {
+				return fmt.Errorf("emulator azure: %w", err)
+			}
+		}
+		cfg.caFile = filepath.Join(dir, "ca.pem")
+	}
+	if cfg.envFile == "" {
+		cfg.envFile = filepath.Join(filepath.Dir(cfg.caFile), "azure.env")
+	}
+	if err := srv.WriteCAFile(cfg.caFile); err != nil {
+		return fmt.Errorf("emulator azure: %w", err)
+	}
+	if err := srv.WriteEnvFile(cfg.envFile); err != nil {
+		return fmt.Errorf("emulator azure: %w", err)
+	}
+	printAzureBanner(stdout, srv, cfg)
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "emulator azure: stopping")
+	return srv.Close()
+}
+
+func printAzureBanner(w io.Writer, srv *azurekv.Server, cfg azureEmulatorConfig) {
+	fmt.Fprintf(w, "Azure Key Vault emulator listening on %s\n", srv.URL())
+	for _, name := range srv.Vaults() {
+		kind := "vault      "
+		if srv.IsManagedHSM(name) {
+			kind = "managed HSM"
+		}
+		fmt.Fprintf(w, "  %s %-24s %s   (or %s via DNS)\n", kind, name, srv.VaultURL(name), srv.HostVaultURL(name))
+	}
+	fmt.Fprintf(w, "  authority   %s  tenant %s\n", srv.AuthorityHost(), srv.TenantID())
+	fmt.Fprintf(w, "  app         client_id %s (secret in the env file)\n", srv.ClientID())
+	fmt.Fprintf(w, "  identity    %s (managed identity %s)\n", srv.MSIURL(), srv.ManagedIdentityClientID())
+	fmt.Fprintf(w, "  admin API   %s_emulator/  (faults, clock, counts, throttling)\n", srv.URL())
+	fmt.Fprintf(w, "CA certificate: %s\nEnv file:       %s\n", cfg.caFile, cfg.envFile)
+	fmt.Fprintf(w, "Load it where the client runs:  set -a; . %s; set +a\n\n", cfg.envFile)
+	first := srv.Vaults()[0]
+	fmt.Fprintf(w, `SPIRE server KeyManager (credentials come from the env file):
+    KeyManager "kmskeeper" {
+        plugin_cmd = "kmskeeper"
+        plugin_data {
+            key_vault_uri = "%s"
+            key_identifier_value = "%s"
+        }
+    }
+
+Ready. Press Ctrl-C to stop.
+`, srv.VaultURL(first), cfg.keyIDValue)
 }
