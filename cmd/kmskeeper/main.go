@@ -28,6 +28,9 @@ func commands() []command {
 	return []command{
 		{"demo", "run the whole SPIRE key flow against the built-in emulator (no cloud account needed)", runDemo},
 		{"emulator", "run a local Azure Key Vault (azure) or Google Cloud KMS (gcp) emulator", runEmulator},
+		{"validate", "check a configuration and the cloud permissions before deploying (--probe: create, sign, retire a test key)", runValidate},
+		{"keys", "keys list: every key of the trust domain, its state and what cleanup would do", runKeys},
+		{"gc", "run the plugin's cleanup once (dry run by default; --apply retires)", runGC},
 		{"version", "print the version, commit and Go version", runVersion},
 	}
 }
@@ -40,7 +43,7 @@ func main() {
 	err := runCLI(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
+		if !errors.Is(err, flag.ErrHelp) && err.Error() != "" {
 			fmt.Fprintln(os.Stderr, "kmskeeper:", err)
 		}
 		os.Exit(exitCode(err))

@@ -1,0 +1,283 @@
+package operator_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/kmskeeper/kmskeeper/backend/memory"
+	"github.com/kmskeeper/kmskeeper/config"
+	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/operator"
+)
+
+// testKind serves one in-process memory store, so tests can inject faults.
+type testKind struct{ store *memory.Store }
+
+type testConfig struct {
+	Vault string `hcl:"test_vault"`
+	store *memory.Store
+}
+
+func (c *testConfig) Check(string) error { return nil }
+func (c *testConfig) Fixed() string      { return "test_vault=" + c.Vault }
+func (c *testConfig) Open(_ context.Context, p config.OpenParams) (keymanager.Backend, error) {
+	return c.store.Backend(p.TrustDomain, p.ServerID), nil
+}
+
+func (k testKind) kinds() []config.Kind {
+	return []config.Kind{{Name: "test", Selector: "test_vault", New: func() config.Backend { return &testConfig{store: k.store} }}}
+}
+
+func write(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const serverConf = `
+server {
+    bind_address = "0.0.0.0"
+    trust_domain = "example.org"
+    ca_key_type = "ec-p384"
+}
+plugins {
+    DataStore "sql" { plugin_data { database_type = "sqlite3" } }
+    KeyManager "kmskeeper" {
+        plugin_cmd = "/opt/spire/bin/kmskeeper"
+        plugin_data {
+            test_vault = "v1"
+            key_identifier_value = "server-a"
+        }
+    }
+}
+`
+
+func TestReadSource(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "km.hcl"), []byte(`test_vault = "v2" key_identifier_value = "b"`), 0o600)
+	fileConf := filepath.Join(dir, "server.conf")
+	os.WriteFile(fileConf, []byte(`server { trust_domain = "td.org" }
+plugins { KeyManager "a" { plugin_data_file = "km.hcl" } }`), 0o600)
+	two := write(t, "two.conf", `plugins {
+KeyManager "a" { plugin_data { test_vault = "x" } }
+KeyManager "b" { plugin_data { test_vault = "y" } }
+}`)
+	tests := []struct {
+		name, path, plugin string
+		wantData, wantTD   string
+		wantTypes          string
+		wantErr            string
+	}{
+		{name: "server.conf", path: write(t, "server.conf", serverConf), wantData: `test_vault = "v1"`, wantTD: "example.org", wantTypes: "ec-p384"},
+		{name: "plugin_data_file", path: fileConf, wantData: `test_vault = "v2"`, wantTD: "td.org", wantTypes: "ec-p256"},
+		{name: "body only", path: write(t, "body.hcl", `test_vault = "v3"`), wantData: `test_vault = "v3"`, wantTypes: "ec-p256"},
+		{name: "several blocks", path: two, wantErr: "several KeyManager blocks (a, b); choose one with --plugin"},
+		{name: "chosen block", path: two, plugin: "b", wantData: `test_vault = "y"`},
+		{name: "unknown block", path: two, plugin: "c", wantErr: `no KeyManager "c"`},
+		{name: "missing file", path: filepath.Join(dir, "nope"), wantErr: "nope"},
+		{name: "bad hcl", path: write(t, "bad.conf", "plugins {"), wantErr: "not valid HCL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src, err := operator.ReadSource(tt.path, tt.plugin)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(src.PluginData, tt.wantData) || src.TrustDomain != tt.wantTD {
+				t.Fatalf("source = %+v", src)
+			}
+			if tt.wantTypes != "" && strings.Join(src.KeyTypes, ",") != tt.wantTypes {
+				t.Fatalf("key types = %v, want %s", src.KeyTypes, tt.wantTypes)
+			}
+		})
+	}
+}
+
+func setup(t *testing.T) (*memory.Store, *operator.Source, operator.Options) {
+	t.Helper()
+	store := memory.NewStore()
+	src, err := operator.ReadSource(write(t, "server.conf", serverConf), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, src, operator.Options{Kinds: testKind{store}.kinds()}
+}
+
+func TestValidate(t *testing.T) {
+	store, src, o := setup(t)
+	ctx := context.Background()
+	r := operator.Validate(ctx, src, o, true)
+	if !r.OK() {
+		t.Fatalf("report not OK: %+v", r)
+	}
+	var names []string
+	for _, c := range r.Checks {
+		names = append(names, c.Name)
+	}
+	if got := strings.Join(names, ","); got != "configuration,server identity,credentials and client,list keys,probe client,probe EC_P384" {
+		t.Fatalf("checks = %s", got)
+	}
+	if n := len(store.Refs()); n != 0 {
+		t.Fatalf("probe left %d keys behind", n)
+	}
+	var out bytes.Buffer
+	operator.PrintReport(&out, r, false)
+	if !strings.Contains(out.String(), "All checks passed.") {
+		t.Fatalf("table:\n%s", out.String())
+	}
+}
+
+func TestValidateFailures(t *testing.T) {
+	tests := []struct {
+		name     string
+		hook     func(op string) error
+		probe    bool
+		failed   string
+		fix      string
+		leftover int
+	}{
+		{
+			name:   "list permission",
+			hook:   func(op string) error { return denyOp(op, "List") },
+			failed: "list keys", fix: "grant the role",
+		},
+		{
+			name:   "sign fails during probe; key still retired",
+			hook:   func(op string) error { return denyOp(op, "Sign") },
+			probe:  true,
+			failed: "probe EC_P384", fix: "grant the role",
+		},
+		{
+			name:   "retire fails during probe",
+			hook:   func(op string) error { return denyOp(op, "Retire") },
+			probe:  true,
+			failed: "probe EC_P384", fix: "is left behind", leftover: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store, src, o := setup(t)
+			store.Hook = func(_ context.Context, op, _ string) error { return tt.hook(op) }
+			r := operator.Validate(context.Background(), src, o, tt.probe)
+			if r.OK() {
+				t.Fatal("report OK, want a failure")
+			}
+			var bad operator.Check
+			for _, c := range r.Checks {
+				if !c.OK {
+					bad = c
+					break
+				}
+			}
+			if bad.Name != tt.failed || !strings.Contains(bad.Fix, tt.fix) || !strings.Contains(bad.Detail, "denied") {
+				t.Fatalf("failed check = %+v", bad)
+			}
+			if n := len(store.Refs()); n != tt.leftover {
+				t.Fatalf("%d keys left, want %d", n, tt.leftover)
+			}
+		})
+	}
+	// A configuration error stops at the first check and names the key.
+	_, _, o := setup(t)
+	src, _ := operator.ReadSource(write(t, "bad.hcl", `test_vault = "v" key_identifier_value = "s" colour = "red"`), "")
+	o.TrustDomain = "example.org"
+	r := operator.Validate(context.Background(), src, o, false)
+	if r.OK() || len(r.Checks) != 1 || !strings.Contains(r.Checks[0].Detail, `unknown configuration key "colour"`) {
+		t.Fatalf("report = %+v", r)
+	}
+}
+
+func denyOp(op, denied string) error {
+	if op == denied {
+		return keymanager.Errorf(codes.PermissionDenied, "%s denied: the identity lacks the permission", op)
+	}
+	return nil
+}
+
+func TestKeysListAndGC(t *testing.T) {
+	store, src, o := setup(t)
+	ctx := context.Background()
+	now := time.Now()
+	day := 24 * time.Hour
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	old, _ := store.Add("example.org", "server-a", "x509-CA-A", k, now.Add(-2*day), now.Add(-2*day))
+	cur, _ := store.Add("example.org", "server-a", "x509-CA-A", k, now.Add(-day), now.Add(-day))
+	stale, _ := store.Add("example.org", "server-b", "x509-CA-A", k, now.Add(-40*day), now.Add(-15*day))
+	live, _ := store.Add("example.org", "server-c", "x509-CA-A", k, now.Add(-40*day), now.Add(-2*day))
+	store.Add("other.org", "server-a", "x509-CA-A", k, now, now)
+
+	s, err := operator.Open(ctx, src, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, _, err := operator.ListKeys(ctx, s, o, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range rows {
+		got[r.Ref] = r.State + "/" + r.Cleanup
+	}
+	want := map[string]string{old: "superseded/retire", cur: "in use/keep", stale: "stale/retire", live: "foreign/keep"}
+	if len(got) != 4 {
+		t.Fatalf("rows = %v (another trust domain's key listed?)", got)
+	}
+	for ref, w := range want {
+		if got[ref] != w {
+			t.Errorf("%s: %s, want %s", ref, got[ref], w)
+		}
+	}
+	if !rows[0].ThisServer {
+		t.Error("this server's keys are not listed first")
+	}
+	var table, js bytes.Buffer
+	operator.PrintKeys(&table, rows, false)
+	if !strings.Contains(table.String(), "server-a (this server)") {
+		t.Errorf("table:\n%s", table.String())
+	}
+	operator.PrintKeys(&js, rows, true)
+	var decoded []operator.KeyRow
+	if err := json.Unmarshal(js.Bytes(), &decoded); err != nil || len(decoded) != 4 {
+		t.Fatalf("JSON: %v", err)
+	}
+
+	// Dry run changes nothing; apply retires exactly the marked keys.
+	if _, err := operator.GC(ctx, s, o, now, false); err != nil || len(store.Refs()) != 5 {
+		t.Fatalf("dry run: %v, %d keys", err, len(store.Refs()))
+	}
+	rows, err = operator.GC(ctx, s, o, now, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := strings.Join(store.Refs(), " ")
+	if strings.Contains(left, old) || strings.Contains(left, stale) || !strings.Contains(left, cur) || !strings.Contains(left, live) {
+		t.Fatalf("after gc: %s", left)
+	}
+	// A failing retirement is reported per key and as an error.
+	store.Add("example.org", "server-a", "x509-CA-A", k, now.Add(-3*day), now.Add(-3*day))
+	store.Hook = func(_ context.Context, op, _ string) error { return denyOp(op, "Retire") }
+	rows, err = operator.GC(ctx, s, o, now, true)
+	if err == nil || !strings.Contains(err.Error(), "1 of the keys") {
+		t.Fatalf("gc with failing retire: %v", err)
+	}
+}
