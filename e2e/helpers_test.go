@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,6 +26,10 @@ func start(t *testing.T, opts pluginhost.Options) *pluginhost.Plugin {
 	if opts.Path == "" {
 		opts.Path = bin.test
 	}
+	if raceEnabled {
+		// The race runtime otherwise sleeps a second at exit.
+		opts.Env = append(opts.Env, "GORACE=atexit_sleep_ms=0")
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	p, err := pluginhost.Start(ctx, opts)
@@ -34,6 +39,11 @@ func start(t *testing.T, opts pluginhost.Options) *pluginhost.Plugin {
 	t.Cleanup(func() {
 		if err := p.Close(); err != nil {
 			t.Logf("Close: %v", err)
+		}
+		for _, l := range p.Logs() {
+			if strings.Contains(l.Raw, "DATA RACE") || strings.HasPrefix(l.Raw, "panic: ") {
+				t.Errorf("the plugin process reported: %s", l.Raw)
+			}
 		}
 	})
 	return p

@@ -45,7 +45,8 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		if *b.out, err = pluginhost.BuildBinary(ctx, d, b.tags...); err != nil {
+		// Under -race, the plugin process is built with the race detector too.
+		if *b.out, err = pluginhost.Build(ctx, pluginhost.BuildOptions{Dir: d, Tags: b.tags, Race: raceEnabled}); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

@@ -12,11 +12,27 @@ import (
 // mainPackage is the kmskeeper binary's import path.
 const mainPackage = "github.com/kmskeeper/kmskeeper/cmd/kmskeeper"
 
+// BuildOptions says how to build the kmskeeper binary.
+type BuildOptions struct {
+	// Dir is where the binary is written. Required.
+	Dir string
+	// Tags are build tags; kmskeeper_testbackend adds the in-memory backend.
+	Tags []string
+	// Race builds with the race detector, so that end-to-end tests run
+	// under -race also check the plugin process.
+	Race bool
+}
+
 // BuildBinary builds the kmskeeper binary into dir with the given build tags
 // (kmskeeper_testbackend adds the in-memory backend) and returns its path.
-// It must run inside the module (tests do); the go build cache makes
-// repeated builds cheap, but a test package should build once, in TestMain.
 func BuildBinary(ctx context.Context, dir string, tags ...string) (string, error) {
+	return Build(ctx, BuildOptions{Dir: dir, Tags: tags})
+}
+
+// Build builds the kmskeeper binary as opts says and returns its path. It
+// must run inside the module (tests do); the go build cache makes repeated
+// builds cheap, but a test package should build once, in TestMain.
+func Build(ctx context.Context, opts BuildOptions) (string, error) {
 	gomod, err := goEnv(ctx, "GOMOD")
 	if err != nil {
 		return "", err
@@ -24,10 +40,16 @@ func BuildBinary(ctx context.Context, dir string, tags ...string) (string, error
 	if gomod == "" || gomod == "/dev/null" {
 		return "", fmt.Errorf("pluginhost: building %s: not inside the kmskeeper module", mainPackage)
 	}
-	out := filepath.Join(dir, "kmskeeper")
+	if opts.Dir == "" {
+		return "", fmt.Errorf("pluginhost: building %s: no output directory", mainPackage)
+	}
+	out := filepath.Join(opts.Dir, "kmskeeper")
 	args := []string{"build", "-o", out}
-	if len(tags) > 0 {
-		args = append(args, "-tags", strings.Join(tags, ","))
+	if opts.Race {
+		args = append(args, "-race")
+	}
+	if len(opts.Tags) > 0 {
+		args = append(args, "-tags", strings.Join(opts.Tags, ","))
 	}
 	args = append(args, mainPackage)
 	cmd := exec.CommandContext(ctx, "go", args...)
