@@ -2,10 +2,17 @@ package gcpkms
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"strings"
 	"testing"
 	"time"
 
 	kms "cloud.google.com/go/kms/apiv1"
+	"cloud.google.com/go/kms/apiv1/kmspb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 const testRing = "projects/p/locations/global/keyRings/r"
@@ -34,4 +41,45 @@ func startTest(t *testing.T, opts Options) (*Server, *kms.KeyManagementClient) {
 	}
 	t.Cleanup(func() { c.Close() })
 	return s, c
+}
+
+// wantCode fails the test unless err has gRPC code c and (if msg is not
+// empty) a message containing msg.
+func wantCode(t *testing.T, err error, c codes.Code, msg string) {
+	t.Helper()
+	st, _ := status.FromError(err)
+	if st.Code() != c || !strings.Contains(st.Message(), msg) {
+		t.Fatalf("err = %v, want code %v with message containing %q", err, c, msg)
+	}
+}
+
+// createKey creates an ASYMMETRIC_SIGN key in testRing.
+func createKey(t *testing.T, c *kms.KeyManagementClient, id string, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm, labels map[string]string) *kmspb.CryptoKey {
+	t.Helper()
+	k, err := c.CreateCryptoKey(context.Background(), &kmspb.CreateCryptoKeyRequest{
+		Parent: testRing, CryptoKeyId: id,
+		CryptoKey: &kmspb.CryptoKey{Purpose: kmspb.CryptoKey_ASYMMETRIC_SIGN, Labels: labels,
+			VersionTemplate: &kmspb.CryptoKeyVersionTemplate{Algorithm: alg}},
+	})
+	if err != nil {
+		t.Fatalf("CreateCryptoKey %s: %v", id, err)
+	}
+	return k
+}
+
+// parsePublicKey checks the GetPublicKey answer's CRC and parses the PEM.
+func parsePublicKey(t *testing.T, pk *kmspb.PublicKey) crypto.PublicKey {
+	t.Helper()
+	if got := crc32c([]byte(pk.GetPem())); got != pk.GetPemCrc32C().GetValue() {
+		t.Fatalf("pem_crc32c = %d, want %d", pk.GetPemCrc32C().GetValue(), got)
+	}
+	b, _ := pem.Decode([]byte(pk.GetPem()))
+	if b == nil || b.Type != "PUBLIC KEY" {
+		t.Fatalf("GetPublicKey PEM is not a PUBLIC KEY block: %q", pk.GetPem())
+	}
+	pub, err := x509.ParsePKIXPublicKey(b.Bytes)
+	if err != nil {
+		t.Fatalf("parse public key: %v", err)
+	}
+	return pub
 }
