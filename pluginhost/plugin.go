@@ -14,6 +14,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	keymanagerv1 "github.com/kmskeeper/kmskeeper/proto/spire/plugin/server/keymanager/v1"
 	configv1 "github.com/kmskeeper/kmskeeper/proto/spire/service/common/config/v1"
@@ -163,9 +165,10 @@ func (p *Plugin) WaitLog(ctx context.Context, match func(LogLine) bool) (LogLine
 	return p.logs.wait(ctx, match)
 }
 
-// Close ends the plugin as SPIRE does on shutdown: Deinit (errors are
-// ignored; the plugin may not implement it), then go-plugin's graceful
-// shutdown, killing the process if it does not exit.
+// Close ends the plugin as SPIRE does on unload: Deinit (an Unimplemented
+// answer is tolerated), then go-plugin's graceful shutdown, killing the
+// process if it does not exit. The process is gone even when Close returns
+// the Deinit error.
 func (p *Plugin) Close() error {
 	var err error
 	p.closeOnce.Do(func() {
@@ -173,6 +176,9 @@ func (p *Plugin) Close() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			_, err = p.init.Deinit(ctx, &initv1.DeinitRequest{})
 			cancel()
+			if status.Code(err) == codes.Unimplemented {
+				err = nil // SPIRE tolerates plugins without Deinit
+			}
 			if err != nil {
 				err = fmt.Errorf("pluginhost: Deinit: %w", err)
 			}
