@@ -3,7 +3,6 @@ package azurekv
 import (
 	"context"
 	"errors"
-	"net/http"
 	"testing"
 	"time"
 
@@ -100,4 +99,3 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-var _ = http.StatusOK
