@@ -144,4 +144,3 @@ func TestThrottleWeights(t *testing.T) {
 		t.Error("window did not slide")
 	}
 }
-
