@@ -83,3 +83,15 @@ func parsePublicKey(t *testing.T, pk *kmspb.PublicKey) crypto.PublicKey {
 	}
 	return pub
 }
+
+// clientFor returns a new anonymous client of s.
+func clientFor(t *testing.T, s *Server) (context.Context, *kms.KeyManagementClient) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := kms.NewKeyManagementClient(ctx, s.ClientOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ctx, c
+}
