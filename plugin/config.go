@@ -48,18 +48,31 @@ func (s *server) configure(ctx context.Context, cfg *config.Config, td string) e
 	if err != nil {
 		return statusf(err, codes.InvalidArgument, "server identity")
 	}
-	backend, err := cfg.Backend.Open(ctx, config.OpenParams{
+	params := config.OpenParams{
 		TrustDomain: td,
 		ServerID:    serverID,
 		Logger:      s.log.Named(cfg.Kind.Name),
-	})
+		Metrics:     s.metrics,
+	}
+	backend, err := cfg.Backend.Open(ctx, params)
 	if err != nil {
 		return statusf(err, codes.FailedPrecondition, "opening %s", cfg.Kind.Name)
 	}
+	params.Logger = s.log.Named("migrate_from")
+	predecessor, err := cfg.OpenPredecessor(ctx, params)
+	if err != nil {
+		if cl, ok := backend.(keymanager.Closer); ok {
+			cl.Close()
+		}
+		return statusf(err, codes.InvalidArgument, "migrate_from")
+	}
+	live := cfg.Live()
 	m, err := keymanager.New(keymanager.Options{
 		Backend:             backend,
 		ServerID:            serverID,
-		MaxCreationsPerHour: cfg.Common.MaxKeyCreationsPerHour,
+		MaxCreationsPerHour: live.MaxCreationsPerHour,
+		Schedule:            live.Schedule,
+		Predecessor:         predecessor,
 		Logger:              s.log,
 		Metrics:             s.metrics,
 	})
@@ -95,11 +108,15 @@ func (s *server) reconfigure(ctx context.Context, cur *running, cfg *config.Conf
 		TrustDomain: td,
 		ServerID:    serverID,
 		Logger:      s.log.Named(cfg.Kind.Name),
+		Metrics:     s.metrics,
 	})
 	if err != nil {
 		return statusf(err, codes.FailedPrecondition, "re-configure: opening %s (the running configuration is kept)", cfg.Kind.Name)
 	}
-	cur.manager.Reconfigure(keymanager.Live{MaxCreationsPerHour: cfg.Common.MaxKeyCreationsPerHour}, backend)
+	if (cfg.Migrate == nil) != (cur.cfg.Migrate == nil) {
+		s.log.Info("migrate_from changed; the migration source in use is kept until the next restart")
+	}
+	cur.manager.Reconfigure(cfg.Live(), backend)
 	s.current.Store(&running{manager: cur.manager, cfg: cfg, trustDomain: td, serverID: serverID})
 	s.log.Info("Re-configured", "backend", cfg.Kind.Name, "max_key_creations_per_hour", cfg.Common.MaxKeyCreationsPerHour)
 	return nil
