@@ -1,6 +1,7 @@
 package gcpkms
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/x509"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"cloud.google.com/go/iam/apiv1/iampb"
@@ -80,7 +82,7 @@ func (s *Server) saveLocked() error {
 	for _, r := range st.rings {
 		rings = append(rings, r)
 	}
-	sortByFn(rings, func(r *keyRing) int64 { return r.seq })
+	slices.SortFunc(rings, func(a, b *keyRing) int { return cmp.Compare(a.seq, b.seq) })
 	for _, r := range rings {
 		out.KeyRings = append(out.KeyRings, ringJSON{Name: r.name, Seq: r.seq, CreateTime: r.createTime})
 		for _, k := range r.keys {
@@ -217,12 +219,4 @@ func writeFileAtomic(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
-}
-
-func sortByFn[T any](s []T, key func(T) int64) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && key(s[j]) < key(s[j-1]); j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
