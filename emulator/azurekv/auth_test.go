@@ -14,6 +14,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/google/uuid"
 )
 
 func rawRequest(t *testing.T, s *Server, method, u, token string) (*http.Response, string) {
@@ -131,10 +132,15 @@ func TestRolesForbiddenByRbac(t *testing.T) {
 
 func TestManagedIdentityCredential(t *testing.T) {
 	// Not parallel: managed identity is configured through the environment.
-	s := startServer(t, Options{})
+	// MSAL caches managed identity tokens per process and identity, so each
+	// run uses its own user-assigned identity.
+	s := startServer(t, Options{ManagedIdentityClientID: uuid.NewString()})
 	t.Setenv("IDENTITY_ENDPOINT", s.MSIURL())
 	t.Setenv("IDENTITY_HEADER", s.IdentityHeader())
-	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{ClientOptions: clientOptions(s)})
+	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
+		ClientOptions: clientOptions(s),
+		ID:            azidentity.ClientID(s.ManagedIdentityClientID()),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

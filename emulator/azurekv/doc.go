@@ -38,6 +38,15 @@
 // their lifetime follows the real wall clock so that Clock changes never
 // invalidate an SDK's cached token.
 //
+// Client notes: azidentity credentials need DisableInstanceDiscovery (MSAL
+// otherwise asks login.microsoftonline.com about the unknown authority), also
+// for DefaultAzureCredential driven by the env file. Without --data-dir the
+// token signing key changes on every start, so a long-running client must
+// restart with the emulator (MSAL caches managed-identity tokens per process).
+// Errors that the service qualifies with an inner code (ForbiddenByRbac,
+// KeyDisabled, ObjectIsDeletedButRecoverable) carry it in
+// {"error":{"innererror":{"code"}}}; azcore's ErrorCode is the outer code.
+//
 // # Test controls
 //
 // Faults (InjectFault), throttling (SetThrottling), the clock (Clock) and
