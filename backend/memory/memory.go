@@ -43,6 +43,12 @@ type Store struct {
 type state struct {
 	Seq  int       `json:"seq"`
 	Keys []*record `json:"keys"`
+	// ClockOffset moves the store's clock (creation and update times)
+	// ahead of the system clock, like a cloud whose clock a test advances.
+	ClockOffset time.Duration `json:"clock_offset,omitempty"`
+	// Faults are injected into the operations of every process sharing
+	// the store (see Fault).
+	Faults []*Fault `json:"faults,omitempty"`
 }
 
 type record struct {
@@ -194,6 +200,9 @@ func (b *Backend) hook(ctx context.Context, op, keyID string) error {
 			return err
 		}
 	}
+	if err := b.store.fault(ctx, op, PhaseBefore); err != nil {
+		return err
+	}
 	return ctx.Err()
 }
 
@@ -242,7 +251,7 @@ func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType
 	}
 	var g keymanager.Generation
 	err = b.store.withFile(true, func() error {
-		now := b.store.now()
+		now := b.store.cloudNow()
 		b.store.state.Seq++
 		r := &record{Ref: fmt.Sprintf("mem-%06d-%s", b.store.state.Seq, keyID), KeyID: keyID, TrustDomain: b.td, ServerID: b.serverID, Created: now, Updated: now, PKCS8: der}
 		b.store.state.Keys = append(b.store.state.Keys, r)
@@ -251,6 +260,9 @@ func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType
 	})
 	g.Public = key.Public()
 	g.Type = t
+	if err == nil {
+		err = b.store.fault(ctx, "Create", PhaseAfter)
+	}
 	return g, err
 }
 
@@ -301,7 +313,7 @@ func (b *Backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanage
 		return g, err
 	}
 	g.Public = k.Public()
-	return g, nil
+	return g, b.store.fault(ctx, "Fetch", PhaseAfter)
 }
 
 // Sign implements keymanager.Backend.
@@ -310,7 +322,11 @@ func (b *Backend) Sign(ctx context.Context, g keymanager.Generation, digest []by
 	if err != nil {
 		return nil, err
 	}
-	return k.Sign(rand.Reader, digest, opts)
+	sig, err := k.Sign(rand.Reader, digest, opts)
+	if err != nil {
+		return nil, err
+	}
+	return sig, b.store.fault(ctx, "Sign", PhaseAfter)
 }
 
 // KeepAlive implements keymanager.Backend.
@@ -323,10 +339,13 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 		if err != nil {
 			return err
 		}
-		r.Updated = b.store.now()
+		r.Updated = b.store.cloudNow()
 		g = b.generation(r)
 		return nil
 	})
+	if err == nil {
+		err = b.store.fault(ctx, "KeepAlive", PhaseAfter)
+	}
 	return g, err
 }
 
@@ -335,7 +354,7 @@ func (b *Backend) Retire(ctx context.Context, g keymanager.Generation) error {
 	if err := b.hook(ctx, "Retire", g.KeyID); err != nil {
 		return err
 	}
-	return b.store.withFile(true, func() error {
+	err := b.store.withFile(true, func() error {
 		keys := b.store.state.Keys[:0]
 		for _, r := range b.store.state.Keys {
 			if r.Ref != g.Ref {
@@ -345,4 +364,8 @@ func (b *Backend) Retire(ctx context.Context, g keymanager.Generation) error {
 		b.store.state.Keys = keys
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return b.store.fault(ctx, "Retire", PhaseAfter)
 }
