@@ -92,7 +92,19 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{name: "bad interval", hcl: `fake_vault = "https://v" key_identifier_value = "s" liveness_interval = "often"`, wantErr: `liveness_interval = "often" is not a duration`},
-		{name: "short interval", hcl: `fake_vault = "https://v" key_identifier_value = "s" cleanup_interval = "1s"`, wantErr: "shorter than the minimum"},
+		{name: "short interval", hcl: `fake_vault = "https://v" key_identifier_value = "s" cleanup_interval = "500ms"`, wantErr: "shorter than the minimum"},
+		{
+			name: "test interval",
+			hcl:  `fake_vault = "https://v" key_identifier_value = "s" cleanup_interval = "1s" liveness_interval = "2s"`,
+			check: func(t *testing.T, c *Config) {
+				if l := c.Live(); l.Schedule.CleanupInterval != time.Second || l.Schedule.LivenessInterval != 2*time.Second {
+					t.Errorf("Live() = %+v", l)
+				}
+				if len(c.Warnings) != 2 || !strings.Contains(c.Warnings[0], "cleanup_interval") || !strings.Contains(c.Warnings[1], "meant for tests") {
+					t.Errorf("Warnings = %q, want one per short interval", c.Warnings)
+				}
+			},
+		},
 		{
 			name: "migrate from disk",
 			hcl:  `fake_vault = "https://v" key_identifier_value = "s" migrate_from { disk_keys_path = "/opt/spire/data/keys.json" }`,

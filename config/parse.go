@@ -129,17 +129,33 @@ func (c *Config) checkCommon() error {
 		return fmt.Errorf("max_key_creations_per_hour is %d; it must be between 1 and %d (default %d)", n, maxKeyCreationsCeiling, DefaultMaxKeyCreationsPerHour)
 	}
 	var err error
-	if cm.schedule.LivenessInterval, err = parseInterval("liveness_interval", cm.LivenessInterval, time.Minute); err != nil {
+	if cm.schedule.LivenessInterval, err = parseInterval("liveness_interval", cm.LivenessInterval); err != nil {
 		return err
 	}
-	if cm.schedule.CleanupInterval, err = parseInterval("cleanup_interval", cm.CleanupInterval, time.Minute); err != nil {
+	if cm.schedule.CleanupInterval, err = parseInterval("cleanup_interval", cm.CleanupInterval); err != nil {
 		return err
 	}
+	for key, d := range map[string]time.Duration{"liveness_interval": cm.schedule.LivenessInterval, "cleanup_interval": cm.schedule.CleanupInterval} {
+		if d > 0 && d < shortInterval {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s = %q is shorter than %s: intervals this short are meant for tests and cost a cloud call per pass", key, d, shortInterval))
+		}
+	}
+	slices.Sort(c.Warnings)
 	return nil
 }
 
-// parseInterval parses an optional duration setting of at least min.
-func parseInterval(key, v string, min time.Duration) (time.Duration, error) {
+// minInterval is the shortest liveness_interval and cleanup_interval
+// accepted. It is far below any sensible production value so that tests of
+// the built binary (crash, HA) can drive many passes in seconds; values below
+// shortInterval are accepted with a warning.
+const (
+	minInterval   = time.Second
+	shortInterval = time.Minute
+)
+
+// parseInterval parses an optional duration setting of at least minInterval.
+func parseInterval(key, v string) (time.Duration, error) {
+	const min = minInterval
 	if v == "" {
 		return 0, nil
 	}
