@@ -244,16 +244,26 @@ func (m *Manager) loop(ctx context.Context) {
 		s = m.schedule
 		m.mu.RUnlock()
 		if !now.Before(nextLive) {
-			if err := m.KeepAlive(ctx); err != nil {
+			err := m.KeepAlive(ctx)
+			if err != nil {
 				m.metrics.IncrCounter([]string{"kmskeeper", "liveness", "errors"}, 1)
 			}
+			m.log.Debug("Liveness pass done", "ok", err == nil)
 			nextLive = now.Add(s.LivenessInterval)
 		}
 		if !now.Before(nextClean) {
-			if _, err := m.Cleanup(ctx, true); err != nil {
+			as, err := m.Cleanup(ctx, true)
+			if err != nil {
 				m.log.Warn("Cleanup pass failed; it runs again at the next interval", "error", err)
 				m.metrics.IncrCounter([]string{"kmskeeper", "cleanup", "errors"}, 1)
 			}
+			retire := 0
+			for _, a := range as {
+				if a.Retire {
+					retire++
+				}
+			}
+			m.log.Debug("Cleanup pass done", "ok", err == nil, "listed", len(as), "to_retire", retire)
 			nextClean = now.Add(s.CleanupInterval)
 		}
 		// A shorter interval set by Reconfigure takes effect at once.
