@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+// op is a cloud operation the harness slows down, independent of how each
+// cloud names it.
+type op int
+
+const (
+	opSign      op = iota // Sign / AsymmetricSign
+	opCreate              // CreateKey / CreateCryptoKey(Version)
+	opKeepAlive           // UpdateKey / UpdateCryptoKey
+)
+
+// callClass separates what a cloud bills differently: signatures, management
+// calls, and authentication round trips (token endpoints, challenges).
+type callClass int
+
+const (
+	classSign callClass = iota
+	classManagement
+	classAuth
+)
+
+// cloud is one emulator with everything the measurements need: the
+// plugin_data and environment that point the binary at it, latency
+// injection, request counters, its clock, foreign keys, and a raw SDK client
+// for the baselines.
+type cloud interface {
+	// name is the backend name of the table ("azure", "gcp").
+	name() string
+	// pluginData returns plugin_data selecting this cloud's backend for the
+	// server identity serverID, followed by extra HCL lines.
+	pluginData(serverID, extra string) string
+	// env is what the plugin process needs in its environment.
+	env() []string
+	// setLatency adds d to every later call of o (0 removes it); times > 0
+	// limits it to that many calls.
+	setLatency(o op, d time.Duration, times int)
+	// clearLatency removes every added latency.
+	clearLatency()
+	// counts returns the requests per operation since the last resetCounts.
+	counts() map[string]int
+	resetCounts()
+	// classify says what kind of call an operation name of counts is.
+	classify(operation string) callClass
+	// advance moves the emulator clock.
+	advance(d time.Duration)
+	// seedForeign puts n keys that belong to nobody kmskeeper serves into
+	// the vault or key ring the plugin uses (another application's keys).
+	seedForeign(n int) error
+	// listPages is how many list calls one pass over the keys a server
+	// may own takes: the whole vault for Key Vault (no server-side filter,
+	// 25 keys a page), one filtered page for Cloud KMS.
+	listPages() int
+	// sdkKey creates a key of type t with the raw SDK and returns a function
+	// signing a SHA-256 digest with it, as an application using the SDK
+	// directly would.
+	sdkKey(ctx context.Context, t keymanager.KeyType) (signFunc, error)
+	close() error
+}
+
+// signFunc signs a SHA-256 digest.
+type signFunc func(ctx context.Context, digest []byte) error
+
+// startCloud starts the emulator called name.
+func startCloud(ctx context.Context, name, dir string) (cloud, error) {
+	switch name {
+	case "azure":
+		return startAzure(ctx, dir)
+	case "gcp":
+		return startGCP(ctx, dir)
+	}
+	return nil, errUnknownBackend(name)
+}
+
+type errUnknownBackend string
+
+func (e errUnknownBackend) Error() string {
+	return "unknown backend " + string(e) + " (want azure, gcp or all)"
+}
+
+// keySlug names a key type in resource names (letters, digits, hyphens).
+func keySlug(t keymanager.KeyType) string {
+	switch t {
+	case keymanager.ECP256:
+		return "ec-p256"
+	case keymanager.ECP384:
+		return "ec-p384"
+	case keymanager.RSA2048:
+		return "rsa-2048"
+	case keymanager.RSA4096:
+		return "rsa-4096"
+	}
+	return "unknown"
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kmskeeper/kmskeeper/bench/internal/cloudkinds"
+	"github.com/kmskeeper/kmskeeper/config"
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+// errNoBackend says a cloud backend is not part of this build yet.
+var errNoBackend = errors.New("backend not in this build")
+
+// openBackend builds c's backend in this process from the same plugin_data
+// the binary gets, for the rows that need a moved clock.
+func openBackend(ctx context.Context, c cloud, serverID string) (keymanager.Backend, error) {
+	kind, ok := cloudkinds.ByName()[c.name()]
+	if !ok {
+		return nil, fmt.Errorf("the %s %w (in-process rows need it)", c.name(), errNoBackend)
+	}
+	cfg, err := config.Parse(c.pluginData(serverID, ""), trustDomain, []config.Kind{kind})
+	if err != nil {
+		return nil, fmt.Errorf("plugin_data: %w", err)
+	}
+	b, err := cfg.Backend.Open(ctx, config.OpenParams{TrustDomain: trustDomain, ServerID: serverID, Logger: hclog.NewNullLogger()})
+	if err != nil {
+		return nil, fmt.Errorf("opening the %s backend: %w", c.name(), err)
+	}
+	return b, nil
+}
+
+// engine is a Manager over c's real backend with a fake clock that moves
+// together with the emulator's.
+type engine struct {
+	*keymanager.Manager
+	clock   *fakeClock
+	cloud   cloud
+	retired *retireCounter
+}
+
+func newEngine(ctx context.Context, c cloud, serverID string) (*engine, error) {
+	b, err := openBackend(ctx, c, serverID)
+	if err != nil {
+		return nil, err
+	}
+	clock := newFakeClock(time.Now())
+	retired := &retireCounter{}
+	m, err := keymanager.New(keymanager.Options{Backend: b, ServerID: serverID, Clock: clock, Metrics: retired})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Load(ctx); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("loading: %w", err)
+	}
+	return &engine{Manager: m, clock: clock, cloud: c, retired: retired}, nil
+}
+
+// advance moves the engine's clock and the emulator's by d.
+func (e *engine) advance(d time.Duration) {
+	e.clock.advance(d)
+	e.cloud.advance(d)
+}
+
+// waitRetired waits until n generations were retired in the background
+// (superseded keys are retired asynchronously after a rotation).
+func (e *engine) waitRetired(ctx context.Context, n int) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for e.retired.count() < n {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %d retirements, saw %d: %w", n, e.retired.count(), ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// retireCounter is a keymanager.Metrics that counts retired generations.
+type retireCounter struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (r *retireCounter) IncrCounter(key []string, v float32, _ ...keymanager.Label) {
+	if len(key) == 3 && key[1] == "keys" && key[2] == "retired" {
+		r.mu.Lock()
+		r.n += int(v)
+		r.mu.Unlock()
+	}
+}
+
+func (r *retireCounter) MeasureSince([]string, time.Time, ...keymanager.Label) {}
+
+func (r *retireCounter) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// fakeClock is a keymanager.Clock that only moves when advanced.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	waiters []waiter
+}
+
+type waiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock(start time.Time) *fakeClock { return &fakeClock{now: start} }
+
+func (f *fakeClock) Now() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+func (f *fakeClock) After(d time.Duration) <-chan time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- f.now
+		return ch
+	}
+	f.waiters = append(f.waiters, waiter{at: f.now.Add(d), ch: ch})
+	return ch
+}
+
+func (f *fakeClock) advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+	kept := f.waiters[:0]
+	for _, w := range f.waiters {
+		if w.at.After(f.now) {
+			kept = append(kept, w)
+			continue
+		}
+		w.ch <- f.now
+	}
+	f.waiters = kept
+}

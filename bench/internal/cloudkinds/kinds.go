@@ -1,0 +1,24 @@
+// Package cloudkinds lists the cloud backends the benchmark harness and its
+// profiling build of the plugin know, by the harness's backend names.
+package cloudkinds
+
+import "github.com/kmskeeper/kmskeeper/config"
+
+// ByName maps "azure" and "gcp" to their configuration kinds. A cloud
+// missing here is reported "not measured" by the rows that run the engine in
+// process; add each backend as it lands (as cmd/kmskeeper/kinds.go does for
+// the binary).
+func ByName() map[string]config.Kind {
+	return map[string]config.Kind{}
+}
+
+// List returns the kinds of ByName, for plugin.Options.
+func List() []config.Kind {
+	var out []config.Kind
+	for _, name := range []string{"azure", "gcp"} {
+		if k, ok := ByName()[name]; ok {
+			out = append(out, k)
+		}
+	}
+	return out
+}

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"fmt"
+	"time"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/pluginhost"
+)
+
+// overheadTarget is the largest plugin/SDK latency ratio allowed at 5 ms.
+const overheadTarget = 1.05
+
+// digest is what every signature signs: the size of a SHA-256 digest is
+// all that matters to the cloud.
+var digest = sha256.Sum256([]byte("kmskeeper bench"))
+
+// overhead measures 1: SignData through pluginhost -> binary -> emulator
+// against the same signature made with the SDK directly, for EC P-256 and
+// RSA-2048, at 0 and 5 ms added latency. The two paths alternate call by
+// call, so that drift on the shared machine hits both alike.
+func (r *runner) overhead(ctx context.Context, c cloud) []Row {
+	var rows []Row
+	fail := func(err error) []Row {
+		for _, t := range []keymanager.KeyType{keymanager.ECP256, keymanager.RSA2048} {
+			for _, lat := range []time.Duration{0, 5 * time.Millisecond} {
+				rows = append(rows, notMeasured(1, overheadLabel(t, lat), c.name(), overheadTargetText(lat), err))
+			}
+		}
+		return rows
+	}
+	p, _, err := r.launch(ctx, c, "bench-overhead", "")
+	if err != nil {
+		return fail(err)
+	}
+	defer p.Close()
+	for _, t := range []keymanager.KeyType{keymanager.ECP256, keymanager.RSA2048} {
+		id := "x509-CA-" + keySlug(t)
+		plugin, err := pluginSigner(ctx, p, id, t)
+		if err != nil {
+			return fail(err)
+		}
+		sdk, err := c.sdkKey(ctx, t)
+		if err != nil {
+			return fail(err)
+		}
+		for _, lat := range []time.Duration{0, 5 * time.Millisecond} {
+			c.setLatency(opSign, lat, 0)
+			rows = append(rows, r.overheadRow(ctx, c, t, lat, plugin, sdk))
+		}
+		c.clearLatency()
+	}
+	return rows
+}
+
+// pluginSigner creates key id through the plugin and returns a signFunc
+// calling SignData on it.
+func pluginSigner(ctx context.Context, p *pluginhost.Plugin, id string, t keymanager.KeyType) (signFunc, error) {
+	if _, err := p.GenerateKey(ctx, id, t); err != nil {
+		return nil, fmt.Errorf("GenerateKey %s: %w", id, err)
+	}
+	return func(ctx context.Context, d []byte) error {
+		_, _, err := p.SignData(ctx, id, d, crypto.SHA256)
+		return err
+	}, nil
+}
+
+func (r *runner) overheadRow(ctx context.Context, c cloud, t keymanager.KeyType, lat time.Duration, plugin, sdk signFunc) Row {
+	label, target := overheadLabel(t, lat), overheadTargetText(lat)
+	var ps, ss samples
+	for i := -r.sz.warmup; i < r.sz.overheadN; i++ {
+		first, second := plugin, sdk
+		if i%2 == 1 {
+			first, second = sdk, plugin
+		}
+		d1, err := timed(ctx, first)
+		if err != nil {
+			return notMeasured(1, label, c.name(), target, err)
+		}
+		d2, err := timed(ctx, second)
+		if err != nil {
+			return notMeasured(1, label, c.name(), target, err)
+		}
+		if i < 0 {
+			continue
+		}
+		if i%2 == 1 {
+			d1, d2 = d2, d1
+		}
+		ps, ss = append(ps, d1), append(ss, d2)
+	}
+	r50, r99 := ratio(ps.pct(50), ss.pct(50)), ratio(ps.pct(99), ss.pct(99))
+	row := Row{ID: 1, Measurement: label, Backend: c.name(), Target: target,
+		Value: fmt.Sprintf("p50 ×%.3f (%s vs %s), p99 ×%.3f (%s vs %s), n=%d",
+			r50, ms(ps.pct(50)), ms(ss.pct(50)), r99, ms(ps.pct(99)), ms(ss.pct(99)), len(ps)),
+		Verdict: Info}
+	if lat > 0 {
+		row.Verdict = verdict(r50 <= overheadTarget && r99 <= overheadTarget)
+	}
+	return row
+}
+
+func overheadLabel(t keymanager.KeyType, lat time.Duration) string {
+	return fmt.Sprintf("1. SignData overhead, %v, +%v latency (plugin/SDK)", t, lat)
+}
+
+func overheadTargetText(lat time.Duration) string {
+	if lat == 0 {
+		return "reported (target applies at 5 ms)"
+	}
+	return fmt.Sprintf("p50 and p99 ratio ≤ %.2f", overheadTarget)
+}
+
+// timed runs one signature and returns its latency.
+func timed(ctx context.Context, f signFunc) (time.Duration, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := f(cctx, digest[:])
+	return time.Since(start), err
+}
