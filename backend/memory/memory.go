@@ -169,6 +169,28 @@ func (s *Store) Refs() []string {
 	return refs
 }
 
+// Generations returns every stored generation of a trust domain with its
+// public key, as a test's view of the vault: no hook or fault applies.
+func (s *Store) Generations(trustDomain string) ([]keymanager.Generation, error) {
+	var out []keymanager.Generation
+	err := s.withFile(false, func() error {
+		for _, r := range s.state.Keys {
+			if r.TrustDomain != trustDomain {
+				continue
+			}
+			key, err := x509.ParsePKCS8PrivateKey(r.PKCS8)
+			if err != nil {
+				return fmt.Errorf("memory store: key %s: %w", r.Ref, err)
+			}
+			g := (&Backend{}).generation(r)
+			g.Public = key.(crypto.Signer).Public()
+			out = append(out, g)
+		}
+		return nil
+	})
+	return out, err
+}
+
 // SetDisabled disables or enables a stored generation.
 func (s *Store) SetDisabled(ref string, disabled bool) error {
 	return s.withFile(true, func() error {

@@ -1,0 +1,306 @@
+package reliability
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/pluginhost"
+)
+
+// Log messages the engine writes at the end of each background pass.
+const (
+	cleanupDone  = "Cleanup pass done"
+	livenessDone = "Liveness pass done"
+)
+
+// harness runs plugin processes against one vault and, when the test ends,
+// checks everything they logged and every error they returned: no secret,
+// no data race, no panic.
+type harness struct {
+	t *testing.T
+	v vault
+
+	mu      sync.Mutex
+	errs    []string
+	plugins []*pluginhost.Plugin
+}
+
+func newHarness(t *testing.T, s setup) *harness {
+	t.Helper()
+	h := &harness{t: t, v: s.new(t)}
+	// Registered first, so it runs after every plugin was closed.
+	t.Cleanup(h.scan)
+	return h
+}
+
+// scan checks every log line and error message of the test.
+func (h *harness) scan() {
+	t := h.t
+	secrets := h.v.secrets(t)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var texts []string
+	for _, p := range h.plugins {
+		for _, l := range p.Logs() {
+			if strings.Contains(l.Raw, "DATA RACE") || strings.HasPrefix(l.Raw, "panic: ") || strings.HasPrefix(l.Raw, "fatal error: ") {
+				t.Errorf("the plugin process reported: %s", l.Raw)
+			}
+			texts = append(texts, l.Raw)
+		}
+	}
+	texts = append(texts, h.errs...)
+	if leak := findSecret(texts, secrets); leak != "" {
+		t.Error(leak)
+	}
+}
+
+// findSecret describes the first text holding one of secrets, or returns "".
+func findSecret(texts, secrets []string) string {
+	for _, s := range secrets {
+		if len(s) < 8 {
+			continue // too short to tell a leak from a coincidence
+		}
+		for _, txt := range texts {
+			if strings.Contains(txt, s) {
+				return fmt.Sprintf("secret material (%d characters, starting %.4q) appears in: %.300s", len(s), s, txt)
+			}
+		}
+	}
+	return ""
+}
+
+// record keeps an error's message for the secrets scan and returns err.
+func (h *harness) record(err error) error {
+	if err != nil {
+		h.mu.Lock()
+		h.errs = append(h.errs, err.Error())
+		h.mu.Unlock()
+	}
+	return err
+}
+
+// launch starts the plugin binary as SPIRE does; it is closed when the test
+// ends (unless killed before).
+func (h *harness) launch() *pluginhost.Plugin {
+	t := h.t
+	t.Helper()
+	env := h.v.env()
+	if raceEnabled {
+		env = append(env, "GORACE=atexit_sleep_ms=0")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	p, err := pluginhost.Start(ctx, pluginhost.Options{Path: suite.binary, Env: env})
+	if err != nil {
+		t.Fatalf("starting the plugin: %v", err)
+	}
+	h.mu.Lock()
+	h.plugins = append(h.plugins, p)
+	h.mu.Unlock()
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Logf("Close: %v", err)
+		}
+	})
+	return p
+}
+
+// start launches a plugin and configures it as serverID with extra
+// plugin_data lines.
+func (h *harness) start(serverID, extra string) *pluginhost.Plugin {
+	h.t.Helper()
+	p := h.launch()
+	if err := h.configure(p, serverID, extra); err != nil {
+		h.t.Fatalf("Configure %s: %v", serverID, err)
+	}
+	return p
+}
+
+func (h *harness) configure(p *pluginhost.Plugin, serverID, extra string) error {
+	return h.record(p.Configure(callCtx(h.t), trustDomain, h.v.pluginData(serverID, extra)))
+}
+
+// generate asks p for a new EC P-256 key under id.
+func (h *harness) generate(p *pluginhost.Plugin, id string) (keymanager.PublicKey, error) {
+	pk, err := p.GenerateKey(callCtx(h.t), id, keymanager.ECP256)
+	return pk, h.record(err)
+}
+
+// mustGenerate is generate failing the test on error.
+func (h *harness) mustGenerate(p *pluginhost.Plugin, id string) keymanager.PublicKey {
+	h.t.Helper()
+	pk, err := h.generate(p, id)
+	if err != nil {
+		h.t.Fatalf("GenerateKey %s: %v", id, err)
+	}
+	return pk
+}
+
+// sign asks p to sign with pk's ID and verifies the answer against pk: the
+// fingerprint must be pk's and the signature must verify with its public key.
+func (h *harness) sign(ctx context.Context, p *pluginhost.Plugin, pk keymanager.PublicKey) error {
+	d := sha256.Sum256([]byte("reliability " + pk.ID))
+	sig, fp, err := p.SignData(ctx, pk.ID, d[:], crypto.SHA256)
+	if err != nil {
+		return h.record(err)
+	}
+	if fp != pk.Fingerprint {
+		return fmt.Errorf("SignData %s answered fingerprint %s, want %s", pk.ID, fp, pk.Fingerprint)
+	}
+	pub, err := x509.ParsePKIXPublicKey(pk.PKIX)
+	if err != nil {
+		return fmt.Errorf("public key of %s does not parse: %w", pk.ID, err)
+	}
+	if err := keymanager.Verify(pub, d[:], sig, crypto.SHA256); err != nil {
+		return fmt.Errorf("signature by %s (%s) does not verify: %w", pk.ID, pk.Fingerprint, err)
+	}
+	return nil
+}
+
+// mustSignAll signs with every key p serves and verifies each signature.
+func (h *harness) mustSignAll(p *pluginhost.Plugin) []keymanager.PublicKey {
+	t := h.t
+	t.Helper()
+	pks, err := p.GetPublicKeys(callCtx(t))
+	if err != nil {
+		t.Fatalf("GetPublicKeys: %v", h.record(err))
+	}
+	for _, pk := range pks {
+		if err := h.sign(callCtx(t), p, pk); err != nil {
+			t.Errorf("signing with %s: %v", pk.ID, err)
+		}
+	}
+	return pks
+}
+
+// kill ends p with SIGKILL and waits for the process to be gone.
+func kill(t *testing.T, p *pluginhost.Plugin) {
+	t.Helper()
+	if err := p.Kill(); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	waitFor(t, "the killed plugin to exit", p.Exited)
+}
+
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline (a stuck scenario, not a slow one).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// countLogs returns how many lines with message msg p has written.
+func countLogs(p *pluginhost.Plugin, msg string) int {
+	n := 0
+	for _, l := range p.Logs() {
+		if l.Message == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// waitPasses waits until p has written n more lines with message msg (the
+// end of n more background passes) than it had when after was counted, and
+// returns the last one.
+func waitPasses(t *testing.T, p *pluginhost.Plugin, msg string, after, n int) pluginhost.LogLine {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	seen := 0
+	l, err := p.WaitLog(ctx, func(l pluginhost.LogLine) bool {
+		if l.Message == msg {
+			seen++
+		}
+		return seen >= after+n
+	})
+	if err != nil {
+		t.Fatalf("waiting for %d more %q lines (had %d): %v", n, msg, after, err)
+	}
+	return l
+}
+
+// callCtx is SPIRE's 30 s deadline for one call.
+func callCtx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// own returns the keys of serverID, sorted by key ID then creation.
+func own(keys []key, serverID string) []key {
+	var out []key
+	for _, k := range keys {
+		if k.ServerID == serverID {
+			out = append(out, k)
+		}
+	}
+	slices.SortFunc(out, func(a, b key) int {
+		if c := strings.Compare(a.KeyID, b.KeyID); c != 0 {
+			return c
+		}
+		return a.Created.Compare(b.Created)
+	})
+	return out
+}
+
+// newest returns the newest generation per key ID, ordered as the engine
+// orders them (creation time, then reference).
+func newest(keys []key) map[string]key {
+	out := make(map[string]key)
+	for _, k := range keys {
+		cur, ok := out[k.KeyID]
+		if !ok || k.Created.After(cur.Created) || (k.Created.Equal(cur.Created) && k.Ref > cur.Ref) {
+			out[k.KeyID] = k
+		}
+	}
+	return out
+}
+
+// byRef indexes keys by reference.
+func byRef(keys []key) map[string]key {
+	out := make(map[string]key, len(keys))
+	for _, k := range keys {
+		out[k.Ref] = k
+	}
+	return out
+}
+
+// subtest is a named test function.
+type subtest struct {
+	name string
+	f    func(t *testing.T)
+}
+
+// runConcurrently runs each subtest under t, at most n at a time. Unlike
+// t.Parallel, the bound is the suite's own, so tests that mostly wait (for
+// holds and background passes) can outnumber the CPUs.
+func runConcurrently(t *testing.T, n int, tests []subtest) {
+	sem := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	for _, st := range tests {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			t.Run(st.name, st.f)
+		}()
+	}
+	wg.Wait()
+}
