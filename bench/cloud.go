@@ -47,6 +47,8 @@ type cloud interface {
 	// counts returns the requests per operation since the last resetCounts.
 	counts() map[string]int
 	resetCounts()
+	// opCount is how many calls of o the cloud received since resetCounts.
+	opCount(o op) int
 	// classify says what kind of call an operation name of counts is.
 	classify(operation string) callClass
 	// advance moves the emulator clock.

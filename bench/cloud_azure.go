@@ -97,6 +97,7 @@ func (c *azureCloud) clearLatency() {
 
 func (c *azureCloud) counts() map[string]int { return c.srv.VaultCounts(c.vault) }
 func (c *azureCloud) resetCounts()           { c.srv.ResetCounts() }
+func (c *azureCloud) opCount(o op) int       { return c.counts()[azureOps[o]] }
 
 func (c *azureCloud) classify(operation string) callClass {
 	switch operation {

@@ -85,6 +85,14 @@ func (c *gcpCloud) clearLatency() {
 func (c *gcpCloud) counts() map[string]int { return c.srv.Counts() }
 func (c *gcpCloud) resetCounts()           { c.srv.ResetCounts() }
 
+func (c *gcpCloud) opCount(o op) int {
+	n, counts := 0, c.counts()
+	for _, m := range gcpOps[o] {
+		n += counts[m]
+	}
+	return n
+}
+
 func (c *gcpCloud) classify(operation string) callClass {
 	if operation == "AsymmetricSign" {
 		return classSign

@@ -108,6 +108,9 @@ func (r *runner) build(ctx context.Context) (string, error) {
 	return pluginhost.Build(ctx, pluginhost.BuildOptions{Dir: r.dir, Race: r.Race})
 }
 
+// measurementTimeout bounds one measurement on one backend.
+const measurementTimeout = 5 * time.Minute
+
 // measurement is one numbered measurement of issue 8.
 type measurement struct {
 	id  int
@@ -134,7 +137,11 @@ func (r *runner) backend(ctx context.Context, name string) ([]Row, error) {
 		}
 		r.progress("%s: measurement %d", name, m.id)
 		c.clearLatency()
-		rows = append(rows, m.run(ctx, c)...)
+		// A hung call must not hang the run: each measurement gets a bound
+		// far above what it needs.
+		mctx, cancel := context.WithTimeout(ctx, measurementTimeout)
+		rows = append(rows, m.run(mctx, c)...)
+		cancel()
 	}
 	sortRows(rows)
 	return rows, nil

@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto"
 	"fmt"
 	"time"
 
 	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
 // Stall settings of measurement 3.
@@ -18,9 +18,8 @@ const (
 
 // stall measures 3: p99 SignData latency while a GenerateKey with 2 s added
 // create latency runs (through the binary), and while a liveness pass runs
-// (in process: the pass only runs on the plugin's schedule, at least a
-// minute apart, and only touches keys a day old, so it needs the moved
-// clock), each divided by the idle p99 measured just before. Signatures
+// (liveness_interval = "1s", the emulator clock moved a day so that every
+// key is due), both through the binary, each divided by the idle p99 measured just before. Signatures
 // carry 5 ms added latency so that network time, not CPU jitter, dominates.
 func (r *runner) stall(ctx context.Context, c cloud) []Row {
 	return []Row{r.rotationStall(ctx, c), r.livenessStall(ctx, c)}
@@ -28,7 +27,7 @@ func (r *runner) stall(ctx context.Context, c cloud) []Row {
 
 const (
 	rotationStallLabel = "3. Rotation stall: SignData p99 during a 2 s GenerateKey / idle p99"
-	livenessStallLabel = "3. Liveness stall: SignData p99 during a liveness pass / idle p99 (in process)"
+	livenessStallLabel = "3. Liveness stall: SignData p99 during a liveness pass / idle p99"
 )
 
 func stallTargetText() string { return fmt.Sprintf("≤ %.1f", stallTarget) }
@@ -67,23 +66,18 @@ func (r *runner) rotationStall(ctx context.Context, c cloud) Row {
 
 func (r *runner) livenessStall(ctx context.Context, c cloud) Row {
 	fail := func(err error) Row { return notMeasured(3, livenessStallLabel, c.name(), stallTargetText(), err) }
-	e, err := newEngine(ctx, c, "bench-liveness")
+	p, _, err := r.launch(ctx, c, "bench-liveness", `liveness_interval = "1s"`)
 	if err != nil {
 		return fail(err)
 	}
-	defer e.Close()
+	defer p.Close()
 	ids := []string{"x509-CA-A", "x509-CA-B", "JWT-Signer-A", "JWT-Signer-B"}
-	for _, id := range ids {
-		if _, err := e.GenerateKey(ctx, id, keymanager.ECP256); err != nil {
-			return fail(fmt.Errorf("GenerateKey %s: %w", id, err))
+	var sign signFunc
+	for i := len(ids) - 1; i >= 0; i-- {
+		if sign, err = pluginSigner(ctx, p, ids[i], keymanager.ECP256); err != nil {
+			return fail(err)
 		}
 	}
-	sign := func(ctx context.Context, d []byte) error {
-		_, _, err := e.SignData(ctx, ids[0], d, crypto.SHA256)
-		return err
-	}
-	// A day later every key is due for a keep-alive.
-	e.advance(25 * time.Hour)
 	c.setLatency(opSign, stallSignLatency, 0)
 	defer c.clearLatency()
 	if _, err := load(ctx, sign, r.sz.stallSigners, 100*time.Millisecond); err != nil {
@@ -93,20 +87,45 @@ func (r *runner) livenessStall(ctx context.Context, c cloud) Row {
 	if err != nil {
 		return fail(err)
 	}
+	// A day later every key is due for a keep-alive. The engine learns the
+	// cloud's time from the creation time of the next key it sees.
 	c.setLatency(opKeepAlive, r.sz.livenessPerKey, 0)
+	c.advance(25 * time.Hour)
 	c.resetCounts()
-	during, took, err := loadWhile(ctx, sign, r.sz.stallSigners, e.KeepAlive)
+	during, took, err := loadWhile(ctx, sign, r.sz.stallSigners, func(ctx context.Context) error {
+		if _, err := p.GenerateKey(ctx, "bench-clock-probe", keymanager.ECP256); err != nil {
+			return fmt.Errorf("GenerateKey of the clock probe: %w", err)
+		}
+		return waitLivenessPass(ctx, c, p, len(ids))
+	})
 	if err != nil {
 		return fail(err)
 	}
-	mgmt := 0
-	for o, n := range c.counts() {
-		if c.classify(o) == classManagement {
-			mgmt += n
+	return stallRow(3, livenessStallLabel, c.name(), idle, during,
+		fmt.Sprintf("window %v incl. %d keep-alive calls at +%v each", took.Round(time.Millisecond), c.opCount(opKeepAlive), r.sz.livenessPerKey))
+}
+
+// waitLivenessPass waits until the plugin's liveness pass has kept n keys
+// alive and logged its end.
+func waitLivenessPass(ctx context.Context, c cloud, p *pluginhost.Plugin, n int) error {
+	mark := -1
+	for {
+		if mark < 0 && c.opCount(opKeepAlive) >= n {
+			mark = len(p.Logs())
+		}
+		if mark >= 0 {
+			for _, l := range p.Logs()[mark:] {
+				if l.Message == "Liveness pass done" {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for a liveness pass keeping %d keys alive (saw %d keep-alive calls): %w", n, c.opCount(opKeepAlive), ctx.Err())
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	return stallRow(3, livenessStallLabel, c.name(), idle, during,
-		fmt.Sprintf("pass took %v, %d keep-alive calls at +%v", took.Round(time.Millisecond), mgmt, r.sz.livenessPerKey))
 }
 
 func stallRow(id int, label, backend string, idle, during loadResult, note string) Row {
