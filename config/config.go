@@ -46,6 +46,13 @@ type Backend interface {
 	Open(ctx context.Context, p OpenParams) (keymanager.Backend, error)
 }
 
+// Warner is implemented by backend configurations that accept deprecated
+// keys: Parse adds the notes to Config.Warnings, so that Configure logs them
+// and Validate reports them, like the common deprecated keys.
+type Warner interface {
+	Warnings() []string
+}
+
 // OpenParams carries what a backend needs besides its own configuration.
 type OpenParams struct {
 	TrustDomain string

@@ -88,6 +88,10 @@ func parseList(list *ast.ObjectList, trustDomain string, kinds []Kind, allowMigr
 	if err := backend.Check(trustDomain); err != nil {
 		return nil, err
 	}
+	if w, ok := backend.(Warner); ok {
+		c.Warnings = append(c.Warnings, w.Warnings()...)
+		slices.Sort(c.Warnings)
+	}
 	return c, nil
 }
 

@@ -216,7 +216,7 @@ func (m *Manager) Load(ctx context.Context) error {
 	}
 	m.leftovers = losers
 	for _, e := range entries {
-		m.log.Info("Serving key", "inherited", e.inherited, "key_id", e.gen.KeyID, "ref", e.gen.Ref, "type", e.pub.Type.String(), "fingerprint", e.pub.Fingerprint)
+		m.log.Info("Serving key", "inherited", e.inherited, "key_id", e.gen.KeyID, "ref", e.gen.Ref, "version", e.gen.Version, "type", e.pub.Type.String(), "fingerprint", e.pub.Fingerprint)
 	}
 	for _, g := range losers {
 		m.log.Info("Found superseded key generation; it will be retired", "key_id", g.KeyID, "ref", g.Ref)
@@ -362,7 +362,7 @@ func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (Public
 
 	m.metrics.IncrCounter([]string{"kmskeeper", "keys", "created"}, 1, Label{"key_type", t.String()})
 	m.metrics.MeasureSince([]string{"kmskeeper", "keys", "create_latency"}, start, Label{"key_type", t.String()})
-	m.log.Info("Generated key", "key_id", id, "ref", g.Ref, "type", t.String(), "fingerprint", e.pub.Fingerprint)
+	m.log.Info("Generated key", "key_id", id, "ref", g.Ref, "version", g.Version, "type", t.String(), "fingerprint", e.pub.Fingerprint)
 	if old != nil && !old.inherited && old.gen.Ref != g.Ref {
 		m.retireAsync(old)
 	}

@@ -94,7 +94,15 @@ type Generation struct {
 	KeyID string
 	// Ref is the backend's reference to this generation (a key name and
 	// version, a version resource name). The engine only logs and compares it.
+	// It must be the same whether the generation was listed, fetched or
+	// created, since cleanup compares listed refs with served ones.
 	Ref string
+	// Version pins the key material when Ref alone does not (an Azure key
+	// name, whose listing does not say which version is current): Create and
+	// Fetch set it, the engine passes it back to Sign and KeepAlive, and
+	// never compares it. Backends whose Ref already pins a version leave it
+	// empty.
+	Version string
 	// ServerID is the owning server's identifier, from the key's tags.
 	ServerID string
 	// Created orders the generations of one key ID: the newest wins.
