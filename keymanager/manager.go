@@ -94,6 +94,7 @@ type Manager struct {
 
 	bg       sync.WaitGroup
 	stop     chan struct{}
+	resched  chan struct{} // wakes the pass loop when Reconfigure changes the schedule
 	stopOnce sync.Once
 	started  bool
 }
@@ -119,6 +120,7 @@ func New(opts Options) (*Manager, error) {
 		known:       make(map[string]bool),
 		inFlight:    make(map[string]int),
 		stop:        make(chan struct{}),
+		resched:     make(chan struct{}, 1),
 	}
 	if m.budget <= 0 {
 		m.budget = DefaultBudget
@@ -535,6 +537,10 @@ func (m *Manager) Reconfigure(l Live, backend Backend) {
 	}
 	m.schedule = l.Schedule.withDefaults()
 	m.mu.Unlock()
+	select {
+	case m.resched <- struct{}{}: // a shorter interval applies at once
+	default:
+	}
 	if backend != nil && backend != old {
 		if c, ok := old.(Closer); ok {
 			// In-flight calls on the old backend finish on their own

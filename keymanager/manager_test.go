@@ -636,6 +636,20 @@ func TestSchedulerRunsPasses(t *testing.T) {
 	}
 }
 
+func TestReconfigureShortensIntervalsAtOnce(t *testing.T) {
+	// Default intervals: the loop waits six hours for its first pass. A
+	// re-Configure to one minute must apply now, not after those six hours.
+	e := newEnv(t, keymanager.Options{})
+	var c counting
+	e.store.Hook = c.hook
+	e.m.Start()
+	waitFor(t, func() bool { return e.clock.pending() == 1 })
+	e.m.Reconfigure(keymanager.Live{Schedule: keymanager.Schedule{LivenessInterval: time.Minute, CleanupInterval: time.Minute}}, nil)
+	waitFor(t, func() bool { return e.clock.pending() == 2 }) // the loop waits again, on the new interval
+	e.clock.Advance(time.Minute)
+	waitFor(t, func() bool { return c.get("List") > 0 })
+}
+
 func TestCloudClockAhead(t *testing.T) {
 	// The cloud's clock runs 20 days ahead of ours: another server's key
 	// updated 15 cloud-days ago is stale even though our clock says it is

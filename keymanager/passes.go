@@ -238,6 +238,7 @@ func (m *Manager) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-m.clock.After(max(wait, 0)):
+		case <-m.resched:
 		}
 		now := m.clock.Now()
 		m.mu.RLock()
