@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +25,16 @@ func openBackend(ctx context.Context, c cloud, serverID string) (keymanager.Back
 	kind, ok := cloudkinds.ByName()[c.name()]
 	if !ok {
 		return nil, fmt.Errorf("the %s %w (in-process rows need it)", c.name(), errNoBackend)
+	}
+	// The backend reads the environment the plugin process would get
+	// (Azure: AZURE_AUTHORITY_HOST for a loopback vault, SSL_CERT_FILE for
+	// the emulator's CA); here the harness is that process. Go reads
+	// SSL_CERT_FILE once, so one run holds one Key Vault emulator.
+	for _, kv := range c.env() {
+		k, v, _ := strings.Cut(kv, "=")
+		if err := os.Setenv(k, v); err != nil {
+			return nil, fmt.Errorf("environment for the in-process backend: %w", err)
+		}
 	}
 	cfg, err := config.Parse(c.pluginData(serverID, ""), trustDomain, []config.Kind{kind})
 	if err != nil {
