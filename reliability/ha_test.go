@@ -259,4 +259,3 @@ func hasLog(p *pluginhost.Plugin, level, s string) bool {
 	}
 	return false
 }
-

@@ -10,7 +10,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -87,6 +89,12 @@ type vault interface {
 	// persistentCode is the gRPC code SignData returns when kind does not
 	// clear within the budget.
 	persistentCode(kind faultKind) codes.Code
+	// elsewhere returns plugin_data for serverID in another vault or key
+	// ring of the same cloud.
+	elsewhere(t *testing.T, serverID string) string
+	// otherIdentities returns plugin_data for serverID in the same vault
+	// under other credentials (none when the backend has no identity).
+	otherIdentities(t *testing.T, serverID string) []string
 	// secrets lists strings that must never appear in a log line or an error
 	// message: credentials, tokens, private key material.
 	secrets(t *testing.T) []string
@@ -133,6 +141,12 @@ func (v *memoryVault) pluginData(serverID, extra string) string {
 }
 
 func (v *memoryVault) env() []string { return nil }
+
+func (v *memoryVault) elsewhere(t *testing.T, serverID string) string {
+	return fmt.Sprintf("memory_backend = %q\nkey_identifier_value = %q\n", filepath.Join(t.TempDir(), "other.json"), serverID)
+}
+
+func (v *memoryVault) otherIdentities(*testing.T, string) []string { return nil }
 
 func (v *memoryVault) keys(t *testing.T) []key {
 	t.Helper()
@@ -227,6 +241,9 @@ func (v *memoryVault) persistentCode(kind faultKind) codes.Code {
 func (v *memoryVault) secrets(t *testing.T) []string {
 	t.Helper()
 	data, err := os.ReadFile(v.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // no key was ever stored
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
