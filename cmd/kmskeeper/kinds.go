@@ -1,6 +1,9 @@
 package main
 
-import "github.com/kmskeeper/kmskeeper/config"
+import (
+	"github.com/kmskeeper/kmskeeper/backend/azurekv"
+	"github.com/kmskeeper/kmskeeper/config"
+)
 
 // releaseKinds lists the cloud backends every build contains.
 //
@@ -8,5 +11,5 @@ import "github.com/kmskeeper/kmskeeper/config"
 // The in-memory test backend must never appear here: a release binary keeps
 // keys only in a KMS (see backends.go and backends_testbackend.go).
 func releaseKinds() []config.Kind {
-	return []config.Kind{}
+	return []config.Kind{azurekv.Kind()}
 }

@@ -1,0 +1,288 @@
+package azurekv
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+// Backend keeps SPIRE keys in one Key Vault or Managed HSM. It implements
+// keymanager.Backend and holds no key state: only the client and the
+// configuration.
+type Backend struct {
+	client      *azkeys.Client
+	vault       vaultURI
+	identity    string
+	trustDomain string
+	serverID    string
+	hsm         bool
+	tags        map[string]string
+	purge       bool
+	log         hclog.Logger
+}
+
+var _ keymanager.Backend = (*Backend)(nil)
+
+// keyOps are the operations of every key created, as the built-in plugin
+// sets them: the key can sign and verify, nothing else.
+var keyOps = []*azkeys.KeyOperation{ptr(azkeys.KeyOperationSign), ptr(azkeys.KeyOperationVerify)}
+
+// ListGenerations lists the vault once (Key Vault has no server-side tag
+// filter) and keeps the keys named spire-key-... that carry this trust
+// domain's tag: this server's and other servers'. A key with the trust
+// domain's tag but an odd name or server tag is skipped with a warning.
+func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation, error) {
+	c := &call{op: "ListKeys", perm: "list"}
+	ctx = withCall(ctx, c)
+	var out []keymanager.Generation
+	pager := b.client.NewListKeyPropertiesPager(nil)
+	listed := 0
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, b.fail(ctx, c, err)
+		}
+		for _, kp := range page.Value {
+			listed++
+			if kp == nil || kp.KID == nil || (kp.Managed != nil && *kp.Managed) {
+				continue
+			}
+			name := kp.KID.Name()
+			parsed, problem := parseKey(name, kp.Tags, b.trustDomain)
+			if problem != "" {
+				b.log.Warn("Skipping a key that carries this trust domain's tag but is not laid out as SPIRE's keys are", "key", name, "problem", string(problem))
+				continue
+			}
+			if parsed.keyID == "" {
+				continue
+			}
+			g := keymanager.Generation{KeyID: parsed.keyID, Ref: name, ServerID: parsed.serverID}
+			if a := kp.Attributes; a != nil {
+				g.Created = timeOf(a.Created)
+				g.Updated = timeOf(a.Updated)
+				g.Disabled = a.Enabled != nil && !*a.Enabled
+			}
+			out = append(out, g)
+		}
+	}
+	b.log.Debug("Listed the vault", "keys", listed, "trust_domain_keys", len(out))
+	return out, nil
+}
+
+// Create creates a new key object spire-key-<UUIDv4>-<key ID> with the
+// built-in plugin's tags and the user's key_tags.
+func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType) (keymanager.Generation, error) {
+	name := keyName(keyID)
+	c := &call{op: "CreateKey", key: name, perm: "create"}
+	ctx = withCall(ctx, c)
+	params := azkeys.CreateKeyParameters{
+		KeyOps:        keyOps,
+		Tags:          keyTags(b.tags, b.trustDomain, b.serverID, keyID),
+		KeyAttributes: &azkeys.KeyAttributes{Enabled: ptr(true)},
+	}
+	kty := azkeys.KeyTypeEC
+	if b.hsm {
+		kty = azkeys.KeyTypeECHSM
+	}
+	switch t {
+	case keymanager.ECP256:
+		params.Curve = ptr(azkeys.CurveNameP256)
+	case keymanager.ECP384:
+		params.Curve = ptr(azkeys.CurveNameP384)
+	case keymanager.RSA2048, keymanager.RSA4096:
+		kty = azkeys.KeyTypeRSA
+		if b.hsm {
+			kty = azkeys.KeyTypeRSAHSM
+		}
+		params.KeySize = ptr(int32(2048))
+		if t == keymanager.RSA4096 {
+			params.KeySize = ptr(int32(4096))
+		}
+	default:
+		return keymanager.Generation{}, keymanager.Errorf(codes.InvalidArgument, "key %s: key type %v is not supported", keyID, t)
+	}
+	params.Kty = &kty
+	resp, err := b.client.CreateKey(ctx, name, params, nil)
+	if err != nil {
+		return keymanager.Generation{}, b.fail(ctx, c, err)
+	}
+	g := keymanager.Generation{KeyID: keyID, Ref: name, ServerID: b.serverID}
+	if err := b.complete(&g, resp.KeyBundle); err != nil {
+		return keymanager.Generation{}, keymanager.Errorf(codes.Internal, "%s: CreateKey on key %s: %v", b.vault.url, name, err)
+	}
+	if g.Type != t {
+		return keymanager.Generation{}, keymanager.Errorf(codes.Internal, "%s: CreateKey on key %s: asked for %v, the vault created %v", b.vault.url, name, t, g.Type)
+	}
+	return g, nil
+}
+
+// Fetch reads the current version of a listed key: its public key, and the
+// version that Sign will then name, so that a version added to the key by
+// someone else can never sign under this key's fingerprint.
+func (b *Backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+	c := &call{op: "GetKey", key: g.Ref, perm: "get"}
+	ctx = withCall(ctx, c)
+	resp, err := b.client.GetKey(ctx, g.Ref, "", nil)
+	if err != nil {
+		return g, b.fail(ctx, c, err)
+	}
+	if err := b.complete(&g, resp.KeyBundle); err != nil {
+		return g, keymanager.Errorf(codes.FailedPrecondition, "%s: key %s cannot serve SPIRE: %v", b.vault.url, g.Ref, err)
+	}
+	b.log.Debug("Fetched key", "key_id", g.KeyID, "key", g.Ref, "version", g.Version, "type", g.Type.String())
+	return g, nil
+}
+
+// complete fills g from a key bundle the vault returned.
+func (b *Backend) complete(g *keymanager.Generation, kb azkeys.KeyBundle) error {
+	pub, t, err := publicKey(kb.Key)
+	if err != nil {
+		return err
+	}
+	if kb.Key.KID == nil || kb.Key.KID.Version() == "" {
+		return errors.New("the vault returned a key without a versioned identifier")
+	}
+	if got := kb.Key.KID.Name(); !strings.EqualFold(got, g.Ref) {
+		return fmt.Errorf("the vault returned key %s", got)
+	}
+	g.Public, g.Type, g.Version = pub, t, kb.Key.KID.Version()
+	if a := kb.Attributes; a != nil {
+		if a.Created != nil {
+			g.Created = *a.Created
+		}
+		if a.Updated != nil {
+			g.Updated = *a.Updated
+		}
+		g.Disabled = a.Enabled != nil && !*a.Enabled
+	}
+	return nil
+}
+
+// Sign signs digest with the fetched version of the key. ECDSA signatures
+// are converted from r||s to DER.
+func (b *Backend) Sign(ctx context.Context, g keymanager.Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	alg, ok := signAlgorithm(g.Type, opts)
+	if !ok {
+		return nil, keymanager.Errorf(codes.InvalidArgument, "key %s: Key Vault cannot sign a %v digest with a %v key (P-256 signs SHA-256, P-384 signs SHA-384, RSA signs SHA-256/384/512 with PKCS#1 v1.5 or PSS)", g.KeyID, hashName(opts), g.Type)
+	}
+	c := &call{op: "Sign", key: g.Ref, perm: "sign"}
+	ctx = withCall(ctx, c)
+	resp, err := b.client.Sign(ctx, g.Ref, g.Version, azkeys.SignParameters{Algorithm: &alg, Value: digest}, nil)
+	if err != nil {
+		return nil, b.fail(ctx, c, err)
+	}
+	if resp.KID != nil && g.Version != "" && resp.KID.Version() != "" && resp.KID.Version() != g.Version {
+		return nil, keymanager.Errorf(codes.Internal, "%s: Sign on key %s: asked for version %s, the vault signed with %s", b.vault.url, g.Ref, g.Version, resp.KID.Version())
+	}
+	if !g.Type.IsEC() {
+		return resp.Result, nil
+	}
+	der, err := p1363ToDER(resp.Result, g.Type)
+	if err != nil {
+		return nil, keymanager.Errorf(codes.Internal, "%s: Sign on key %s: %v", b.vault.url, g.Ref, err)
+	}
+	return der, nil
+}
+
+func hashName(opts crypto.SignerOpts) string {
+	if opts == nil {
+		return "unhashed"
+	}
+	return opts.HashFunc().String()
+}
+
+// KeepAlive moves the key's updated time with one UpdateKey that sets the
+// same key operations, as the built-in plugin does, so that its 14-day rule
+// on other servers never takes the key for abandoned. Unlike the built-in,
+// it reads nothing first.
+func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+	c := &call{op: "UpdateKey", key: g.Ref, perm: "update"}
+	ctx = withCall(ctx, c)
+	resp, err := b.client.UpdateKey(ctx, g.Ref, "", azkeys.UpdateKeyParameters{KeyOps: keyOps}, nil)
+	if err != nil {
+		return g, b.fail(ctx, c, err)
+	}
+	if a := resp.Attributes; a != nil && a.Updated != nil {
+		g.Updated = *a.Updated
+	} else {
+		g.Updated = time.Now()
+	}
+	return g, nil
+}
+
+// Retire deletes the key object (soft delete: recoverable for the vault's
+// retention period) and, with purge_deleted_keys, purges it. A key already
+// gone is not an error.
+func (b *Backend) Retire(ctx context.Context, g keymanager.Generation) error {
+	if !strings.HasPrefix(g.Ref, keyPrefix) {
+		return keymanager.Errorf(codes.Internal, "%s: refusing to delete key %s: it is not named like SPIRE's keys", b.vault.url, g.Ref)
+	}
+	c := &call{op: "DeleteKey", key: g.Ref, perm: "delete"}
+	dctx := withCall(ctx, c)
+	_, err := b.client.DeleteKey(dctx, g.Ref, nil)
+	switch {
+	case isStatus(err, http.StatusNotFound):
+		if !b.purge {
+			return nil
+		}
+		// Deleted earlier, perhaps without the purge: try it once.
+		return b.purgeDeleted(ctx, g.Ref, 1)
+	case err != nil:
+		return b.fail(dctx, c, err)
+	case !b.purge:
+		return nil
+	}
+	return b.purgeDeleted(ctx, g.Ref, 8)
+}
+
+// purgeDeleted purges a deleted key, trying at most attempts times. Soft
+// delete is eventually consistent: right after the delete the deleted key may
+// not be found yet, or be "being deleted" (409), so both are retried within
+// the budget. A key never found as deleted was purged already.
+func (b *Backend) purgeDeleted(ctx context.Context, name string, attempts int) error {
+	c := &call{op: "PurgeDeletedKey", key: name, perm: "purge"}
+	ctx = withCall(ctx, c)
+	delay := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		_, err := b.client.PurgeDeletedKey(ctx, name, nil)
+		if err == nil {
+			return nil
+		}
+		retry := isStatus(err, http.StatusNotFound) || isStatus(err, http.StatusConflict)
+		if !retry || attempt >= attempts {
+			if isStatus(err, http.StatusNotFound) {
+				return nil
+			}
+			return b.fail(ctx, c, err)
+		}
+		select {
+		case <-time.After(delay):
+			delay = min(2*delay, 4*time.Second)
+		case <-ctx.Done():
+			return b.fail(ctx, c, ctx.Err())
+		}
+	}
+}
+
+func isStatus(err error, status int) bool {
+	var re *azcore.ResponseError
+	return errors.As(err, &re) && re.StatusCode == status
+}
+
+func timeOf(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return *t
+}

@@ -1,0 +1,107 @@
+package azurekv
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kmskeeper/kmskeeper/config"
+	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+const testTD = "example.org"
+
+// startEmulator starts an emulator for one test.
+func startEmulator(t *testing.T, opts azurekv.Options) *azurekv.Server {
+	t.Helper()
+	srv, err := azurekv.Start(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("starting the emulator: %v", err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+// testConfig is a checked configuration reaching vault through the
+// emulator's TLS trust and authority, with the main app's client secret.
+func testConfig(t *testing.T, srv *azurekv.Server, vault string, edit func(*Config)) *Config {
+	t.Helper()
+	c := &Config{
+		KeyVaultURI: srv.VaultURL(vault),
+		TenantID:    srv.TenantID(),
+		AppID:       srv.ClientID(),
+		AppSecret:   srv.ClientSecret(),
+	}
+	if edit != nil {
+		edit(c)
+	}
+	if err := c.Check(testTD); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	c.test = testHooks{transport: srv.HTTPClient(), authorityHost: srv.AuthorityHost()}
+	return c
+}
+
+// openBackend opens c for serverID, recording metrics.
+func openBackend(t *testing.T, c *Config, serverID string) (*Backend, *recordedMetrics) {
+	t.Helper()
+	m := &recordedMetrics{}
+	b, err := open(context.Background(), c, config.OpenParams{
+		TrustDomain: testTD,
+		ServerID:    serverID,
+		Logger:      hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testWriter{t}}),
+		Metrics:     m,
+	})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return b, m
+}
+
+// callCtx gives one backend call the engine's budget.
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), keymanager.DefaultBudget)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// recordedMetrics counts the backend's counters by joined name.
+type recordedMetrics struct {
+	mu       sync.Mutex
+	counters map[string]float32
+}
+
+func (m *recordedMetrics) IncrCounter(key []string, val float32, _ ...keymanager.Label) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.counters == nil {
+		m.counters = map[string]float32{}
+	}
+	name := ""
+	for i, k := range key {
+		if i > 0 {
+			name += "."
+		}
+		name += k
+	}
+	m.counters[name] += val
+}
+
+func (m *recordedMetrics) MeasureSince([]string, time.Time, ...keymanager.Label) {}
+
+func (m *recordedMetrics) get(name string) float32 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.counters[name]
+}

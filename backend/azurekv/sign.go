@@ -1,0 +1,75 @@
+package azurekv
+
+import (
+	"crypto"
+	"crypto/rsa"
+	"fmt"
+	"math/big"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"golang.org/x/crypto/cryptobyte"
+	"golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+// signAlgorithm maps a key type and the engine's signer options to Key
+// Vault's algorithm. Key Vault signs a P-256 key with SHA-256 digests only
+// and a P-384 key with SHA-384 only; RSA with SHA-256/384/512, PKCS#1 v1.5 or
+// PSS with a salt as long as the hash. ok is false for anything else.
+func signAlgorithm(t keymanager.KeyType, opts crypto.SignerOpts) (azkeys.SignatureAlgorithm, bool) {
+	_, pss := opts.(*rsa.PSSOptions)
+	h := opts.HashFunc()
+	switch t {
+	case keymanager.ECP256:
+		return azkeys.SignatureAlgorithmES256, h == crypto.SHA256 && !pss
+	case keymanager.ECP384:
+		return azkeys.SignatureAlgorithmES384, h == crypto.SHA384 && !pss
+	case keymanager.RSA2048, keymanager.RSA4096:
+		switch {
+		case h == crypto.SHA256 && pss:
+			return azkeys.SignatureAlgorithmPS256, true
+		case h == crypto.SHA384 && pss:
+			return azkeys.SignatureAlgorithmPS384, true
+		case h == crypto.SHA512 && pss:
+			return azkeys.SignatureAlgorithmPS512, true
+		case h == crypto.SHA256:
+			return azkeys.SignatureAlgorithmRS256, true
+		case h == crypto.SHA384:
+			return azkeys.SignatureAlgorithmRS384, true
+		case h == crypto.SHA512:
+			return azkeys.SignatureAlgorithmRS512, true
+		}
+	}
+	return "", false
+}
+
+// p1363ToDER converts Key Vault's ECDSA signature, the fixed-width r||s of
+// IEEE P1363 (64 bytes for P-256, 96 for P-384), to the ASN.1 DER SEQUENCE
+// that x509 and SPIRE expect. A signature of any other length is refused:
+// it would come from the wrong curve or a broken answer.
+func p1363ToDER(sig []byte, t keymanager.KeyType) ([]byte, error) {
+	var want int
+	switch t {
+	case keymanager.ECP256:
+		want = 64
+	case keymanager.ECP384:
+		want = 96
+	default:
+		return nil, fmt.Errorf("not an EC key type: %v", t)
+	}
+	if len(sig) != want {
+		return nil, fmt.Errorf("ECDSA signature for %v is %d bytes long; Key Vault returns %d (r||s)", t, len(sig), want)
+	}
+	r := new(big.Int).SetBytes(sig[:want/2])
+	s := new(big.Int).SetBytes(sig[want/2:])
+	if r.Sign() == 0 || s.Sign() == 0 {
+		return nil, fmt.Errorf("ECDSA signature for %v has a zero r or s", t)
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1BigInt(r)
+		b.AddASN1BigInt(s)
+	})
+	return b.Bytes()
+}

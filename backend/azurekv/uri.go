@@ -1,0 +1,124 @@
+package azurekv
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+)
+
+// vaultKind says which product a vault URI names; it decides the default key
+// protection and which roles an error message names.
+type vaultKind int
+
+const (
+	// kindUnknown is a host the URI alone does not classify: the emulator on
+	// loopback, or a custom private endpoint name.
+	kindUnknown vaultKind = iota
+	kindVault
+	kindManagedHSM
+)
+
+func (k vaultKind) String() string {
+	switch k {
+	case kindVault:
+		return "Key Vault"
+	case kindManagedHSM:
+		return "Managed HSM"
+	}
+	return "Key Vault or Managed HSM"
+}
+
+// dnsSuffix is one cloud's Key Vault and Managed HSM host suffixes.
+type dnsSuffix struct {
+	vault, managedHSM string
+	cloud             cloud.Configuration
+	name              string
+}
+
+// clouds lists the clouds whose hosts select their Entra authority: public,
+// US Government and China (Azure CLI's cloud.py, azcore's cloud package).
+// Private link names (<vault>.privatelink.vaultcore.azure.net) resolve as the
+// public names do and need nothing more.
+var clouds = []dnsSuffix{
+	{".vault.azure.net", ".managedhsm.azure.net", cloud.AzurePublic, "AzurePublic"},
+	{".vault.usgovcloudapi.net", ".managedhsm.usgovcloudapi.net", cloud.AzureGovernment, "AzureGovernment"},
+	{".vault.azure.cn", ".managedhsm.azure.cn", cloud.AzureChina, "AzureChina"},
+}
+
+// vaultURI is a parsed and checked key_vault_uri.
+type vaultURI struct {
+	// url is the normalised URI: https://host[:port]/.
+	url  string
+	host string // without port, lower case
+	kind vaultKind
+	// cloudName is "" when the host names no known cloud (loopback, custom
+	// private endpoints): the credential then uses azidentity's defaults,
+	// including AZURE_AUTHORITY_HOST.
+	cloudName string
+	cloud     cloud.Configuration
+	loopback  bool
+}
+
+// parseVaultURI checks key_vault_uri: https only, a host and nothing after
+// the path's root. The built-in plugin accepted anything and failed at the
+// first call; we say what is wrong before any call.
+func parseVaultURI(raw string) (vaultURI, error) {
+	if strings.TrimSpace(raw) == "" {
+		return vaultURI{}, fmt.Errorf("key_vault_uri is required: the vault or Managed HSM URI, such as https://my-vault.vault.azure.net/")
+	}
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return vaultURI{}, fmt.Errorf("key_vault_uri %q is not a URL: %w", raw, err)
+	}
+	if !strings.EqualFold(u.Scheme, "https") {
+		return vaultURI{}, fmt.Errorf("key_vault_uri %q must start with https:// (Key Vault serves only HTTPS, and tokens are never sent in the clear)", raw)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return vaultURI{}, fmt.Errorf("key_vault_uri %q has no host; write it like https://my-vault.vault.azure.net/", raw)
+	}
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return vaultURI{}, fmt.Errorf("key_vault_uri %q must be the vault's root URI with no path, query or credentials, such as https://my-vault.vault.azure.net/", raw)
+	}
+	host := strings.ToLower(u.Hostname())
+	v := vaultURI{url: "https://" + strings.ToLower(u.Host) + "/", host: host, loopback: isLoopback(host)}
+	for _, c := range clouds {
+		switch {
+		case strings.HasSuffix(host, c.vault):
+			v.kind, v.cloud, v.cloudName = kindVault, c.cloud, c.name
+		case strings.HasSuffix(host, c.managedHSM):
+			v.kind, v.cloud, v.cloudName = kindManagedHSM, c.cloud, c.name
+		}
+	}
+	if v.kind == kindUnknown {
+		switch {
+		case strings.HasSuffix(host, ".privatelink.vaultcore.azure.net"):
+			v.kind = kindVault
+		case strings.HasSuffix(host, ".privatelink.managedhsm.azure.net"):
+			v.kind = kindManagedHSM
+		}
+	}
+	return v, nil
+}
+
+// isLoopback reports whether host is localhost or a loopback address
+// (127.0.0.0/8, ::1): only the local emulator lives there.
+func isLoopback(host string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// isLoopbackURL reports whether a URL (an authority host) points at loopback.
+func isLoopbackURL(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	return isLoopback(u.Hostname())
+}
