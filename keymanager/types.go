@@ -118,4 +118,11 @@ type Generation struct {
 	Public crypto.PublicKey
 	// Disabled is set when the cloud reports the generation disabled.
 	Disabled bool
+	// Algorithm is the backend's name for the one signing algorithm the
+	// generation is fixed to, when its cloud fixes one at creation (a Cloud
+	// KMS version signs with a single hash and padding). The backend sets it
+	// in ListGenerations, Fetch or Create; the engine carries it back to Sign
+	// unchanged, so the backend keeps no per-key state to answer a request
+	// the key cannot serve.
+	Algorithm string
 }

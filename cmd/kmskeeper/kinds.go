@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/kmskeeper/kmskeeper/backend/azurekv"
+	"github.com/kmskeeper/kmskeeper/backend/gcpkms"
 	"github.com/kmskeeper/kmskeeper/config"
 )
 
@@ -11,5 +12,5 @@ import (
 // The in-memory test backend must never appear here: a release binary keeps
 // keys only in a KMS (see backends.go and backends_testbackend.go).
 func releaseKinds() []config.Kind {
-	return []config.Kind{azurekv.Kind()}
+	return []config.Kind{azurekv.Kind(), gcpkms.Kind()}
 }

@@ -1,0 +1,21 @@
+// Package gcpkms keeps SPIRE's keys in Google Cloud KMS, through the official
+// cloud.google.com/go/kms client.
+//
+// Each SPIRE key ID of a server is one CryptoKey, named and labelled exactly
+// as SPIRE's built-in gcp_kms plugin names and labels it
+// (spire-key-<serverID>-<keyID>; spire-server-td, spire-server-id,
+// spire-active, spire-last-update), so that the keys it created are adopted
+// with their fingerprints. A generation (keymanager.Generation) is one
+// CryptoKeyVersion: rotation adds a version and schedules the superseded one
+// for destruction. Other servers' keys are seen one generation per CryptoKey,
+// so that start-up costs one filtered listing plus, for this server's keys
+// only, one version listing and one public key each.
+//
+// Every call runs inside the engine's deadline: RESOURCE_EXHAUSTED and
+// UNAVAILABLE are retried with backoff until shortly before it ends, new
+// versions are waited for while PENDING_GENERATION, and background writes
+// (liveness labels, destructions) are paced under the 60 writes a minute
+// project quota. Signing checks the CRC32C round trip end to end
+// (digest_crc32c sent; verified_digest_crc32c, signature_crc32c, name and
+// pem_crc32c checked).
+package gcpkms

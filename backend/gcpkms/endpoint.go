@@ -1,0 +1,77 @@
+package gcpkms
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+)
+
+// endpoint is where the plugin reaches Cloud KMS.
+type endpoint struct {
+	// address is host:port ("" for the service's default).
+	address string
+	// plaintext is true for a loopback endpoint without https://.
+	plaintext bool
+}
+
+// parseEndpoint reads the endpoint setting: "" (the public service),
+// "host[:port]" or "https://host[:port]" (TLS, port 443 by default), or a
+// loopback address (127.0.0.1:9010, localhost:9010, [::1]:9010), which is
+// plaintext unless written with https://, as a local emulator usually is.
+// http:// is accepted for loopback addresses only: nothing but a loopback
+// connection may carry keys' requests and credentials unencrypted.
+func parseEndpoint(s string) (endpoint, error) {
+	if s == "" {
+		return endpoint{}, nil
+	}
+	rest, scheme := s, ""
+	if i := strings.Index(s, "://"); i >= 0 {
+		scheme, rest = s[:i], s[i+3:]
+	}
+	rest = strings.TrimSuffix(rest, "/")
+	if scheme != "" && scheme != "http" && scheme != "https" {
+		return endpoint{}, fmt.Errorf("endpoint %q: scheme %q is not supported; write host:port, https://host:port, or for a local emulator 127.0.0.1:port", s, scheme)
+	}
+	if rest == "" || strings.ContainsAny(rest, "/?# ") {
+		return endpoint{}, fmt.Errorf("endpoint %q is not host:port (a path, query or space is not allowed)", s)
+	}
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil {
+		// No port: the default HTTPS port.
+		host, port = strings.Trim(rest, "[]"), "443"
+	}
+	if host == "" {
+		return endpoint{}, fmt.Errorf("endpoint %q has no host", s)
+	}
+	loopback := isLoopback(host)
+	switch {
+	case scheme == "http" && !loopback:
+		return endpoint{}, fmt.Errorf("endpoint %q is plaintext (http://) and not a loopback address: only a local emulator on 127.0.0.1, ::1 or localhost may be reached without TLS", s)
+	case scheme == "" && loopback && err != nil:
+		return endpoint{}, fmt.Errorf("endpoint %q is a loopback address without a port: write host:port (for example 127.0.0.1:9010)", s)
+	}
+	return endpoint{address: net.JoinHostPort(host, port), plaintext: loopback && scheme != "https"}, nil
+}
+
+// isLoopback reports whether host is a loopback name or address. Names are
+// not resolved: only localhost counts.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// String describes the endpoint for Fixed and logs.
+func (e endpoint) String() string {
+	switch {
+	case e.address == "":
+		return "cloudkms.googleapis.com (default)"
+	case e.plaintext:
+		return e.address + " (plaintext, loopback)"
+	default:
+		return e.address + " (TLS)"
+	}
+}

@@ -1,0 +1,66 @@
+package gcpkms
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+// permissions names the IAM permission each Cloud KMS method needs, so that
+// a denial tells the operator exactly what to grant.
+var permissions = map[string]string{
+	"ListCryptoKeys":          "cloudkms.cryptoKeys.list",
+	"GetCryptoKey":            "cloudkms.cryptoKeys.get",
+	"CreateCryptoKey":         "cloudkms.cryptoKeys.create",
+	"UpdateCryptoKey":         "cloudkms.cryptoKeys.update",
+	"SetIamPolicy":            "cloudkms.cryptoKeys.setIamPolicy",
+	"ListCryptoKeyVersions":   "cloudkms.cryptoKeyVersions.list",
+	"GetCryptoKeyVersion":     "cloudkms.cryptoKeyVersions.get",
+	"CreateCryptoKeyVersion":  "cloudkms.cryptoKeyVersions.create",
+	"DestroyCryptoKeyVersion": "cloudkms.cryptoKeyVersions.destroy",
+	"GetPublicKey":            "cloudkms.cryptoKeyVersions.viewPublicKey",
+	"AsymmetricSign":          "cloudkms.cryptoKeyVersions.useToSign",
+}
+
+// cloudError turns an error of a Cloud KMS call into one whose gRPC code
+// keeps the cause (DESIGN rule 8) and whose message names the method, the
+// resource and what to do. The cloud's own message is kept at the end.
+func cloudError(err error, method, resource string) error {
+	if err == nil {
+		return nil
+	}
+	code := status.Code(err)
+	if code == codes.Unknown {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			code = codes.DeadlineExceeded
+		case errors.Is(err, context.Canceled):
+			code = codes.Canceled
+		}
+	}
+	switch code {
+	case codes.PermissionDenied:
+		return keymanager.Errorf(codes.PermissionDenied, "Cloud KMS %s on %s was denied: the plugin's identity needs the permission %s on it (see docs/gcp.md for the roles): %w", method, resource, permissions[method], err)
+	case codes.Unauthenticated:
+		return keymanager.Errorf(codes.Unauthenticated, "Cloud KMS %s on %s: the credentials were refused (check service_account_file or the Application Default Credentials): %w", method, resource, err)
+	case codes.NotFound:
+		return keymanager.Errorf(codes.NotFound, "Cloud KMS %s: %s does not exist (for a key ring: create it first; the plugin creates keys, not key rings): %w", method, resource, err)
+	case codes.ResourceExhausted:
+		return keymanager.Errorf(codes.ResourceExhausted, "Cloud KMS %s on %s: quota exceeded, and still exceeded when the call's time budget ran out (retried with backoff); raise the project's Cloud KMS quota or spread the load: %w", method, resource, err)
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.Internal, codes.Unknown:
+		return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s did not succeed within the call's time budget (the service was unreachable or failing; retried with backoff): %w", method, resource, err)
+	case codes.Canceled:
+		return keymanager.Errorf(codes.Canceled, "Cloud KMS %s on %s: cancelled: %w", method, resource, err)
+	case codes.FailedPrecondition:
+		return keymanager.Errorf(codes.FailedPrecondition, "Cloud KMS %s on %s: the key is not in a state that allows it: %w", method, resource, err)
+	case codes.InvalidArgument, codes.OutOfRange:
+		return keymanager.Errorf(codes.InvalidArgument, "Cloud KMS %s on %s refused the request as invalid: %w", method, resource, err)
+	case codes.AlreadyExists:
+		return keymanager.Errorf(codes.AlreadyExists, "Cloud KMS %s: %s already exists: %w", method, resource, err)
+	}
+	return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed: %w", method, resource, err)
+}

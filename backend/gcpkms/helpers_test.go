@@ -1,0 +1,198 @@
+package gcpkms
+
+import (
+	"context"
+	"crypto"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	kms "cloud.google.com/go/kms/apiv1"
+	"cloud.google.com/go/kms/apiv1/kmspb"
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+const (
+	testRing        = "projects/kmskeeper-test/locations/global/keyRings/spire"
+	testTrustDomain = "example.org"
+)
+
+// startEmulator starts a Cloud KMS emulator on a wall-following clock with
+// testRing, and returns it with a raw client for inspecting its state.
+func startEmulator(t *testing.T, opts emu.Options) (*emu.Server, *kms.KeyManagementClient) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if opts.KeyRings == nil {
+		opts.KeyRings = []string{testRing}
+	}
+	srv, err := emu.Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("starting the emulator: %v", err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	c, err := kms.NewKeyManagementClient(ctx, srv.ClientOptions()...)
+	if err != nil {
+		t.Fatalf("raw client: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return srv, c
+}
+
+// newBackend returns a backend for serverID on the emulator, stamping
+// labels with the emulator's clock; mod adjusts its options.
+func newBackend(t *testing.T, srv *emu.Server, serverID string, mod ...func(*Options)) *Backend {
+	t.Helper()
+	opts := Options{
+		KeyRing:       testRing,
+		TrustDomain:   testTrustDomain,
+		ServerID:      serverID,
+		ClientOptions: srv.ClientOptions(),
+		Now:           srv.Clock().Now,
+		WriteInterval: time.Millisecond,
+		Logger:        hclog.New(&hclog.LoggerOptions{Name: serverID, Level: hclog.Debug, Output: testWriter{t}}),
+	}
+	for _, m := range mod {
+		m(&opts)
+	}
+	b, err := New(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// newManager returns a loaded engine over b, on the emulator's clock.
+func newManager(t *testing.T, srv *emu.Server, b *Backend, serverID string, metrics keymanager.Metrics) *keymanager.Manager {
+	t.Helper()
+	m, err := keymanager.New(keymanager.Options{
+		Backend:  b,
+		ServerID: serverID,
+		Clock:    emuClock{srv.Clock()},
+		Metrics:  metrics,
+		Logger:   b.log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Load(callCtx(t)); err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// emuClock drives the engine with the emulator's clock, so that moving the
+// emulator days ahead moves the engine too.
+type emuClock struct{ c *emu.Clock }
+
+func (c emuClock) Now() time.Time                         { return c.c.Now() }
+func (c emuClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// callCtx has SPIRE's 30 s deadline.
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p[:len(p)-1]))
+	return len(p), nil
+}
+
+// counter records the backend's and engine's counters.
+type counter struct {
+	mu sync.Mutex
+	n  map[string]float32
+}
+
+func (c *counter) IncrCounter(key []string, v float32, labels ...keymanager.Label) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]float32{}
+	}
+	name := key[len(key)-1]
+	for _, l := range labels {
+		name += "," + l.Name + "=" + l.Value
+	}
+	c.n[name] += v
+	c.n[key[len(key)-1]] += v
+}
+
+func (c *counter) MeasureSince([]string, time.Time, ...keymanager.Label) {}
+
+func (c *counter) get(name string) float32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[name]
+}
+
+// versions returns the states of a key's versions by name.
+func versions(t *testing.T, c *kms.KeyManagementClient, key string) map[string]kmspb.CryptoKeyVersion_CryptoKeyVersionState {
+	t.Helper()
+	out := map[string]kmspb.CryptoKeyVersion_CryptoKeyVersionState{}
+	it := c.ListCryptoKeyVersions(context.Background(), &kmspb.ListCryptoKeyVersionsRequest{Parent: key})
+	for {
+		v, err := it.Next()
+		if err != nil {
+			break
+		}
+		out[v.GetName()] = v.GetState()
+	}
+	return out
+}
+
+// getKey reads a CryptoKey.
+func getKey(t *testing.T, c *kms.KeyManagementClient, name string) *kmspb.CryptoKey {
+	t.Helper()
+	k, err := c.GetCryptoKey(context.Background(), &kmspb.GetCryptoKeyRequest{Name: name})
+	if err != nil {
+		t.Fatalf("GetCryptoKey(%s): %v", name, err)
+	}
+	return k
+}
+
+// wantCode fails unless err carries code and its message contains every
+// fragment.
+func wantCode(t *testing.T, err error, code codes.Code, fragments ...string) {
+	t.Helper()
+	if got := status.Code(err); got != code {
+		t.Fatalf("err = %v (code %v), want code %v", err, got, code)
+	}
+	for _, f := range fragments {
+		if !strings.Contains(err.Error(), f) {
+			t.Fatalf("err = %v, want it to mention %q", err, f)
+		}
+	}
+}
+
+// digestOf hashes msg with h.
+func digestOf(h crypto.Hash, msg string) []byte {
+	w := h.New()
+	w.Write([]byte(msg))
+	return w.Sum(nil)
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,97 @@
+package gcpkms
+
+import (
+	"crypto"
+	_ "crypto/sha256"
+	_ "crypto/sha512"
+	"fmt"
+	"testing"
+
+	"cloud.google.com/go/kms/apiv1/kmspb"
+
+	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+// spireKeys are the key IDs and types SPIRE's CA manager uses.
+var spireKeys = []struct {
+	id string
+	t  keymanager.KeyType
+}{
+	{"x509-CA-A", keymanager.ECP256},
+	{"x509-CA-B", keymanager.ECP384},
+	{"JWT-Signer-A", keymanager.RSA2048},
+	{"JWT-Signer-B", keymanager.ECP256},
+}
+
+// TestStartupCallCounts checks what a restart costs: one filtered listing
+// of CryptoKeys, and for this server's keys only one version listing and one
+// public key each; other servers' keys cost nothing more.
+func TestStartupCallCounts(t *testing.T) {
+	srv, _ := startEmulator(t, emu.Options{})
+	other := newManager(t, srv, newBackend(t, srv, "server-b"), "server-b", nil)
+	if _, err := other.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	m := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
+	want := map[string]keymanager.PublicKey{}
+	for _, k := range spireKeys {
+		pk, err := m.GenerateKey(callCtx(t), k.id, k.t)
+		if err != nil {
+			t.Fatalf("GenerateKey(%s): %v", k.id, err)
+		}
+		want[k.id] = pk
+	}
+
+	srv.ResetCounts()
+	restarted := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
+	got := srv.Counts()
+	wantCounts := map[string]int{"ListCryptoKeys": 1, "ListCryptoKeyVersions": len(spireKeys), "GetPublicKey": len(spireKeys)}
+	if fmt.Sprint(got) != fmt.Sprint(wantCounts) {
+		t.Errorf("start-up calls = %v, want %v", got, wantCounts)
+	}
+	for id, pk := range want {
+		got, err := restarted.GetPublicKey(callCtx(t), id)
+		if err != nil || got.Fingerprint != pk.Fingerprint {
+			t.Errorf("after restart %s = %s, %v; want %s", id, got.Fingerprint, err, pk.Fingerprint)
+		}
+	}
+}
+
+// TestGenerateSignRotate creates, signs with and rotates a key: rotation adds
+// a version and schedules the superseded one for destruction.
+func TestGenerateSignRotate(t *testing.T) {
+	srv, raw := startEmulator(t, emu.Options{})
+	m := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
+	m.Start()
+	first, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := digestOf(crypto.SHA256, "hello")
+	if _, fp, err := m.SignData(callCtx(t), "x509-CA-A", d, crypto.SHA256); err != nil || fp != first.Fingerprint {
+		t.Fatalf("SignData = %s, %v", fp, err)
+	}
+	second, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Fingerprint == first.Fingerprint {
+		t.Fatal("rotation kept the fingerprint")
+	}
+	key := testRing + "/cryptoKeys/spire-key-server-a-x509-CA-A"
+	waitFor(t, "the superseded version to be scheduled for destruction", func() bool {
+		vs := versions(t, raw, key)
+		return vs[key+"/cryptoKeyVersions/1"] == kmspb.CryptoKeyVersion_DESTROY_SCHEDULED &&
+			vs[key+"/cryptoKeyVersions/2"] == kmspb.CryptoKeyVersion_ENABLED
+	})
+	labels := getKey(t, raw, key).GetLabels()
+	for k, v := range map[string]string{labelTrustDomain: trustDomainLabel(testTrustDomain), labelServerID: "server-a", labelActive: "true"} {
+		if labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, labels[k], v)
+		}
+	}
+	if _, ok := parseUnixLabel(labels[labelLastUpdate]); !ok {
+		t.Errorf("label %s = %q, want Unix seconds (set at creation)", labelLastUpdate, labels[labelLastUpdate])
+	}
+}

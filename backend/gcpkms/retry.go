@@ -1,0 +1,142 @@
+package gcpkms
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/googleapis/gax-go/v2"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+// retryClass says which failures of a call may be retried.
+type retryClass int
+
+const (
+	// idempotent calls (reads, label updates, destructions, signing) retry
+	// RESOURCE_EXHAUSTED and UNAVAILABLE.
+	idempotent retryClass = iota
+	// creating calls retry only RESOURCE_EXHAUSTED: the request was refused
+	// before anything was made, whereas an UNAVAILABLE answer may hide a
+	// version that was created, and a second try would create another.
+	creating
+	// awaitingKey is idempotent and also waits out a version that is still
+	// PENDING_GENERATION (GetPublicKey right after a create).
+	awaitingKey
+)
+
+// Backoffs. Quota windows are a minute long and the service advises
+// "retrying the next second"; transient failures clear in milliseconds; HSM
+// RSA keys take seconds to generate.
+var (
+	quotaBackoff       = gax.Backoff{Initial: time.Second, Max: 8 * time.Second, Multiplier: 2}
+	unavailableBackoff = gax.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second, Multiplier: 2}
+	pendingBackoff     = gax.Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second, Multiplier: 1.6}
+)
+
+// retryMargin is kept free before the deadline for the last attempt itself.
+const retryMargin = 250 * time.Millisecond
+
+// callOptions returns the gax options of one call of method: retries of
+// class, until shortly before ctx's deadline, counted in the metrics. They
+// replace the client's defaults (which retry only UNAVAILABLE and
+// DEADLINE_EXCEEDED, for up to 60 s, past SPIRE's 30 s).
+func (b *Backend) callOptions(ctx context.Context, method string, class retryClass) []gax.CallOption {
+	deadline, _ := ctx.Deadline()
+	return []gax.CallOption{gax.WithRetry(func() gax.Retryer {
+		return &retryer{
+			method:      method,
+			class:       class,
+			deadline:    deadline,
+			metrics:     b.metrics,
+			quota:       quotaBackoff,
+			unavailable: unavailableBackoff,
+			pending:     pendingBackoff,
+		}
+	})}
+}
+
+// retryer decides, per failure of one call, whether and when to try again.
+type retryer struct {
+	method   string
+	class    retryClass
+	deadline time.Time
+	metrics  keymanager.Metrics
+
+	quota, unavailable, pending gax.Backoff
+}
+
+// Retry implements gax.Retryer.
+func (r *retryer) Retry(err error) (time.Duration, bool) {
+	var bo *gax.Backoff
+	reason := ""
+	switch code := status.Code(err); {
+	case code == codes.ResourceExhausted:
+		bo, reason = &r.quota, "resource_exhausted"
+	case code == codes.Unavailable && r.class != creating:
+		bo, reason = &r.unavailable, "unavailable"
+	case r.class == awaitingKey && isPendingGeneration(err):
+		bo, reason = &r.pending, "pending_generation"
+	default:
+		return 0, false
+	}
+	pause := bo.Pause()
+	if hint := retryDelay(err); hint > pause {
+		pause = hint
+	}
+	if !r.deadline.IsZero() && time.Until(r.deadline) < pause+retryMargin {
+		return 0, false
+	}
+	r.metrics.IncrCounter([]string{"kmskeeper", "gcpkms", "retries"}, 1,
+		keymanager.Label{Name: "method", Value: r.method}, keymanager.Label{Name: "reason", Value: reason})
+	return pause, true
+}
+
+// isPendingGeneration reports whether err says a version is still being
+// generated: FAILED_PRECONDITION with a KEY_PENDING_GENERATION violation, or
+// the service's message naming the state.
+func isPendingGeneration(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.FailedPrecondition {
+		return false
+	}
+	for _, d := range st.Details() {
+		if pf, ok := d.(*errdetails.PreconditionFailure); ok {
+			for _, v := range pf.GetViolations() {
+				if v.GetType() == "KEY_PENDING_GENERATION" {
+					return true
+				}
+			}
+		}
+	}
+	return strings.Contains(st.Message(), "PENDING_GENERATION")
+}
+
+// retryDelay returns the service's RetryInfo hint, if any.
+func retryDelay(err error) time.Duration {
+	st, ok := status.FromError(err)
+	if !ok {
+		return 0
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			return ri.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
+}
+
+// pace waits for the write pacer before a background write (liveness
+// labels, destructions), so that a pass over many keys stays under the
+// project's 60 writes a minute and leaves room for key creation. It fails at
+// once when the wait would outlast ctx.
+func (b *Backend) pace(ctx context.Context, what string) error {
+	if err := b.writes.Wait(ctx); err != nil {
+		return keymanager.Errorf(codes.ResourceExhausted, "%s: not sent: the plugin paces its background writes under Cloud KMS's 60 writes a minute and the next slot is past this pass's deadline; the next pass continues (%v)", what, err)
+	}
+	return nil
+}
