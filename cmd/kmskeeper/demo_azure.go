@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+
+	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+)
+
+// startAzureDemo starts the Azure Key Vault emulator (one Premium vault) on
+// loopback. The plugin reaches it as it would reach Azure: DefaultAzureCredential
+// from the environment (a client secret issued by the emulator's Entra
+// endpoints) and the emulator's CA through SSL_CERT_FILE.
+func startAzureDemo(ctx context.Context, dir string) (*demoTarget, error) {
+	srv, err := azurekv.Start(ctx, azurekv.Options{})
+	if err != nil {
+		return nil, err
+	}
+	_, envFile, err := srv.WriteFiles(dir)
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	vault := srv.VaultURL(azurekv.DefaultVaultName)
+	idFile := filepath.Join(dir, "server_id")
+	client, err := demoAzureClient(srv, vault)
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	return &demoTarget{
+		name:       "azure_key_vault",
+		where:      fmt.Sprintf("Azure Key Vault emulator, Premium vault %q at %s", azurekv.DefaultVaultName, vault),
+		pluginData: fmt.Sprintf("key_vault_uri = %q\nkey_identifier_file = %q\n", vault, idFile),
+		env:        srv.Env(),
+		keys: func(ctx context.Context) ([]demoKeyRow, error) {
+			return listAzureKeys(ctx, client)
+		},
+		snippet: func(pluginPath, checksum string) string {
+			return fmt.Sprintf(`    KeyManager "azure_key_vault" {
+        plugin_cmd      = %q
+        plugin_checksum = %q
+        plugin_data {
+            key_vault_uri       = %q
+            key_identifier_file = %q
+        }
+    }
+
+Start the SPIRE server with the emulator's environment (CA, authority and an
+app's client secret for DefaultAzureCredential):
+
+    set -a; . %s; set +a
+`, pluginPath, checksum, vault, idFile, envFile)
+		},
+		close: func() { srv.Close() },
+	}, nil
+}
+
+// demoAzureClient is the demo's own view of the vault, through the official
+// SDK, for the table of keys: it trusts the emulator's CA and authority.
+func demoAzureClient(srv *azurekv.Server, vault string) (*azkeys.Client, error) {
+	o := azcore.ClientOptions{
+		Transport: srv.HTTPClient(),
+		Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: srv.AuthorityHost()},
+	}
+	cred, err := azidentity.NewClientSecretCredential(srv.TenantID(), srv.ClientID(), srv.ClientSecret(), &azidentity.ClientSecretCredentialOptions{
+		ClientOptions:            o,
+		DisableInstanceDiscovery: true, // the authority is the emulator on loopback
+	})
+	if err != nil {
+		return nil, err
+	}
+	return azkeys.NewClient(vault, cred, &azkeys.ClientOptions{ClientOptions: o, DisableChallengeResourceVerification: true})
+}
+
+// listAzureKeys lists the vault's live keys with their tags.
+func listAzureKeys(ctx context.Context, client *azkeys.Client) ([]demoKeyRow, error) {
+	var rows []demoKeyRow
+	pager := client.NewListKeyPropertiesPager(nil)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("listing the vault: %w", err)
+		}
+		for _, k := range page.Value {
+			if k == nil || k.KID == nil {
+				continue
+			}
+			r := demoKeyRow{name: k.KID.Name(), state: "enabled", tags: map[string]string{}}
+			if k.Attributes != nil && k.Attributes.Enabled != nil && !*k.Attributes.Enabled {
+				r.state = "disabled"
+			}
+			for n, v := range k.Tags {
+				if v != nil {
+					r.tags[n] = *v
+				}
+			}
+			rows = append(rows, r)
+		}
+	}
+	return rows, nil
+}
