@@ -51,8 +51,12 @@ type cloud interface {
 	opCount(o op) int
 	// classify says what kind of call an operation name of counts is.
 	classify(operation string) callClass
-	// advance moves the emulator clock.
+	// advance moves the emulator clock; now reads it.
 	advance(d time.Duration)
+	now() time.Time
+	// backend opens this cloud's kmskeeper backend in process for
+	// serverID, stamping any times it writes with now (the engine's clock).
+	backend(ctx context.Context, serverID string, now func() time.Time) (keymanager.Backend, error)
 	// seedForeign puts n keys that belong to nobody kmskeeper serves into
 	// the vault or key ring the plugin uses (another application's keys).
 	seedForeign(n int) error

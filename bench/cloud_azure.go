@@ -95,7 +95,7 @@ func (c *azureCloud) clearLatency() {
 	c.srv.ClearFaults()
 }
 
-func (c *azureCloud) counts() map[string]int { return c.srv.VaultCounts(c.vault) }
+func (c *azureCloud) counts() map[string]int { return c.srv.Counts() }
 func (c *azureCloud) resetCounts()           { c.srv.ResetCounts() }
 func (c *azureCloud) opCount(o op) int       { return c.counts()[azureOps[o]] }
 
@@ -110,6 +110,13 @@ func (c *azureCloud) classify(operation string) callClass {
 }
 
 func (c *azureCloud) advance(d time.Duration) { c.srv.Clock().Advance(d) }
+func (c *azureCloud) now() time.Time          { return c.srv.Clock().Now() }
+
+// backend opens the Azure backend from plugin_data: it writes no times of
+// its own (Created and Updated are the vault's).
+func (c *azureCloud) backend(ctx context.Context, serverID string, _ func() time.Time) (keymanager.Backend, error) {
+	return openFromPluginData(ctx, c, serverID)
+}
 
 func (c *azureCloud) seedForeign(n int) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

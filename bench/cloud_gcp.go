@@ -9,6 +9,9 @@ import (
 	kms "cloud.google.com/go/kms/apiv1"
 	"cloud.google.com/go/kms/apiv1/kmspb"
 
+	"github.com/hashicorp/go-hclog"
+
+	gcpbackend "github.com/kmskeeper/kmskeeper/backend/gcpkms"
 	"github.com/kmskeeper/kmskeeper/emulator/gcpkms"
 	"github.com/kmskeeper/kmskeeper/keymanager"
 )
@@ -101,6 +104,26 @@ func (c *gcpCloud) classify(operation string) callClass {
 }
 
 func (c *gcpCloud) advance(d time.Duration) { c.srv.Clock().Advance(d) }
+func (c *gcpCloud) now() time.Time          { return c.srv.Clock().Now() }
+
+// backend builds the Cloud KMS backend as its Config.Open does for this
+// plugin_data (key ring, plaintext loopback endpoint, no credentials), with
+// one difference: spire-last-update labels are stamped with now, the
+// engine's fake clock, instead of the real clock of the process.
+func (c *gcpCloud) backend(ctx context.Context, serverID string, now func() time.Time) (keymanager.Backend, error) {
+	b, err := gcpbackend.New(ctx, gcpbackend.Options{
+		KeyRing:       gcpKeyRing,
+		TrustDomain:   trustDomain,
+		ServerID:      serverID,
+		ClientOptions: c.srv.ClientOptions(),
+		Now:           now,
+		Logger:        hclog.NewNullLogger(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening the gcp backend: %w", err)
+	}
+	return b, nil
+}
 
 func (c *gcpCloud) seedForeign(n int) error {
 	for i := range n {

@@ -19,12 +19,12 @@ import (
 // errNoBackend says a cloud backend is not part of this build yet.
 var errNoBackend = errors.New("backend not in this build")
 
-// openBackend builds c's backend in this process from the same plugin_data
-// the binary gets, for the rows that need a moved clock.
-func openBackend(ctx context.Context, c cloud, serverID string) (keymanager.Backend, error) {
+// openFromPluginData builds c's backend in this process from the same
+// plugin_data the binary gets (config.Parse, then Backend.Open).
+func openFromPluginData(ctx context.Context, c cloud, serverID string) (keymanager.Backend, error) {
 	kind, ok := cloudkinds.ByName()[c.name()]
 	if !ok {
-		return nil, fmt.Errorf("the %s %w (in-process rows need it)", c.name(), errNoBackend)
+		return nil, fmt.Errorf("the %s %w", c.name(), errNoBackend)
 	}
 	// The backend reads the environment the plugin process would get
 	// (Azure: AZURE_AUTHORITY_HOST for a loopback vault, SSL_CERT_FILE for
@@ -57,11 +57,13 @@ type engine struct {
 }
 
 func newEngine(ctx context.Context, c cloud, serverID string) (*engine, error) {
-	b, err := openBackend(ctx, c, serverID)
+	// The fake clock starts at the emulator's time, so that the engine's
+	// estimate of the cloud's clock starts right.
+	clock := newFakeClock(c.now())
+	b, err := c.backend(ctx, serverID, clock.Now)
 	if err != nil {
 		return nil, err
 	}
-	clock := newFakeClock(time.Now())
 	retired := &retireCounter{}
 	m, err := keymanager.New(keymanager.Options{Backend: b, ServerID: serverID, Clock: clock, Metrics: retired})
 	if err != nil {

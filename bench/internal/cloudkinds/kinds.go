@@ -2,14 +2,16 @@
 // profiling build of the plugin know, by the harness's backend names.
 package cloudkinds
 
-import "github.com/kmskeeper/kmskeeper/config"
+import (
+	"github.com/kmskeeper/kmskeeper/backend/azurekv"
+	"github.com/kmskeeper/kmskeeper/backend/gcpkms"
+	"github.com/kmskeeper/kmskeeper/config"
+)
 
-// ByName maps "azure" and "gcp" to their configuration kinds. A cloud
-// missing here is reported "not measured" by the rows that run the engine in
-// process; add each backend as it lands (as cmd/kmskeeper/kinds.go does for
-// the binary).
+// ByName maps "azure" and "gcp" to their configuration kinds, as
+// cmd/kmskeeper/kinds.go registers them in the release binary.
 func ByName() map[string]config.Kind {
-	return map[string]config.Kind{}
+	return map[string]config.Kind{"azure": azurekv.Kind(), "gcp": gcpkms.Kind()}
 }
 
 // List returns the kinds of ByName, for plugin.Options.
