@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"cloud.google.com/go/iam/apiv1/iampb"
@@ -74,6 +75,10 @@ type Backend struct {
 	metrics keymanager.Metrics
 	writes  *rate.Limiter
 	now     func() time.Time
+	// backoffs are the retry pauses (tests shorten them).
+	backoffs backoffs
+	// noPolicyWarning makes the "no default policy" warning appear once.
+	noPolicyWarning sync.Once
 }
 
 var _ keymanager.Backend = (*Backend)(nil)
@@ -98,12 +103,13 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 		return nil, keymanager.Errorf(codes.FailedPrecondition, "creating the Cloud KMS client (credentials and endpoint): %w", err)
 	}
 	b := &Backend{
-		opts:    opts,
-		client:  client,
-		tdLabel: trustDomainLabel(opts.TrustDomain),
-		log:     opts.Logger,
-		metrics: opts.Metrics,
-		now:     opts.Now,
+		opts:     opts,
+		client:   client,
+		tdLabel:  trustDomainLabel(opts.TrustDomain),
+		log:      opts.Logger,
+		metrics:  opts.Metrics,
+		now:      opts.Now,
+		backoffs: defaultBackoffs(),
 	}
 	if b.log == nil {
 		b.log = hclog.NewNullLogger()

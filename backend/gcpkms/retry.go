@@ -29,14 +29,21 @@ const (
 	awaitingKey
 )
 
-// Backoffs. Quota windows are a minute long and the service advises
+// backoffs are the pauses between retries of each kind.
+type backoffs struct {
+	quota, unavailable, pending gax.Backoff
+}
+
+// defaultBackoffs: quota windows are a minute long and the service advises
 // "retrying the next second"; transient failures clear in milliseconds; HSM
 // RSA keys take seconds to generate.
-var (
-	quotaBackoff       = gax.Backoff{Initial: time.Second, Max: 8 * time.Second, Multiplier: 2}
-	unavailableBackoff = gax.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second, Multiplier: 2}
-	pendingBackoff     = gax.Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second, Multiplier: 1.6}
-)
+func defaultBackoffs() backoffs {
+	return backoffs{
+		quota:       gax.Backoff{Initial: time.Second, Max: 8 * time.Second, Multiplier: 2},
+		unavailable: gax.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second, Multiplier: 2},
+		pending:     gax.Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second, Multiplier: 1.6},
+	}
+}
 
 // retryMargin is kept free before the deadline for the last attempt itself.
 const retryMargin = 250 * time.Millisecond
@@ -48,15 +55,7 @@ const retryMargin = 250 * time.Millisecond
 func (b *Backend) callOptions(ctx context.Context, method string, class retryClass) []gax.CallOption {
 	deadline, _ := ctx.Deadline()
 	return []gax.CallOption{gax.WithRetry(func() gax.Retryer {
-		return &retryer{
-			method:      method,
-			class:       class,
-			deadline:    deadline,
-			metrics:     b.metrics,
-			quota:       quotaBackoff,
-			unavailable: unavailableBackoff,
-			pending:     pendingBackoff,
-		}
+		return &retryer{method: method, class: class, deadline: deadline, metrics: b.metrics, backoffs: b.backoffs}
 	})}
 }
 
@@ -66,8 +65,7 @@ type retryer struct {
 	class    retryClass
 	deadline time.Time
 	metrics  keymanager.Metrics
-
-	quota, unavailable, pending gax.Backoff
+	backoffs // copied per call: each call backs off from the start
 }
 
 // Retry implements gax.Retryer.

@@ -1,0 +1,160 @@
+package gcpkms
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/kms/apiv1/kmspb"
+	"google.golang.org/grpc/codes"
+
+	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+// TestCleanupStaleServers moves the emulator clock (and the engine's) past
+// 14 days: keys of servers that stopped keeping them alive get their enabled
+// versions destroyed and are labelled spire-active=false, including a key
+// the built-in plugin left without spire-last-update; a server that kept its
+// key alive and this server's own keys are untouched.
+func TestCleanupStaleServers(t *testing.T) {
+	srv, raw := startEmulator(t, emu.Options{})
+	gone := newManager(t, srv, newBackend(t, srv, "server-gone"), "server-gone", nil)
+	for _, id := range []string{"x509-CA-A", "JWT-Signer-A"} {
+		if _, err := gone.GenerateKey(callCtx(t), id, keymanager.ECP256); err != nil {
+			t.Fatal(err)
+		}
+	}
+	builtin := testRing + "/cryptoKeys/spire-key-server-builtin-x509-CA-A"
+	if _, err := srv.SeedCryptoKey(emu.SeedKey{
+		Name: builtin, Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256, Labels: builtinLabels("server-builtin"),
+		Versions: []emu.SeedVersion{{}, {}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	aliveBackend := newBackend(t, srv, "server-alive")
+	alive := newManager(t, srv, aliveBackend, "server-alive", nil)
+	if _, err := alive.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	self := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
+	if _, err := self.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Clock().Advance(15 * 24 * time.Hour)
+	if err := alive.KeepAlive(callCtx(t)); err != nil {
+		t.Fatalf("liveness of the live server: %v", err)
+	}
+
+	as, err := self.Cleanup(callCtx(t), true)
+	if err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	states := map[string]keymanager.State{}
+	for _, a := range as {
+		states[a.Ref] = a.State
+	}
+	key := func(server, id string) string { return testRing + "/cryptoKeys/spire-key-" + server + "-" + id }
+	for ref, want := range map[string]keymanager.State{
+		key("server-gone", "x509-CA-A"):                       keymanager.StateStale,
+		key("server-gone", "JWT-Signer-A"):                    keymanager.StateStale,
+		builtin:                                               keymanager.StateStale,
+		key("server-alive", "x509-CA-A"):                      keymanager.StateForeign,
+		key("server-a", "x509-CA-A") + "/cryptoKeyVersions/1": keymanager.StateInUse,
+	} {
+		if states[ref] != want {
+			t.Errorf("%s assessed %q, want %q (all: %v)", ref, states[ref], want, states)
+		}
+	}
+	for _, k := range []string{key("server-gone", "x509-CA-A"), key("server-gone", "JWT-Signer-A"), builtin} {
+		for v, st := range versions(t, raw, k) {
+			if st != kmspb.CryptoKeyVersion_DESTROY_SCHEDULED {
+				t.Errorf("stale %s is %v, want DESTROY_SCHEDULED", v, st)
+			}
+		}
+		if l := getKey(t, raw, k).GetLabels()[labelActive]; l != "false" {
+			t.Errorf("stale %s spire-active = %q, want false", k, l)
+		}
+	}
+	for _, k := range []string{key("server-alive", "x509-CA-A"), key("server-a", "x509-CA-A")} {
+		if st := versions(t, raw, k)[k+"/cryptoKeyVersions/1"]; st != kmspb.CryptoKeyVersion_ENABLED {
+			t.Errorf("%s version 1 is %v, want ENABLED", k, st)
+		}
+	}
+
+	// Retired keys are no longer listed: the next pass has nothing to do.
+	as, err = self.Cleanup(callCtx(t), true)
+	if err != nil || len(as) != 2 {
+		t.Errorf("second cleanup listed %d generations (%v), want 2 (own and the live server's)", len(as), err)
+	}
+}
+
+// TestTwoServersShareKeyRing runs two servers with the same key IDs in one
+// key ring: each serves and rotates only its own keys, sees the other's as
+// one generation per CryptoKey, and retires nothing of the other's.
+func TestTwoServersShareKeyRing(t *testing.T) {
+	srv, raw := startEmulator(t, emu.Options{})
+	a := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
+	b := newManager(t, srv, newBackend(t, srv, "server-b"), "server-b", nil)
+	a.Start()
+	b.Start()
+	fp := map[string]string{}
+	for name, m := range map[string]*keymanager.Manager{"a": a, "b": b} {
+		for range 2 { // generate, then rotate
+			pk, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fp[name] = pk.Fingerprint
+		}
+	}
+	if fp["a"] == fp["b"] {
+		t.Fatal("the servers share a key")
+	}
+	for name, m := range map[string]*keymanager.Manager{"a": a, "b": b} {
+		as, err := m.Cleanup(callCtx(t), true)
+		if err != nil {
+			t.Fatalf("server %s cleanup: %v", name, err)
+		}
+		for _, x := range as {
+			switch {
+			case x.ServerID != "server-"+name && (x.State != keymanager.StateForeign || isVersionName(x.Ref)):
+				t.Errorf("server %s sees %s as %q, want one foreign generation per CryptoKey", name, x.Ref, x.State)
+			case x.ServerID == "server-"+name && x.State == keymanager.StateConflict:
+				t.Errorf("server %s sees its own %s as a conflict", name, x.Ref)
+			}
+		}
+	}
+	for _, server := range []string{"server-a", "server-b"} {
+		k := testRing + "/cryptoKeys/spire-key-" + server + "-x509-CA-A"
+		waitFor(t, server+"'s superseded version to be destroyed by its own server", func() bool {
+			vs := versions(t, raw, k)
+			return vs[k+"/cryptoKeyVersions/1"] == kmspb.CryptoKeyVersion_DESTROY_SCHEDULED && vs[k+"/cryptoKeyVersions/2"] == kmspb.CryptoKeyVersion_ENABLED
+		})
+	}
+	for name, m := range map[string]*keymanager.Manager{"a": a, "b": b} {
+		if pk, err := m.GetPublicKey(callCtx(t), "x509-CA-A"); err != nil || pk.Fingerprint != fp[name] {
+			t.Errorf("server %s serves %s, %v; want its own %s", name, pk.Fingerprint, err, fp[name])
+		}
+	}
+}
+
+// TestPacing checks that background writes beyond the burst wait for the
+// pacer, and give up at once when the wait would outlast the deadline.
+func TestPacing(t *testing.T) {
+	srv, _ := startEmulator(t, emu.Options{})
+	b := newBackend(t, srv, "server-a", func(o *Options) { o.WriteInterval = time.Hour })
+	for range writeBurst {
+		if err := b.pace(callCtx(t), "test write"); err != nil {
+			t.Fatalf("write within the burst: %v", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	wantCode(t, b.pace(ctx, "test write"), codes.ResourceExhausted, "60 writes a minute")
+	if time.Since(start) > 100*time.Millisecond {
+		t.Error("the pacer waited although the slot is past the deadline")
+	}
+}
