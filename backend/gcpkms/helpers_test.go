@@ -196,3 +196,20 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+const sha256Hash = crypto.SHA256
+
+// adminClient is a raw client authenticated as an all-powerful account.
+func adminClient(t *testing.T, srv *emu.Server) *kms.KeyManagementClient {
+	t.Helper()
+	opts, err := srv.ClientOptionsAs("admin@kmskeeper-test.iam.gserviceaccount.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kms.NewKeyManagementClient(context.Background(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}

@@ -89,7 +89,10 @@ func spireKeyID(cryptoKey, serverID string) (string, bool) {
 		return "", false
 	}
 	id, ok := strings.CutPrefix(cryptoKey[i+len("/cryptoKeys/"):], cryptoKeyPrefix+serverID+"-")
-	return id, ok && id != ""
+	if !ok || id == "" {
+		return "", false
+	}
+	return id, true
 }
 
 // keyOfVersion returns the CryptoKey name of a version name.
