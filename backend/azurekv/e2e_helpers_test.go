@@ -1,0 +1,112 @@
+package azurekv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/pluginhost"
+)
+
+// pluginBinary builds the release kmskeeper binary once for the package's
+// end-to-end tests (which launch it as SPIRE does) and returns its path.
+var pluginBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "kmskeeper-azurekv-")
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	return pluginhost.Build(ctx, pluginhost.BuildOptions{Dir: dir})
+})
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if path, err := pluginBinary(); err == nil {
+		os.RemoveAll(filepath.Dir(path))
+	}
+	os.Exit(code)
+}
+
+// pluginEnv returns the emulator's client environment (CA file, authority,
+// app and managed identity credentials), keeping only the variables whose
+// names start with one of keep; SSL_CERT_FILE is always kept.
+func pluginEnv(t *testing.T, srv *azurekv.Server, keep ...string) []string {
+	t.Helper()
+	if err := srv.WriteCAFile(filepath.Join(t.TempDir(), "ca.pem")); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, kv := range srv.Env() {
+		name, _, _ := strings.Cut(kv, "=")
+		if name == "SSL_CERT_FILE" {
+			out = append(out, kv)
+			continue
+		}
+		for _, k := range keep {
+			if strings.HasPrefix(name, k) {
+				out = append(out, kv)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// allEnv keeps every variable of the emulator's environment.
+var allEnv = []string{""}
+
+// launch starts the built binary with env and closes it after the test,
+// failing the test if the plugin panicked.
+func launch(t *testing.T, env []string) *pluginhost.Plugin {
+	t.Helper()
+	path, err := pluginBinary()
+	if err != nil {
+		t.Fatalf("building kmskeeper: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	p, err := pluginhost.Start(ctx, pluginhost.Options{Path: path, Env: env})
+	if err != nil {
+		t.Fatalf("launching the plugin: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Logf("Close: %v", err)
+		}
+		for _, l := range p.Logs() {
+			if strings.HasPrefix(l.Raw, "panic: ") || strings.Contains(l.Raw, "DATA RACE") {
+				t.Errorf("the plugin reported: %s", l.Raw)
+			}
+		}
+	})
+	return p
+}
+
+// configured launches the binary and configures it with plugin_data built
+// from the vault URI, the server ID and extra lines.
+func configured(t *testing.T, env []string, vaultURL, serverID, extra string) *pluginhost.Plugin {
+	t.Helper()
+	p := launch(t, env)
+	if err := p.Configure(spireCtx(t), testTD, pluginData(vaultURL, serverID, extra)); err != nil {
+		t.Fatalf("Configure: %v", err)
+	}
+	return p
+}
+
+func pluginData(vaultURL, serverID, extra string) string {
+	return fmt.Sprintf("key_vault_uri = %q\nkey_identifier_value = %q\n%s", vaultURL, serverID, extra)
+}
+
+// spireCtx has SPIRE's 30 s deadline for one plugin call.
+func spireCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
