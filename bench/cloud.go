@@ -57,13 +57,16 @@ type cloud interface {
 	// backend opens this cloud's kmskeeper backend in process for
 	// serverID, stamping any times it writes with now (the engine's clock).
 	backend(ctx context.Context, serverID string, now func() time.Time) (keymanager.Backend, error)
-	// seedForeign puts n keys that belong to nobody kmskeeper serves into
+	// seedForeign puts n more keys that belong to nobody kmskeeper serves into
 	// the vault or key ring the plugin uses (another application's keys).
 	seedForeign(n int) error
-	// listPages is how many list calls one pass over the keys a server
-	// may own takes: the whole vault for Key Vault (no server-side filter,
-	// 25 keys a page), one filtered page for Cloud KMS.
-	listPages() int
+	// listPass is how many calls one listing pass over the keys a server
+	// may own takes when it owns own keys, and what they are: the whole
+	// vault for Key Vault (no server-side filter, 25 keys a page); one
+	// filtered ListCryptoKeys page for Cloud KMS plus one
+	// ListCryptoKeyVersions per own CryptoKey (asymmetric keys have no
+	// primary version, so only the versions tell the generations).
+	listPass(own int) (calls int, what string)
 	// sdkKey creates a key of type t with the raw SDK and returns a function
 	// signing a SHA-256 digest with it, as an application using the SDK
 	// directly would.

@@ -26,7 +26,8 @@ type azureCloud struct {
 	client *azkeys.Client // raw SDK client for the baselines
 
 	mu        sync.Mutex
-	latencies map[op]time.Duration // standing latencies, re-applied after a change
+	latencies map[op]time.Duration
+	foreign   int // foreign keys seeded so far, so names never repeat // standing latencies, re-applied after a change
 }
 
 var azureOps = map[op]string{opSign: "Sign", opCreate: "CreateKey", opKeepAlive: "UpdateKey"}
@@ -123,7 +124,11 @@ func (c *azureCloud) seedForeign(n int) error {
 	if err != nil {
 		return err
 	}
-	for i := range n {
+	c.mu.Lock()
+	first := c.foreign
+	c.foreign += n
+	c.mu.Unlock()
+	for i := first; i < first+n; i++ {
 		name := fmt.Sprintf("payments-app-key-%05d", i)
 		if _, err := c.srv.SeedKey(c.vault, azurekv.SeedKey{Name: name, Signer: key, Tags: map[string]string{"owner": "payments"}}); err != nil {
 			return fmt.Errorf("seeding foreign key %s: %w", name, err)
@@ -132,9 +137,11 @@ func (c *azureCloud) seedForeign(n int) error {
 	return nil
 }
 
-func (c *azureCloud) listPages() int {
+func (c *azureCloud) listPass(int) (int, string) {
 	const pageSize = 25 // Key Vault's maximum maxresults
-	return max(1, (len(c.srv.KeyNames(c.vault))+pageSize-1)/pageSize)
+	keys := len(c.srv.KeyNames(c.vault))
+	pages := max(1, (keys+pageSize-1)/pageSize)
+	return pages, fmt.Sprintf("ListKeys ⌈%d keys in the vault / 25⌉ = %d pages", keys, pages)
 }
 
 func (c *azureCloud) sdkKey(ctx context.Context, t keymanager.KeyType) (signFunc, error) {

@@ -27,6 +27,7 @@ type gcpCloud struct {
 
 	mu        sync.Mutex
 	latencies map[op]time.Duration
+	foreign   int // foreign keys seeded so far, so names never repeat
 }
 
 var gcpOps = map[op][]string{
@@ -126,7 +127,11 @@ func (c *gcpCloud) backend(ctx context.Context, serverID string, now func() time
 }
 
 func (c *gcpCloud) seedForeign(n int) error {
-	for i := range n {
+	c.mu.Lock()
+	first := c.foreign
+	c.foreign += n
+	c.mu.Unlock()
+	for i := first; i < first+n; i++ {
 		name := fmt.Sprintf("%s/cryptoKeys/payments-app-key-%05d", gcpKeyRing, i)
 		_, err := c.srv.SeedCryptoKey(gcpkms.SeedKey{
 			Name:      name,
@@ -142,7 +147,9 @@ func (c *gcpCloud) seedForeign(n int) error {
 	return nil
 }
 
-func (c *gcpCloud) listPages() int { return 1 }
+func (c *gcpCloud) listPass(own int) (int, string) {
+	return 1 + own, fmt.Sprintf("1 filtered ListCryptoKeys + %d ListCryptoKeyVersions", own)
+}
 
 func (c *gcpCloud) sdkKey(ctx context.Context, t keymanager.KeyType) (signFunc, error) {
 	var alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm

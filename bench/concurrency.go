@@ -53,11 +53,13 @@ func (r *runner) concurrency(ctx context.Context, c cloud) []Row {
 	defer c.clearLatency()
 	for _, n := range concurrencyLevels {
 		ideal := float64(n) / concurrencyLatency.Seconds()
+		busy0 := readCPUBusy()
 		pres, err := load(ctx, plugin, n, r.sz.concurrency)
 		if err != nil {
 			rows = append(rows, notMeasured(2, concurrencyLabel(n), c.name(), concurrencyTargetText(n), err))
 			continue
 		}
+		busy := busy0.until(readCPUBusy())
 		sres, err := load(ctx, sdk, n, r.sz.concurrency)
 		if err != nil {
 			rows = append(rows, notMeasured(2, concurrencyLabel(n), c.name(), concurrencyTargetText(n), err))
@@ -65,8 +67,8 @@ func (r *runner) concurrency(ctx context.Context, c cloud) []Row {
 		}
 		share, sdkShare := pres.rate()/ideal, sres.rate()/ideal
 		row := Row{ID: 2, Measurement: concurrencyLabel(n), Backend: c.name(), Target: concurrencyTargetText(n),
-			Value: fmt.Sprintf("%.0f%% of ideal (%.0f/s of %.0f/s; raw SDK %.0f%%; p99 %s)",
-				100*share, pres.rate(), ideal, 100*sdkShare, ms(pres.lat.pct(99))),
+			Value: fmt.Sprintf("%.0f%% of ideal (%.0f/s of %.0f/s, p99 %s); raw SDK %.0f%% (p99 %s); plugin/SDK throughput %.2f; machine CPU busy %s",
+				100*share, pres.rate(), ideal, ms(pres.lat.pct(99)), 100*sdkShare, ms(sres.lat.pct(99)), ratio2(pres.rate(), sres.rate()), busy),
 			Verdict: Info}
 		if n == 64 {
 			row.Verdict = verdict(share >= concurrencyTarget)

@@ -20,8 +20,11 @@ var digest = sha256.Sum256([]byte("kmskeeper bench"))
 
 // overhead measures 1: SignData through pluginhost -> binary -> emulator
 // against the same signature made with the SDK directly, for EC P-256 and
-// RSA-2048, at 0 and 5 ms added latency. The two paths alternate call by
-// call, so that drift on the shared machine hits both alike.
+// RSA-2048, at 0 and 5 ms added latency. The paths take turns call by call,
+// so that drift on the shared machine hits them alike. Two more paths
+// decompose the difference: GetPublicKey through the binary (the protocol
+// hop alone: served from memory, no cloud call) and SignData on the engine
+// in process over the same backend (everything but the hop).
 func (r *runner) overhead(ctx context.Context, c cloud) []Row {
 	var rows []Row
 	fail := func(err error) []Row {
@@ -37,23 +40,45 @@ func (r *runner) overhead(ctx context.Context, c cloud) []Row {
 		return fail(err)
 	}
 	defer p.Close()
+	e, err := newEngine(ctx, c, "bench-overhead-engine")
+	if err != nil {
+		return fail(err)
+	}
+	defer e.Close()
 	for _, t := range []keymanager.KeyType{keymanager.ECP256, keymanager.RSA2048} {
 		id := "x509-CA-" + keySlug(t)
-		plugin, err := pluginSigner(ctx, p, id, t)
-		if err != nil {
+		var paths overheadPaths
+		if paths.plugin, err = pluginSigner(ctx, p, id, t); err != nil {
 			return fail(err)
 		}
-		sdk, err := c.sdkKey(ctx, t)
-		if err != nil {
+		if paths.sdk, err = c.sdkKey(ctx, t); err != nil {
 			return fail(err)
+		}
+		if _, err := e.GenerateKey(ctx, id, t); err != nil {
+			return fail(fmt.Errorf("in-process GenerateKey %s: %w", id, err))
+		}
+		paths.engine = func(ctx context.Context, d []byte) error {
+			_, _, err := e.SignData(ctx, id, d, crypto.SHA256)
+			return err
+		}
+		paths.hop = func(ctx context.Context, _ []byte) error {
+			_, err := p.GetPublicKey(ctx, id)
+			return err
 		}
 		for _, lat := range []time.Duration{0, 5 * time.Millisecond} {
 			c.setLatency(opSign, lat, 0)
-			rows = append(rows, r.overheadRow(ctx, c, t, lat, plugin, sdk))
+			rows = append(rows, r.overheadRow(ctx, c, t, lat, paths))
 		}
 		c.clearLatency()
 	}
 	return rows
+}
+
+// overheadPaths are the calls measurement 1 compares.
+type overheadPaths struct {
+	plugin, sdk signFunc // the ratio
+	engine      signFunc // SignData on the engine in process
+	hop         signFunc // GetPublicKey through the binary
 }
 
 // pluginSigner creates key id through the plugin and returns a signFunc
@@ -68,34 +93,28 @@ func pluginSigner(ctx context.Context, p *pluginhost.Plugin, id string, t keyman
 	}, nil
 }
 
-func (r *runner) overheadRow(ctx context.Context, c cloud, t keymanager.KeyType, lat time.Duration, plugin, sdk signFunc) Row {
+func (r *runner) overheadRow(ctx context.Context, c cloud, t keymanager.KeyType, lat time.Duration, paths overheadPaths) Row {
 	label, target := overheadLabel(t, lat), overheadTargetText(lat)
-	var ps, ss samples
+	funcs := []signFunc{paths.plugin, paths.sdk, paths.engine, paths.hop}
+	got := make([]samples, len(funcs))
 	for i := -r.sz.warmup; i < r.sz.overheadN; i++ {
-		first, second := plugin, sdk
-		if i%2 == 1 {
-			first, second = sdk, plugin
+		for k := range funcs {
+			j := (k + i + r.sz.warmup) % len(funcs) // each path takes each turn alike
+			d, err := timed(ctx, funcs[j])
+			if err != nil {
+				return notMeasured(1, label, c.name(), target, err)
+			}
+			if i >= 0 {
+				got[j] = append(got[j], d)
+			}
 		}
-		d1, err := timed(ctx, first)
-		if err != nil {
-			return notMeasured(1, label, c.name(), target, err)
-		}
-		d2, err := timed(ctx, second)
-		if err != nil {
-			return notMeasured(1, label, c.name(), target, err)
-		}
-		if i < 0 {
-			continue
-		}
-		if i%2 == 1 {
-			d1, d2 = d2, d1
-		}
-		ps, ss = append(ps, d1), append(ss, d2)
 	}
+	ps, ss, es, hs := got[0], got[1], got[2], got[3]
 	r50, r99 := ratio(ps.pct(50), ss.pct(50)), ratio(ps.pct(99), ss.pct(99))
 	row := Row{ID: 1, Measurement: label, Backend: c.name(), Target: target,
-		Value: fmt.Sprintf("p50 ×%.3f (%s vs %s), p99 ×%.3f (%s vs %s), n=%d",
-			r50, ms(ps.pct(50)), ms(ss.pct(50)), r99, ms(ps.pct(99)), ms(ss.pct(99)), len(ps)),
+		Value: fmt.Sprintf("p50 ×%.3f (%s vs %s), p99 ×%.3f (%s vs %s); engine in process p50 ×%.3f, p99 ×%.3f; protocol hop (GetPublicKey) p50 %s; n=%d",
+			r50, ms(ps.pct(50)), ms(ss.pct(50)), r99, ms(ps.pct(99)), ms(ss.pct(99)),
+			ratio(es.pct(50), ss.pct(50)), ratio(es.pct(99), ss.pct(99)), ms(hs.pct(50)), len(ps)),
 		Verdict: Info}
 	if lat > 0 {
 		row.Verdict = verdict(r50 <= overheadTarget && r99 <= overheadTarget)

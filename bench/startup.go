@@ -51,10 +51,10 @@ func (r *runner) startup(ctx context.Context, c cloud) []Row {
 			return fail(i, err)
 		}
 		tl := tallyOf(c)
-		pages := c.listPages()
-		want := pages + 4
+		list, what := c.listPass(4)
+		want := list + 4
 		rows = append(rows, Row{ID: 5, Measurement: startupLabel(n), Backend: c.name(),
-			Target:  fmt.Sprintf("≤ %d calls (list pass of %d page(s) + 4 fetches)", want, pages),
+			Target:  fmt.Sprintf("≤ %d calls (list pass: %s; + 4 fetches)", want, what),
 			Verdict: verdict(tl.management <= want && len(keys) == 4),
 			Value: fmt.Sprintf("Configure %v; %d calls (%s); %d keys served; auth %d",
 				took.Round(time.Millisecond), tl.management, tl.ops(classManagement), len(keys), tl.auth)})
