@@ -2,6 +2,7 @@ package keymanagertest
 
 import (
 	"crypto"
+	"crypto/rsa"
 
 	"github.com/kmskeeper/kmskeeper/keymanager"
 )
@@ -12,7 +13,9 @@ type Capabilities struct {
 	// KeyTypes lists the key types the backend creates.
 	KeyTypes []keymanager.KeyType
 	// Hashes lists, for each key type in KeyTypes, the hashes it signs with
-	// (ECDSA, or RSA PKCS#1 v1.5). Every key type needs an entry.
+	// (ECDSA, or RSA PKCS#1 v1.5). Every key type needs an entry here or in
+	// PSS: an RSA key that signs only PSS (a Cloud KMS key created for PSS)
+	// has none here.
 	Hashes map[keymanager.KeyType][]crypto.Hash
 	// PSS lists, for each RSA key type, the hashes it signs RSA-PSS with. A
 	// key type without an entry is not tested with PSS.
@@ -20,6 +23,16 @@ type Capabilities struct {
 	// Refused lists, per key type, protocol hashes the backend answers with
 	// InvalidArgument. Optional.
 	Refused map[keymanager.KeyType][]crypto.Hash
+}
+
+// defaultOpts returns the signer options the suite signs with when a case
+// needs one valid request for kt: its first hash, else PSS with its first
+// PSS hash.
+func (c Capabilities) defaultOpts(kt keymanager.KeyType) crypto.SignerOpts {
+	if hs := c.Hashes[kt]; len(hs) > 0 {
+		return hs[0]
+	}
+	return &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: c.PSS[kt][0]}
 }
 
 // ProtocolHashes returns every hash SPIRE's KeyManager protocol can name.

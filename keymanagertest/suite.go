@@ -46,8 +46,8 @@ func Run(t *testing.T, newPlugin func(t *testing.T) *pluginhost.Plugin, caps Cap
 		t.Fatal("keymanagertest: Capabilities.KeyTypes is empty")
 	}
 	for _, kt := range caps.KeyTypes {
-		if len(caps.Hashes[kt]) == 0 {
-			t.Fatalf("keymanagertest: Capabilities.Hashes has no hashes for %v", kt)
+		if len(caps.Hashes[kt]) == 0 && len(caps.PSS[kt]) == 0 {
+			t.Fatalf("keymanagertest: Capabilities.Hashes and PSS have no hashes for %v", kt)
 		}
 	}
 	s := &suite{p: newPlugin(t), caps: caps, keys: map[keymanager.KeyType]*key{}}
@@ -217,8 +217,8 @@ func (s *suite) testInvalidArgument(t *testing.T) {
 // must be refused.
 func (s *suite) invalidSignCases(kt keymanager.KeyType) []invalidCase {
 	id := s.keys[kt].pk.ID
-	h := s.caps.Hashes[kt][0]
-	good, _ := digest(h)
+	h := s.caps.defaultOpts(kt)
+	good, _ := digest(h.HashFunc())
 	sign := func(name string, d []byte, opts crypto.SignerOpts) invalidCase {
 		return invalidCase{fmt.Sprintf("SignData/%v/%s", kt, name), func(ctx context.Context) error {
 			_, _, err := s.p.SignData(ctx, id, d, opts)
@@ -239,7 +239,7 @@ func (s *suite) invalidSignCases(kt keymanager.KeyType) []invalidCase {
 		cases = append(cases, sign("refused hash "+hashName(rh), d, rh))
 	}
 	if kt.IsEC() {
-		return append(cases, sign("PSS on an EC key", good, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h}))
+		return append(cases, sign("PSS on an EC key", good, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h.HashFunc()}))
 	}
 	if ph := s.caps.PSS[kt]; len(ph) > 0 {
 		d, _ := digest(ph[0])
@@ -310,8 +310,8 @@ func (s *suite) testReplace(t *testing.T) {
 	for _, kt := range s.caps.KeyTypes {
 		t.Run(kt.String(), func(t *testing.T) {
 			old := s.keys[kt]
-			h := s.caps.Hashes[kt][0]
-			d, err := digest(h)
+			h := s.caps.defaultOpts(kt)
+			d, err := digest(h.HashFunc())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -397,7 +397,7 @@ func (s *suite) testConcurrentSignData(t *testing.T) {
 					}
 				}
 				kt := s.caps.KeyTypes[(w+i)%len(s.caps.KeyTypes)]
-				opts := crypto.SignerOpts(s.caps.Hashes[kt][0])
+				opts := s.caps.defaultOpts(kt)
 				if err := s.signAndVerify(ctx, s.keys[kt], opts); err != nil {
 					errs <- err
 					return
