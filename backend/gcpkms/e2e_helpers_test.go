@@ -1,0 +1,78 @@
+package gcpkms
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
+	"github.com/kmskeeper/kmskeeper/pluginhost"
+)
+
+// pluginBinary builds the release kmskeeper binary once for the package's
+// tests that launch it as SPIRE does, and returns its path.
+var pluginBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "kmskeeper-gcpkms-")
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	return pluginhost.Build(ctx, pluginhost.BuildOptions{Dir: dir})
+})
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if path, err := pluginBinary(); err == nil {
+		os.RemoveAll(filepath.Dir(path))
+	}
+	os.Exit(code)
+}
+
+// launch starts the built binary and closes it after the test, failing the
+// test if the plugin panicked. The environment is empty of Google
+// credentials: the plaintext loopback emulator needs none.
+func launch(t *testing.T, env ...string) *pluginhost.Plugin {
+	t.Helper()
+	path, err := pluginBinary()
+	if err != nil {
+		t.Fatalf("building kmskeeper: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	p, err := pluginhost.Start(ctx, pluginhost.Options{Path: path, Env: env})
+	if err != nil {
+		t.Fatalf("launching the plugin: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Logf("Close: %v", err)
+		}
+		for _, l := range p.Logs() {
+			if strings.HasPrefix(l.Raw, "panic: ") || strings.Contains(l.Raw, "DATA RACE") {
+				t.Errorf("the plugin reported: %s", l.Raw)
+			}
+		}
+	})
+	return p
+}
+
+// pluginData is the plugin_data of a server on the emulator.
+func pluginData(srv *emu.Server, serverID, extra string) string {
+	return fmt.Sprintf("key_ring = %q\nendpoint = %q\nkey_identifier_value = %q\n%s", testRing, srv.Addr(), serverID, extra)
+}
+
+// configured launches the binary and configures it on the emulator.
+func configured(t *testing.T, srv *emu.Server, serverID, extra string) *pluginhost.Plugin {
+	t.Helper()
+	p := launch(t)
+	if err := p.Configure(callCtx(t), testTrustDomain, pluginData(srv, serverID, extra)); err != nil {
+		t.Fatalf("Configure: %v", err)
+	}
+	return p
+}
