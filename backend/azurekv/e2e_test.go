@@ -1,0 +1,349 @@
+package azurekv
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/pluginhost"
+)
+
+// TestCredentials configures the built binary with each credential path and
+// checks which token endpoint the plugin used.
+func TestCredentials(t *testing.T) {
+	for _, tt := range []struct {
+		name, extra string
+		env         []string
+		wantToken   string // the emulator counter that must move
+		wantWarning string
+	}{
+		{name: "client secret in plugin_data", extra: "tenant_id = %q\napp_id = %q\napp_secret = %q\nsubscription_id = \"00000000-0000-0000-0000-000000000000\"\n", env: []string{"AZURE_AUTHORITY_HOST"}, wantToken: "Token"},
+		{name: "default chain from the environment", env: []string{"AZURE_"}, wantToken: "Token"},
+		{name: "default chain to the managed identity", env: []string{"IDENTITY_", "AZURE_AUTHORITY_HOST"}, wantToken: "ManagedIdentityToken"},
+		{name: "use_msi", extra: "use_msi = true\n", env: []string{"IDENTITY_"}, wantToken: "ManagedIdentityToken", wantWarning: "use_msi is deprecated"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := startEmulator(t, azurekv.Options{})
+			extra := tt.extra
+			if strings.Contains(extra, "%q") {
+				extra = fmt.Sprintf(extra, srv.TenantID(), srv.ClientID(), srv.ClientSecret())
+			}
+			p := configured(t, pluginEnv(t, srv, tt.env...), srv.VaultURL(azurekv.DefaultVaultName), "server-a", extra)
+			signer := generate(t, p, "x509-CA-A", keymanager.ECP256)
+			digest := sha256.Sum256([]byte("x"))
+			if _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
+				t.Fatalf("Sign: %v", err)
+			}
+			counts := srv.Counts()
+			other := map[string]string{"Token": "ManagedIdentityToken", "ManagedIdentityToken": "Token"}[tt.wantToken]
+			if counts[tt.wantToken] == 0 || counts[other] != 0 {
+				t.Errorf("token requests %s=%d %s=%d; want only %s", tt.wantToken, counts[tt.wantToken], other, counts[other], tt.wantToken)
+			}
+			if tt.wantWarning != "" && !hasLog(p, "warn", tt.wantWarning) {
+				t.Errorf("no warning %q in the plugin's log", tt.wantWarning)
+			}
+			for _, l := range p.Logs() {
+				if srv.ClientSecret() != "" && strings.Contains(l.Raw, srv.ClientSecret()) {
+					t.Errorf("the plugin logged the client secret: %s", l.Raw)
+				}
+			}
+		})
+	}
+}
+
+// generate asks the plugin for a key and returns a crypto.Signer on it.
+func generate(t *testing.T, p *pluginhost.Plugin, id string, kt keymanager.KeyType) crypto.Signer {
+	t.Helper()
+	if _, err := p.GenerateKey(spireCtx(t), id, kt); err != nil {
+		t.Fatalf("GenerateKey(%s): %v", id, err)
+	}
+	s, err := p.Signer(spireCtx(t), id)
+	if err != nil {
+		t.Fatalf("Signer(%s): %v", id, err)
+	}
+	return s
+}
+
+func hasLog(p *pluginhost.Plugin, level, contains string) bool {
+	for _, l := range p.Logs() {
+		if l.Level == level && strings.Contains(l.Message, contains) {
+			return true
+		}
+	}
+	return false
+}
+
+// builtinKey is a key as SPIRE's built-in azure_key_vault plugin writes it.
+type builtinKey struct {
+	keyID    string
+	serverID string
+	td       string
+	signer   crypto.Signer
+	created  time.Time
+	name     string // set by seed
+}
+
+// seed puts keys into a vault exactly as the built-in plugin lays them out:
+// spire-key-<UUIDv4>-<key ID>, key_ops sign and verify, tags
+// spire-server-td and spire-server-id.
+func seed(t *testing.T, srv *azurekv.Server, vault string, keys []*builtinKey) {
+	t.Helper()
+	for _, k := range keys {
+		k.name = "spire-key-" + uuid.NewString() + "-" + k.keyID
+		var tags map[string]string
+		if k.td != "" {
+			tags = map[string]string{"spire-server-td": k.td, "spire-server-id": k.serverID}
+		}
+		if _, err := srv.SeedKey(vault, azurekv.SeedKey{
+			Name: k.name, Signer: k.signer, KeyOps: []string{"sign", "verify"}, Tags: tags,
+			Created: k.created, Updated: k.created,
+		}); err != nil {
+			t.Fatalf("seeding %s: %v", k.name, err)
+		}
+	}
+}
+
+func fingerprint(t *testing.T, pub crypto.PublicKey) string {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keymanager.Fingerprint(der)
+}
+
+// TestAdoptBuiltinKeys seeds keys laid out by SPIRE's built-in plugin,
+// including two generations of one key ID left by a crash, and checks that
+// the plugin serves them with the same fingerprints, signs with them,
+// fetches only the newest generation of each and retires the older one.
+func TestAdoptBuiltinKeys(t *testing.T) {
+	srv := startEmulator(t, azurekv.Options{})
+	const serverID = "6f1d7a0e-4d7b-4bde-9d27-3a7f0e0b7c11"
+	ec := func() crypto.Signer { k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader); return k }
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := srv.Clock().Now()
+	keys := []*builtinKey{
+		{keyID: "x509-CA-A", serverID: serverID, td: testTD, signer: ec(), created: now.Add(-12 * time.Hour)},
+		{keyID: "x509-CA-A", serverID: serverID, td: testTD, signer: ec(), created: now.Add(-36 * time.Hour)}, // superseded, delete lost
+		{keyID: "JWT-Signer-A", serverID: serverID, td: testTD, signer: ec(), created: now.Add(-time.Hour)},
+		{keyID: "x509-CA-B", serverID: serverID, td: testTD, signer: rsaKey, created: now.Add(-2 * time.Hour)},
+	}
+	seed(t, srv, azurekv.DefaultVaultName, keys)
+	srv.ResetCounts()
+
+	p := configured(t, pluginEnv(t, srv, allEnv...), srv.VaultURL(azurekv.DefaultVaultName), serverID, "")
+	got, err := p.GetPublicKeys(spireCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, k := range []*builtinKey{keys[0], keys[2], keys[3]} {
+		want[k.keyID] = fingerprint(t, k.signer.Public())
+	}
+	if len(got) != len(want) {
+		t.Fatalf("GetPublicKeys = %v, want %d keys", got, len(want))
+	}
+	for _, pk := range got {
+		if want[pk.ID] != pk.Fingerprint {
+			t.Errorf("key %s served with fingerprint %s, the built-in plugin's is %s", pk.ID, pk.Fingerprint, want[pk.ID])
+		}
+	}
+	for _, k := range []*builtinKey{keys[0], keys[3]} {
+		s, err := p.Signer(spireCtx(t), k.keyID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		digest := sha256.Sum256([]byte(k.keyID))
+		sig, err := s.Sign(rand.Reader, digest[:], crypto.SHA256)
+		if err != nil {
+			t.Fatalf("Sign with adopted %s: %v", k.keyID, err)
+		}
+		if err := keymanager.Verify(k.signer.Public(), digest[:], sig, crypto.SHA256); err != nil {
+			t.Errorf("signature of adopted %s does not verify with the seeded key: %v", k.keyID, err)
+		}
+	}
+	if c := srv.Counts(); c["GetKey"] != 3 || c["CreateKey"] != 0 {
+		t.Errorf("counts %v: want 3 GetKey (the newest generation of each key ID) and no CreateKey", c)
+	}
+	// The older x509-CA-A generation is retired in the background.
+	waitFor(t, func() bool { return slices.Contains(srv.DeletedKeyNames(azurekv.DefaultVaultName), keys[1].name) })
+	live := srv.KeyNames(azurekv.DefaultVaultName)
+	for _, k := range []*builtinKey{keys[0], keys[2], keys[3]} {
+		if !slices.Contains(live, k.name) {
+			t.Errorf("adopted key %s is gone; live keys %v", k.name, live)
+		}
+	}
+}
+
+// TestStartupManyForeignKeys starts the plugin on a vault holding hundreds of
+// keys that are not its own and checks its calls: one listing pass and one
+// GetKey per own key, nothing else.
+func TestStartupManyForeignKeys(t *testing.T) {
+	srv := startEmulator(t, azurekv.Options{})
+	shared, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var keys []*builtinKey
+	now := srv.Clock().Now()
+	for i := range 300 {
+		k := &builtinKey{keyID: "x509-CA-A", signer: shared, created: now}
+		switch i % 3 {
+		case 0: // another trust domain
+			k.td, k.serverID = "other.org", "s"
+		case 1: // another server of this trust domain
+			k.td, k.serverID = testTD, fmt.Sprintf("server-%d", i)
+		}
+		keys = append(keys, k)
+	}
+	mine := []*builtinKey{
+		{keyID: "x509-CA-A", serverID: "server-a", td: testTD, signer: shared, created: now},
+		{keyID: "JWT-Signer-A", serverID: "server-a", td: testTD, signer: shared, created: now},
+	}
+	seed(t, srv, azurekv.DefaultVaultName, append(keys, mine...))
+	srv.ResetCounts()
+
+	start := time.Now()
+	p := configured(t, pluginEnv(t, srv, allEnv...), srv.VaultURL(azurekv.DefaultVaultName), "server-a", "")
+	t.Logf("Configure with %d keys in the vault took %v", len(keys)+len(mine), time.Since(start))
+	got, err := p.GetPublicKeys(spireCtx(t))
+	if err != nil || len(got) != 2 {
+		t.Fatalf("GetPublicKeys = %v, %v; want the 2 own keys", got, err)
+	}
+	pages := (len(keys) + len(mine) + 24) / 25
+	c := srv.Counts()
+	for op, n := range c {
+		switch op {
+		case "ListKeys":
+			if n != pages {
+				t.Errorf("ListKeys requests = %d, want %d (one pass over %d keys, 25 per page)", n, pages, len(keys)+len(mine))
+			}
+		case "GetKey":
+			if n != len(mine) {
+				t.Errorf("GetKey requests = %d, want %d (own keys only)", n, len(mine))
+			}
+		case "Challenge", "Token":
+		default:
+			t.Errorf("unexpected %d %s requests at startup", n, op)
+		}
+	}
+	if c["ListKeys"] == 0 {
+		t.Errorf("no listing counted: %v", c)
+	}
+}
+
+// TestTwoServersAndCleanup runs two servers of one trust domain on one vault
+// with short liveness and cleanup intervals: each rotates and cleans up
+// without touching the other's live keys; once server B is gone and the
+// vault's clock is 15 days later, server A keeps its own keys alive and
+// retires B's as stale.
+func TestTwoServersAndCleanup(t *testing.T) {
+	srv := startEmulator(t, azurekv.Options{})
+	env := pluginEnv(t, srv, allEnv...)
+	vault := srv.VaultURL(azurekv.DefaultVaultName)
+	const fast = "liveness_interval = \"1s\"\ncleanup_interval = \"1s\"\n"
+	a := configured(t, env, vault, "server-a", fast)
+	b := configured(t, env, vault, "server-b", fast)
+	for _, p := range []*pluginhost.Plugin{a, b} {
+		generate(t, p, "x509-CA-A", keymanager.ECP256)
+		generate(t, p, "JWT-Signer-A", keymanager.ECP256)
+	}
+	generate(t, b, "x509-CA-A", keymanager.ECP256) // B rotates; B retires its old key
+	waitFor(t, func() bool { return len(srv.KeyNames(azurekv.DefaultVaultName)) == 4 })
+	waitCleanups(t, a, 2)
+	waitCleanups(t, b, 2)
+	before := srv.KeyNames(azurekv.DefaultVaultName)
+	if len(before) != 4 {
+		t.Fatalf("after both servers' cleanups the vault holds %v, want the 4 live keys", before)
+	}
+	owner := ownersOf(t, srv)
+
+	// Server B goes away; 15 days pass in the vault.
+	if err := b.Close(); err != nil {
+		t.Logf("Close B: %v", err)
+	}
+	srv.Clock().Advance(15 * 24 * time.Hour)
+	// A learns the vault's time from the next key it creates.
+	generate(t, a, "JWT-Signer-B", keymanager.ECP256)
+	waitFor(t, func() bool {
+		for _, n := range srv.KeyNames(azurekv.DefaultVaultName) {
+			if owner[n] == "server-b" {
+				return false
+			}
+		}
+		return true
+	})
+	live := srv.KeyNames(azurekv.DefaultVaultName)
+	for n, o := range owner {
+		if o == "server-a" && !slices.Contains(live, n) {
+			t.Errorf("server A's key %s was retired", n)
+		}
+	}
+	if !hasLog(a, "info", "Retired key generation") {
+		t.Errorf("server A did not log the retirement")
+	}
+	if srv.Counts()["UpdateKey"] == 0 {
+		t.Errorf("server A never kept its keys alive (no UpdateKey) after the clock moved")
+	}
+}
+
+// ownersOf maps the vault's live key names to their spire-server-id tag.
+func ownersOf(t *testing.T, srv *azurekv.Server) map[string]string {
+	t.Helper()
+	b, _ := openBackend(t, testConfig(t, srv, azurekv.DefaultVaultName, nil), "observer")
+	gens, err := b.ListGenerations(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, g := range gens {
+		out[g.Ref] = g.ServerID
+	}
+	return out
+}
+
+// waitCleanups waits for n more cleanup passes of p.
+func waitCleanups(t *testing.T, p *pluginhost.Plugin, n int) {
+	t.Helper()
+	seen := 0
+	for _, l := range p.Logs() {
+		if l.Message == "Cleanup pass done" {
+			seen++
+		}
+	}
+	waitFor(t, func() bool {
+		c := 0
+		for _, l := range p.Logs() {
+			if l.Message == "Cleanup pass done" {
+				c++
+			}
+		}
+		return c >= seen+n
+	})
+}
+
+// waitFor polls cond for up to 20 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within 20s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
