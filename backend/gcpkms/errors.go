@@ -44,15 +44,15 @@ func cloudError(err error, method, resource string) error {
 	}
 	switch code {
 	case codes.PermissionDenied:
-		return keymanager.Errorf(codes.PermissionDenied, "Cloud KMS %s on %s was denied: the plugin's identity needs the permission %s on it (see docs/gcp.md for the roles): %w", method, resource, permissions[method], err)
+		return keymanager.Errorf(codes.PermissionDenied, "Cloud KMS %s on %s was denied: grant the plugin's identity the permission %s (docs/gcp.md lists the roles): %w", method, resource, permissions[method], err)
 	case codes.Unauthenticated:
-		return keymanager.Errorf(codes.Unauthenticated, "Cloud KMS %s on %s: the credentials were refused (check service_account_file or the Application Default Credentials): %w", method, resource, err)
+		return keymanager.Errorf(codes.Unauthenticated, "Cloud KMS %s on %s: the credentials were refused; check service_account_file or the Application Default Credentials: %w", method, resource, err)
 	case codes.NotFound:
-		return keymanager.Errorf(codes.NotFound, "Cloud KMS %s: %s does not exist (for a key ring: create it first; the plugin creates keys, not key rings): %w", method, resource, err)
+		return keymanager.Errorf(codes.NotFound, "Cloud KMS %s: %s does not exist; the plugin creates keys, not key rings: %w", method, resource, err)
 	case codes.ResourceExhausted:
-		return keymanager.Errorf(codes.ResourceExhausted, "Cloud KMS %s on %s: quota exceeded, and still exceeded when the call's time budget ran out (retried with backoff); raise the project's Cloud KMS quota or spread the load: %w", method, resource, err)
+		return keymanager.Errorf(codes.ResourceExhausted, "Cloud KMS %s on %s: quota still exceeded when the call's time budget ran out: %w", method, resource, err)
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.Internal, codes.Unknown:
-		return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s did not succeed within the call's time budget (the service was unreachable or failing; retried with backoff): %w", method, resource, err)
+		return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed until the call's time budget ran out (unreachable or failing, retried): %w", method, resource, err)
 	case codes.Canceled:
 		return keymanager.Errorf(codes.Canceled, "Cloud KMS %s on %s: cancelled: %w", method, resource, err)
 	case codes.FailedPrecondition:

@@ -59,7 +59,7 @@ func (b *Backend) publicKey(ctx context.Context, version string) (crypto.PublicK
 		b.log.Warn("Cloud KMS public key failed an integrity check; asking again", "version", version, "check", failed, "attempt", attempt)
 		b.metrics.IncrCounter([]string{"kmskeeper", "gcpkms", "integrity_failures"}, 1, keymanager.Label{Name: "method", Value: "GetPublicKey"})
 	}
-	return nil, algorithm{}, keymanager.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the response failed the %s integrity check %d times in a row; the data was corrupted between Cloud KMS and the plugin", version, failed, maxIntegrityAttempts)
+	return nil, algorithm{}, keymanager.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the response failed the %s integrity check %d times in a row (corrupted in transit)", version, failed, maxIntegrityAttempts)
 }
 
 // parsePublicKey decodes a GetPublicKey response.
@@ -70,11 +70,11 @@ func parsePublicKey(version string, resp *kmspb.PublicKey) (crypto.PublicKey, al
 	}
 	block, _ := pem.Decode([]byte(resp.GetPem()))
 	if block == nil {
-		return nil, algorithm{}, keymanager.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s returned no PEM block", version)
+		return nil, algorithm{}, keymanager.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the response holds no PEM block", version)
 	}
 	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
 	if err != nil {
-		return nil, algorithm{}, keymanager.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: parsing the public key: %w", version, err)
+		return nil, algorithm{}, keymanager.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the public key cannot be parsed: %w", version, err)
 	}
 	if t, err := keymanager.KeyTypeOf(pub); err != nil || t != alg.keyType {
 		return nil, algorithm{}, keymanager.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the public key does not match its algorithm %s", version, alg.kms)

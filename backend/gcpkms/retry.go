@@ -134,7 +134,7 @@ func retryDelay(err error) time.Duration {
 // once when the wait would outlast ctx.
 func (b *Backend) pace(ctx context.Context, what string) error {
 	if err := b.writes.Wait(ctx); err != nil {
-		return keymanager.Errorf(codes.ResourceExhausted, "%s: not sent: the plugin paces its background writes under Cloud KMS's 60 writes a minute and the next slot is past this pass's deadline; the next pass continues (%v)", what, err)
+		return keymanager.Errorf(codes.ResourceExhausted, "%s: not sent: background writes are paced under 60 writes a minute and the next slot is past this pass's deadline (%v)", what, err)
 	}
 	return nil
 }

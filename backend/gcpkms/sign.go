@@ -42,7 +42,7 @@ func (b *Backend) Sign(ctx context.Context, g keymanager.Generation, digest []by
 		b.log.Warn("Cloud KMS signature failed an integrity check; signing again", "key_id", g.KeyID, "version", g.Ref, "check", failed, "attempt", attempt)
 		b.metrics.IncrCounter([]string{"kmskeeper", "gcpkms", "integrity_failures"}, 1, keymanager.Label{Name: "method", Value: "AsymmetricSign"})
 	}
-	return nil, keymanager.Errorf(codes.Internal, "Cloud KMS AsymmetricSign on %s: the response failed the %s integrity check %d times in a row; the request or response was corrupted between the plugin and Cloud KMS", g.Ref, failed, maxIntegrityAttempts)
+	return nil, keymanager.Errorf(codes.Internal, "Cloud KMS AsymmetricSign on %s: the response failed the %s integrity check %d times in a row (corrupted in transit)", g.Ref, failed, maxIntegrityAttempts)
 }
 
 // checkSignResponse returns the name of the first integrity check the
