@@ -94,7 +94,7 @@ func (b *Backend) fail(ctx context.Context, c *call, err error) error {
 	var be *budgetError
 	if errors.As(err, &be) {
 		if be.status == http.StatusTooManyRequests {
-			return keymanager.Errorf(codes.ResourceExhausted, "%s: throttled by the vault (%d throttled answers); %v. The vault's request limit is shared by everything using it: retry later, or spread the load over more vaults", where, c.throttled, be)
+			return keymanager.Errorf(codes.ResourceExhausted, "%s: throttled by the vault past the call's budget; the vault's request limit is shared by everything using it: retry later, or spread the load over more vaults (%v; %d throttled answers)", where, be, c.throttled)
 		}
 		return keymanager.Errorf(codes.Unavailable, "%s: %v", where, be)
 	}
@@ -111,7 +111,7 @@ func (b *Backend) fail(ctx context.Context, c *call, err error) error {
 		case errors.Is(ctx.Err(), context.Canceled) || errors.Is(err, context.Canceled):
 			return keymanager.Errorf(codes.Canceled, "%s: canceled: %w", where, err)
 		case c.lastStatus == http.StatusTooManyRequests:
-			return keymanager.Errorf(codes.ResourceExhausted, "%s: still throttled by the vault when the call's budget ran out (%d throttled answers in %d tries); the vault's request limit is shared by everything using it: retry later, or spread the load over more vaults", where, c.throttled, c.tries)
+			return keymanager.Errorf(codes.ResourceExhausted, "%s: still throttled by the vault when the call's budget ran out; the vault's request limit is shared by everything using it: retry later, or spread the load over more vaults (%d throttled answers in %d tries)", where, c.throttled, c.tries)
 		case c.lastStatus >= 500:
 			return keymanager.Errorf(codes.Unavailable, "%s: the vault kept answering %d until the call's budget ran out (%d tries)", where, c.lastStatus, c.tries)
 		}
@@ -150,7 +150,7 @@ func (b *Backend) failResponse(c *call, where string, re *azcore.ResponseError) 
 	case s == http.StatusConflict:
 		return keymanager.Errorf(codes.FailedPrecondition, "%s: %s", where, said)
 	case s == http.StatusTooManyRequests:
-		return keymanager.Errorf(codes.ResourceExhausted, "%s: throttled by the vault after %d tries (%s); the vault's request limit is shared by everything using it: retry later, or spread the load over more vaults", where, c.tries, said)
+		return keymanager.Errorf(codes.ResourceExhausted, "%s: throttled by the vault; the vault's request limit is shared by everything using it: retry later, or spread the load over more vaults (%d tries; %s)", where, c.tries, said)
 	case s == http.StatusRequestTimeout || s >= 500:
 		return keymanager.Errorf(codes.Unavailable, "%s: %s", where, said)
 	}
