@@ -65,10 +65,16 @@ func nameTail(keyID string) string {
 	return string(b)
 }
 
-// keyName returns a new key name for a generation of keyID, as the built-in
-// plugin forms it: spire-key-<UUIDv4>-<key ID>.
+// keyName returns a new key name for a generation of keyID, laid out as the
+// built-in plugin forms it: spire-key-<UUID>-<key ID>. The UUID is a version
+// 7 one (time-ordered, monotonic within the process), not the built-in's
+// version 4: Key Vault keeps creation times in whole seconds, and the engine
+// orders two generations created in the same second by their names, so a
+// random UUID made a restarted server serve the older of two generations of a
+// key ID created within one second (and retire the one GenerateKey had
+// returned). Both plugins parse any UUID at the fixed offset.
 func keyName(keyID string) string {
-	return keyPrefix + uuid.NewString() + "-" + nameTail(keyID)
+	return keyPrefix + uuid.Must(uuid.NewV7()).String() + "-" + nameTail(keyID)
 }
 
 // parsedName is what a key's name and tags say about it.

@@ -26,6 +26,20 @@ func TestKeyNames(t *testing.T) {
 	}
 }
 
+// TestKeyNamesOrdered checks that names of successive generations sort in
+// creation order: the engine breaks ties between generations created in the
+// same second (Key Vault's resolution) by name.
+func TestKeyNamesOrdered(t *testing.T) {
+	prev := keyName("x509-CA-A")
+	for range 1000 {
+		next := keyName("x509-CA-A")
+		if next <= prev {
+			t.Fatalf("keyName gave %s after %s: not in creation order", next, prev)
+		}
+		prev = next
+	}
+}
+
 // TestParseKeyOddKeys checks that keys which are not ours, or are ours but
 // malformed, never crash the listing (the built-in plugin dereferences a
 // missing spire-server-id tag).
