@@ -41,6 +41,10 @@ type demoTarget struct {
 	snippet func(pluginPath, checksum string) string
 	// close stops the emulator.
 	close func()
+	// store names what holds the keys ("vault", "key ring") and retired
+	// says what happens to a superseded key, for the step lines; empty
+	// means Key Vault's words.
+	store, retired string
 }
 
 // demoKeyRow is one key of the cloud as the final table shows it.
@@ -53,6 +57,7 @@ type demoKeyRow struct {
 // loopback and writes what the plugin process needs under dir.
 var demoTargets = map[string]func(ctx context.Context, dir string) (*demoTarget, error){
 	"azure": startAzureDemo,
+	"gcp":   startGCPDemo,
 }
 
 // runDemo runs SPIRE's key flow against a local emulator, with this very
@@ -60,7 +65,7 @@ var demoTargets = map[string]func(ctx context.Context, dir string) (*demoTarget,
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	backend := fs.String("backend", "azure", "the cloud to emulate: azure")
+	backend := fs.String("backend", "azure", "the cloud to emulate: azure or gcp")
 	keep := fs.Bool("keep", false, "leave the emulator running afterwards and print a server.conf KeyManager block pointing at it (Ctrl-C stops it)")
 	verbose := fs.Bool("verbose", false, "show the plugin's log lines")
 	fs.Usage = func() {
@@ -87,7 +92,7 @@ Flags:
 	}
 	setUp, ok := demoTargets[*backend]
 	if !ok {
-		return usageError{fmt.Sprintf("demo: unknown --backend %q (known: azure)", *backend)}
+		return usageError{fmt.Sprintf("demo: unknown --backend %q (known: azure, gcp)", *backend)}
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -242,10 +247,10 @@ func (d *demo) run(ctx context.Context, exe string, target *demoTarget, pluginSt
 	}
 
 	rows, err := d.waitRetired(ctx, target, 2)
-	if !d.check("The superseded x509-CA-A key is deleted from the vault", err, func() string { return "" }) {
+	if !d.check("The superseded x509-CA-A key is "+target.retiredWords(), err, func() string { return "" }) {
 		return
 	}
-	printKeyTable(d.out, rows)
+	printKeyTable(d.out, target.storeWord(), rows)
 }
 
 // waitRetired waits until the cloud holds want enabled keys: the engine
@@ -268,7 +273,7 @@ func (d *demo) waitRetired(ctx context.Context, target *demoTarget, want int) ([
 		case live == want:
 			return rows, nil
 		case time.Now().After(deadline):
-			return rows, fmt.Errorf("the vault still holds %d enabled keys, want %d", live, want)
+			return rows, fmt.Errorf("the %s still holds %d enabled keys, want %d", target.storeWord(), live, want)
 		}
 		select {
 		case <-ctx.Done():
@@ -278,9 +283,25 @@ func (d *demo) waitRetired(ctx context.Context, target *demoTarget, want int) ([
 	}
 }
 
+// storeWord names what holds the keys.
+func (t *demoTarget) storeWord() string {
+	if t.store == "" {
+		return "vault"
+	}
+	return t.store
+}
+
+// retiredWords says what happens to a superseded key.
+func (t *demoTarget) retiredWords() string {
+	if t.retired == "" {
+		return "deleted from the vault"
+	}
+	return t.retired
+}
+
 // printKeyTable prints the cloud's keys with their tags.
-func printKeyTable(w io.Writer, rows []demoKeyRow) {
-	fmt.Fprintf(w, "\nKeys in the vault:\n")
+func printKeyTable(w io.Writer, store string, rows []demoKeyRow) {
+	fmt.Fprintf(w, "\nKeys in the %s:\n", store)
 	width := len("NAME")
 	for _, r := range rows {
 		width = max(width, len(r.name))
