@@ -76,7 +76,6 @@ func (e *budgetError) NonRetriable() {}
 // retries early when a Retry-After hint is past the deadline.
 type tryPolicy struct {
 	metrics keymanager.Metrics
-	vault   string
 }
 
 func (p *tryPolicy) Do(req *policy.Request) (*http.Response, error) {
