@@ -133,13 +133,15 @@ func (b *Backend) Close() error { return b.client.Close() }
 
 // ListGenerations lists the trust domain's active keys with one filtered
 // CryptoKey listing, then the live versions of this server's keys. Other
-// servers' keys are one generation each (Ref is the CryptoKey name).
+// servers' keys are one generation each (Ref is the CryptoKey name), whose
+// versions are listed only when the key lacks spire-last-update (the
+// built-in plugin sets it only after 6 hours), so that its age is that of
+// its newest version, not of the CryptoKey.
 func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation, error) {
 	filter := fmt.Sprintf("labels.%s = %s AND labels.%s = true", labelTrustDomain, b.tdLabel, labelActive)
 	it := b.client.ListCryptoKeys(ctx, &kmspb.ListCryptoKeysRequest{Parent: b.opts.KeyRing, Filter: filter},
 		b.callOptions(ctx, "ListCryptoKeys", idempotent)...)
-	var own []*kmspb.CryptoKey
-	var gens []keymanager.Generation
+	var tasks []func() ([]keymanager.Generation, error)
 	for {
 		key, err := it.Next()
 		if errors.Is(err, iterator.Done) {
@@ -154,21 +156,55 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 		case !ok:
 			b.log.Debug("Ignoring a key with the trust domain's label that is not named spire-key-<server ID>-<key ID>", "key", key.GetName())
 		case serverID == b.opts.ServerID:
-			own = append(own, key)
+			tasks = append(tasks, func() ([]keymanager.Generation, error) { return b.listVersions(ctx, key) })
 		default:
-			gens = append(gens, b.foreignGeneration(key, keyID, serverID))
+			g := b.foreignGeneration(key, keyID, serverID)
+			if _, labelled := parseUnixLabel(key.GetLabels()[labelLastUpdate]); labelled {
+				tasks = append(tasks, func() ([]keymanager.Generation, error) { return []keymanager.Generation{g}, nil })
+				continue
+			}
+			tasks = append(tasks, func() ([]keymanager.Generation, error) {
+				newest, err := b.newestEnabled(ctx, key.GetName())
+				if newest.After(g.Updated) {
+					g.Updated = newest
+				}
+				return []keymanager.Generation{g}, err
+			})
 		}
 	}
-	ownGens, err := b.listOwnVersions(ctx, own)
-	if err != nil {
+	return runParallel(tasks)
+}
+
+// runParallel runs tasks a few at a time and concatenates their results in
+// order; the first error wins.
+func runParallel(tasks []func() ([]keymanager.Generation, error)) ([]keymanager.Generation, error) {
+	results := make([][]keymanager.Generation, len(tasks))
+	errs := make([]error, len(tasks))
+	sem := make(chan struct{}, maxParallelLists)
+	var wg sync.WaitGroup
+	for i, task := range tasks {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			results[i], errs[i] = task()
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return append(ownGens, gens...), nil
+	var out []keymanager.Generation
+	for _, r := range results {
+		out = append(out, r...)
+	}
+	return out, nil
 }
 
 // foreignGeneration describes another server's key as one generation.
-// Without a spire-last-update label (the built-in plugin sets it only on
-// its first liveness pass), the key's creation time stands for it.
+// Without a spire-last-update label, the key's creation time stands for it
+// until its versions say better.
 func (b *Backend) foreignGeneration(key *kmspb.CryptoKey, keyID, serverID string) keymanager.Generation {
 	created := key.GetCreateTime().AsTime()
 	updated, ok := parseUnixLabel(key.GetLabels()[labelLastUpdate])
@@ -182,31 +218,24 @@ func (b *Backend) foreignGeneration(key *kmspb.CryptoKey, keyID, serverID string
 	return g
 }
 
-// listOwnVersions lists the live versions of this server's keys, a few
-// keys at a time.
-func (b *Backend) listOwnVersions(ctx context.Context, keys []*kmspb.CryptoKey) ([]keymanager.Generation, error) {
-	results := make([][]keymanager.Generation, len(keys))
-	errs := make([]error, len(keys))
-	sem := make(chan struct{}, maxParallelLists)
-	done := make(chan struct{})
-	for i, key := range keys {
-		go func() {
-			sem <- struct{}{}
-			defer func() { <-sem; done <- struct{}{} }()
-			results[i], errs[i] = b.listVersions(ctx, key)
-		}()
-	}
-	for range keys {
-		<-done
-	}
-	var out []keymanager.Generation
-	for i := range keys {
-		if errs[i] != nil {
-			return nil, errs[i]
+// newestEnabled returns the creation time of a key's newest enabled
+// version (zero if none).
+func (b *Backend) newestEnabled(ctx context.Context, keyName string) (time.Time, error) {
+	it := b.client.ListCryptoKeyVersions(ctx, &kmspb.ListCryptoKeyVersionsRequest{Parent: keyName, Filter: "state = ENABLED"},
+		b.callOptions(ctx, "ListCryptoKeyVersions", idempotent)...)
+	var newest time.Time
+	for {
+		v, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return newest, nil
 		}
-		out = append(out, results[i]...)
+		if err != nil {
+			return newest, cloudError(err, "ListCryptoKeyVersions", keyName)
+		}
+		if t := v.GetCreateTime().AsTime(); t.After(newest) {
+			newest = t
+		}
 	}
-	return out, nil
 }
 
 // liveVersions selects the versions that can be or become a served key.

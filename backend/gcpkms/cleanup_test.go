@@ -46,6 +46,21 @@ func TestCleanupStaleServers(t *testing.T) {
 	if err := alive.KeepAlive(callCtx(t)); err != nil {
 		t.Fatalf("liveness of the live server: %v", err)
 	}
+	// A built-in server that restarts more often than its 6-hour liveness
+	// pass never labels its keys: an old CryptoKey with a recent version is
+	// not stale.
+	now := srv.Clock().Now()
+	restarting := testRing + "/cryptoKeys/spire-key-server-restarting-x509-CA-A"
+	if _, err := srv.SeedCryptoKey(emu.SeedKey{
+		Name: restarting, Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256, Labels: builtinLabels("server-restarting"),
+		CreateTime: now.Add(-60 * 24 * time.Hour),
+		Versions: []emu.SeedVersion{
+			{State: kmspb.CryptoKeyVersion_DESTROY_SCHEDULED, CreateTime: now.Add(-60 * 24 * time.Hour)},
+			{CreateTime: now.Add(-24 * time.Hour)},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	as, err := self.Cleanup(callCtx(t), true)
 	if err != nil {
@@ -77,16 +92,17 @@ func TestCleanupStaleServers(t *testing.T) {
 			t.Errorf("stale %s spire-active = %q, want false", k, l)
 		}
 	}
-	for _, k := range []string{key("server-alive", "x509-CA-A"), key("server-a", "x509-CA-A")} {
-		if st := versions(t, raw, k)[k+"/cryptoKeyVersions/1"]; st != kmspb.CryptoKeyVersion_ENABLED {
-			t.Errorf("%s version 1 is %v, want ENABLED", k, st)
+	for _, v := range []string{key("server-alive", "x509-CA-A") + "/cryptoKeyVersions/1", key("server-a", "x509-CA-A") + "/cryptoKeyVersions/1", restarting + "/cryptoKeyVersions/2"} {
+		k, _ := keyOfVersion(v)
+		if st := versions(t, raw, k)[v]; st != kmspb.CryptoKeyVersion_ENABLED {
+			t.Errorf("%s is %v, want ENABLED", v, st)
 		}
 	}
 
 	// Retired keys are no longer listed: the next pass has nothing to do.
 	as, err = self.Cleanup(callCtx(t), true)
-	if err != nil || len(as) != 2 {
-		t.Errorf("second cleanup listed %d generations (%v), want 2 (own and the live server's)", len(as), err)
+	if err != nil || len(as) != 3 {
+		t.Errorf("second cleanup listed %d generations (%v), want 3 (own and the live servers')", len(as), err)
 	}
 }
 

@@ -100,7 +100,7 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, keyID st
 		paths = append(paths, "version_template.algorithm")
 		update.VersionTemplate = &kmspb.CryptoKeyVersionTemplate{Algorithm: alg, ProtectionLevel: key.GetVersionTemplate().GetProtectionLevel()}
 	}
-	if want := b.ownKeyLabels(labels, ""); !maps.Equal(want, labels) {
+	if _, stamped := parseUnixLabel(labels[labelLastUpdate]); !stamped || !maps.Equal(b.ownKeyLabels(labels, ""), labels) {
 		if labels[labelActive] != "true" {
 			b.log.Info("Bringing an inactive key back into use", "key", name, "key_id", keyID)
 		}
