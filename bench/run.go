@@ -38,6 +38,7 @@ type sizes struct {
 	concurrency    time.Duration // length of each concurrency run (2, 7)
 	stallIdle      time.Duration // idle sampling before a stall (3)
 	stallSigners   int           // concurrent signers while stalling (3)
+	stallRounds    int           // idle/during rounds per stall (3)
 	healthEvery    time.Duration // simulated health-check period (4)
 	foreign        []int         // foreign keys at start-up (5)
 	livenessPerKey time.Duration // added latency per keep-alive call (3)
@@ -46,10 +47,10 @@ type sizes struct {
 func sizesFor(short bool) sizes {
 	if short {
 		return sizes{overheadN: 8, warmup: 2, concurrency: 300 * time.Millisecond, stallIdle: 300 * time.Millisecond,
-			stallSigners: 2, healthEvery: time.Hour, foreign: []int{0, 30}, livenessPerKey: 100 * time.Millisecond}
+			stallSigners: 2, stallRounds: 1, healthEvery: time.Hour, foreign: []int{0, 30}, livenessPerKey: 100 * time.Millisecond}
 	}
 	return sizes{overheadN: 400, warmup: 20, concurrency: 3 * time.Second, stallIdle: 2 * time.Second,
-		stallSigners: 4, healthEvery: time.Minute, foreign: []int{0, 1000, 5000}, livenessPerKey: 500 * time.Millisecond}
+		stallSigners: 4, stallRounds: 3, healthEvery: time.Minute, foreign: []int{0, 1000, 5000}, livenessPerKey: 500 * time.Millisecond}
 }
 
 // runner holds what every measurement of a run shares.
