@@ -93,8 +93,11 @@ func (c *Config) Check(string) error {
 // credentials' source cannot change while keys are served.
 func (c *Config) Fixed() string {
 	creds := "Application Default Credentials"
-	if c.ServiceAccountFile != "" {
+	switch {
+	case c.ServiceAccountFile != "":
 		creds = "service_account_file " + c.ServiceAccountFile
+	case c.endpoint.address != "" && isLoopback(hostOf(c.endpoint.address)):
+		creds = "no credentials unless GOOGLE_APPLICATION_CREDENTIALS is set"
 	}
 	return fmt.Sprintf("key ring %s via %s with %s", c.KeyRing, c.endpoint, creds)
 }

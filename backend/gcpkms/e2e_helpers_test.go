@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,23 +13,26 @@ import (
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
-// pluginBinary builds the release kmskeeper binary once for the package's
-// tests that launch it as SPIRE does, and returns its path.
+// pluginDir holds the built binary; TestMain sets it before any test runs.
+var pluginDir string
+
+// pluginBinary builds the release kmskeeper binary once, on first use, for
+// the package's tests that launch it as SPIRE does, and returns its path.
 var pluginBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "kmskeeper-gcpkms-")
-	if err != nil {
-		return "", err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	return pluginhost.Build(ctx, pluginhost.BuildOptions{Dir: dir})
+	return pluginhost.Build(ctx, pluginhost.BuildOptions{Dir: pluginDir})
 })
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if path, err := pluginBinary(); err == nil {
-		os.RemoveAll(filepath.Dir(path))
+	dir, err := os.MkdirTemp("", "kmskeeper-gcpkms-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
+	pluginDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
 	os.Exit(code)
 }
 

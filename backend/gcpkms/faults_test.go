@@ -199,3 +199,29 @@ func TestSignRefusesWhatTheKeyCannotDo(t *testing.T) {
 		t.Errorf("PSS signature: %v", err)
 	}
 }
+
+// TestProjectQuota runs against the emulator's per-minute quotas (the
+// service's RESOURCE_EXHAUSTED with its ErrorInfo): a write over the quota
+// is retried until the next minute's window opens, within the budget.
+func TestProjectQuota(t *testing.T) {
+	clock := emu.NewManualClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	srv, _ := startEmulator(t, emu.Options{Clock: clock, Quotas: true, QuotaLimits: emu.QuotaLimits{WritePerMinute: 1}})
+	metrics := &counter{}
+	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics })
+	fastRetries(b)
+	m := newManager(t, srv, b, "server-a", metrics)
+	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	// The second creation is over the minute's quota until the clock moves.
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		clock.Advance(time.Minute)
+	}()
+	if _, err := m.GenerateKey(callCtx(t), "JWT-Signer-A", keymanager.ECP256); err != nil {
+		t.Fatalf("GenerateKey over the write quota: %v", err)
+	}
+	if metrics.get("retries,method=CreateCryptoKey,reason=resource_exhausted") == 0 {
+		t.Error("the quota error was not retried")
+	}
+}
