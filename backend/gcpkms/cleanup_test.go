@@ -174,3 +174,45 @@ func TestPacing(t *testing.T) {
 		t.Error("the pacer waited although the slot is past the deadline")
 	}
 }
+
+// TestLiveness checks the liveness pass: keys whose spire-last-update is
+// older than a day get it refreshed (one read and one write each, labels set
+// by others kept); fresh keys cost nothing.
+func TestLiveness(t *testing.T) {
+	srv, raw := startEmulator(t, emu.Options{})
+	m := newManager(t, srv, newBackend(t, srv, "server-a", func(o *Options) { o.Labels = map[string]string{"team": "platform"} }), "server-a", nil)
+	for _, k := range spireKeys {
+		if _, err := m.GenerateKey(callCtx(t), k.id, k.t); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := testRing + "/cryptoKeys/spire-key-server-a-x509-CA-A"
+	k := getKey(t, raw, key)
+	k.Labels["owner"] = "someone-else"
+	if _, err := raw.UpdateCryptoKey(callCtx(t), &kmspb.UpdateCryptoKeyRequest{CryptoKey: k, UpdateMask: mask("labels")}); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.ResetCounts()
+	if err := m.KeepAlive(callCtx(t)); err != nil || len(srv.Counts()) != 0 {
+		t.Fatalf("liveness of fresh keys: %v, calls %v; want none", err, srv.Counts())
+	}
+	srv.Clock().Advance(48 * time.Hour)
+	if err := m.KeepAlive(callCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Counts(); got["GetCryptoKey"] != len(spireKeys) || got["UpdateCryptoKey"] != len(spireKeys) || len(got) != 2 {
+		t.Errorf("liveness calls = %v, want one GetCryptoKey and one UpdateCryptoKey per key", got)
+	}
+	labels := getKey(t, raw, key).GetLabels()
+	if ts, _ := parseUnixLabel(labels[labelLastUpdate]); ts.Unix() != srv.Clock().Now().Unix() {
+		t.Errorf("spire-last-update = %v, want %v", ts, srv.Clock().Now())
+	}
+	if labels["owner"] != "someone-else" || labels["team"] != "platform" {
+		t.Errorf("labels = %v, want others' and key_labels kept", labels)
+	}
+	srv.ResetCounts()
+	if err := m.KeepAlive(callCtx(t)); err != nil || len(srv.Counts()) != 0 {
+		t.Errorf("second liveness pass: %v, calls %v; want none", err, srv.Counts())
+	}
+}
