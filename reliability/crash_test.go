@@ -209,7 +209,7 @@ func runCrash(t *testing.T, s setup, cp crashPoint) {
 			t.Errorf("key %s was lost: the vault holds no generation of it", id)
 			continue
 		}
-		if got.Fingerprint != b.Fingerprint && !got.Created.After(timeOf(mine, b.Fingerprint)) {
+		if prev, ok := byFingerprint(mine, b.Fingerprint); got.Fingerprint != b.Fingerprint && ok && !newer(got, prev) {
 			t.Errorf("key %s: serving %s instead of %s, and it is not newer", id, got.Fingerprint, b.Fingerprint)
 		}
 	}
@@ -255,14 +255,14 @@ func runCrash(t *testing.T, s setup, cp crashPoint) {
 	}
 }
 
-// timeOf returns the creation time of the key with fingerprint fp.
-func timeOf(keys []key, fp string) time.Time {
+// byFingerprint returns the key with fingerprint fp.
+func byFingerprint(keys []key, fp string) (key, bool) {
 	for _, k := range keys {
 		if k.Fingerprint == fp {
-			return k.Created
+			return k, true
 		}
 	}
-	return time.Time{}
+	return key{}, false
 }
 
 func refs(keys []key) []string {

@@ -55,7 +55,7 @@ func signFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 	if !lasting {
 		h.v.inject(t, opSign, kind, transientCount)
 		attempts := 1
-		if !h.v.retries() {
+		if !h.v.absorbs(kind) {
 			// Nothing absorbs the fault: each request it fails is one
 			// SignData failing with the cause's code.
 			attempts = transientCount + 1
@@ -72,8 +72,8 @@ func signFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 		}
 	} else {
 		h.v.inject(t, opSign, kind, 0)
-		// SPIRE's 30 s deadline; a lasting fault must be reported before it.
-		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		// A lasting fault must be reported before the caller's deadline.
+		ctx, cancel := context.WithTimeout(t.Context(), suite.lastingDeadline())
 		defer cancel()
 		err := h.sign(ctx, p, pk)
 		if status.Code(err) != want {
@@ -89,7 +89,10 @@ func createFault(t *testing.T, s setup, kind faultKind) {
 	p := h.start(faultServer, faultExtra)
 	pk := h.mustGenerate(p, "x509-CA-A")
 	h.v.inject(t, opCreate, kind, 0)
-	if _, err := h.generate(p, "x509-CA-A"); status.Code(err) != h.v.persistentCode(kind) {
+	ctx, cancel := context.WithTimeout(t.Context(), suite.lastingDeadline())
+	defer cancel()
+	_, err := p.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256)
+	if status.Code(h.record(err)) != h.v.persistentCode(kind) {
 		t.Errorf("GenerateKey under a lasting %s = %v, want %v", kind, err, h.v.persistentCode(kind))
 	}
 	h.v.clear(t)

@@ -126,7 +126,12 @@ func (h *harness) start(serverID, extra string) *pluginhost.Plugin {
 }
 
 func (h *harness) configure(p *pluginhost.Plugin, serverID, extra string) error {
-	return h.record(p.Configure(callCtx(h.t), trustDomain, h.v.pluginData(serverID, extra)))
+	return h.configureData(p, h.v.pluginData(serverID, extra))
+}
+
+// configureData configures p for the trust domain with plugin_data hcl.
+func (h *harness) configureData(p *pluginhost.Plugin, hcl string) error {
+	return h.record(p.Configure(callCtx(h.t), trustDomain, hcl))
 }
 
 // generate asks p for a new EC P-256 key under id.
@@ -264,12 +269,18 @@ func own(keys []key, serverID string) []key {
 func newest(keys []key) map[string]key {
 	out := make(map[string]key)
 	for _, k := range keys {
-		cur, ok := out[k.KeyID]
-		if !ok || k.Created.After(cur.Created) || (k.Created.Equal(cur.Created) && k.Ref > cur.Ref) {
+		if cur, ok := out[k.KeyID]; !ok || newer(k, cur) {
 			out[k.KeyID] = k
 		}
 	}
 	return out
+}
+
+// newer reports whether a comes after b in the engine's order of
+// generations: creation time, then reference (clouds that keep whole
+// seconds create several generations in one).
+func newer(a, b key) bool {
+	return a.Created.After(b.Created) || (a.Created.Equal(b.Created) && a.Ref > b.Ref)
 }
 
 // byRef indexes keys by reference.

@@ -83,9 +83,10 @@ type vault interface {
 	// slow delays every request of op by d until clear.
 	slow(t *testing.T, o op, d time.Duration)
 	clear(t *testing.T)
-	// retries reports whether the backend retries transient faults itself
-	// (the cloud backends do; the memory backend does not).
-	retries() bool
+	// absorbs reports whether the backend retries kind itself within the
+	// call's budget (the cloud backends do, for what their SDKs and the
+	// cloud's guidance call transient; the memory backend does not).
+	absorbs(kind faultKind) bool
 	// persistentCode is the gRPC code SignData returns when kind does not
 	// clear within the budget.
 	persistentCode(kind faultKind) codes.Code
@@ -110,6 +111,8 @@ type setup struct {
 func setups() []setup {
 	return []setup{
 		{name: "memory", new: newMemoryVault},
+		{name: "azure", new: newAzureVault},
+		{name: "gcp", new: newGCPVault},
 	}
 }
 
@@ -224,7 +227,7 @@ func (v *memoryVault) clear(t *testing.T) {
 	}
 }
 
-func (v *memoryVault) retries() bool { return false }
+func (v *memoryVault) absorbs(faultKind) bool { return false }
 
 // persistentCode is the code the memory backend's injected fault carries:
 // the one a cloud backend gives the same failure.
