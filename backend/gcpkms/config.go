@@ -96,7 +96,7 @@ func (c *Config) Fixed() string {
 	switch {
 	case c.ServiceAccountFile != "":
 		creds = "service_account_file " + c.ServiceAccountFile
-	case c.endpoint.address != "" && isLoopback(hostOf(c.endpoint.address)):
+	case c.endpoint.loopback:
 		creds = "no credentials unless GOOGLE_APPLICATION_CREDENTIALS is set"
 	}
 	return fmt.Sprintf("key ring %s via %s with %s", c.KeyRing, c.endpoint, creds)
@@ -113,7 +113,9 @@ func (c *Config) Open(ctx context.Context, p config.OpenParams) (keymanager.Back
 	if err != nil {
 		return nil, keymanager.Errorf(codes.InvalidArgument, "%w", err)
 	}
+	clock := newCloudClock()
 	opts := append(c.endpoint.clientOptions(), creds.options...)
+	opts = append(opts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(clock.interceptor)))
 	b, err := New(ctx, Options{
 		KeyRing:             c.KeyRing,
 		TrustDomain:         p.TrustDomain,
@@ -125,6 +127,7 @@ func (c *Config) Open(ctx context.Context, p config.OpenParams) (keymanager.Back
 		ClientOptions:       opts,
 		ServiceAccountEmail: creds.email,
 		LookupEmail:         creds.lookup,
+		Now:                 clock.Now,
 		Logger:              p.Logger,
 		Metrics:             p.Metrics,
 	})

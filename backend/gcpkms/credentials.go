@@ -93,7 +93,7 @@ func loadCredentials(serviceAccountFile string, ep endpoint, getenv func(string)
 		}, nil
 	}
 	adcFile := getenv("GOOGLE_APPLICATION_CREDENTIALS")
-	if adcFile == "" && ep.address != "" && isLoopback(hostOf(ep.address)) {
+	if adcFile == "" && ep.loopback {
 		return credentials{options: []option.ClientOption{option.WithoutAuthentication()}, describe: "none (loopback endpoint)"}, nil
 	}
 	c := credentials{describe: "Application Default Credentials"}
@@ -126,11 +126,4 @@ func metadataEmail() func(ctx context.Context) (string, error) {
 		})
 		return email, err
 	}
-}
-
-func hostOf(address string) string {
-	if i := strings.LastIndex(address, ":"); i >= 0 {
-		return strings.Trim(address[:i], "[]")
-	}
-	return address
 }

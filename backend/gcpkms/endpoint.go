@@ -11,6 +11,8 @@ import (
 type endpoint struct {
 	// address is host:port ("" for the service's default).
 	address string
+	// loopback is true for 127.0.0.0/8, ::1 and localhost.
+	loopback bool
 	// plaintext is true for a loopback endpoint without https://.
 	plaintext bool
 }
@@ -51,7 +53,7 @@ func parseEndpoint(s string) (endpoint, error) {
 	case scheme == "" && loopback && err != nil:
 		return endpoint{}, fmt.Errorf("endpoint %q is a loopback address without a port: write host:port (for example 127.0.0.1:9010)", s)
 	}
-	return endpoint{address: net.JoinHostPort(host, port), plaintext: loopback && scheme != "https"}, nil
+	return endpoint{address: net.JoinHostPort(host, port), loopback: loopback, plaintext: loopback && scheme != "https"}, nil
 }
 
 // isLoopback reports whether host is a loopback name or address. Names are

@@ -75,11 +75,6 @@ func cryptoKeyID(serverID, keyID string) string {
 	return cryptoKeyPrefix + serverID + "-" + keyID
 }
 
-// cryptoKeyName returns the CryptoKey resource name of a SPIRE key.
-func cryptoKeyName(keyRing, serverID, keyID string) string {
-	return keyRing + "/cryptoKeys/" + cryptoKeyID(serverID, keyID)
-}
-
 // spireKeyID recovers the SPIRE key ID from a CryptoKey resource name, given
 // the server ID its labels name. Server IDs may contain '-', so the label,
 // not the name, says where the server ID ends.

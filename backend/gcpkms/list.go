@@ -1,0 +1,160 @@
+package gcpkms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"cloud.google.com/go/kms/apiv1/kmspb"
+	"google.golang.org/api/iterator"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
+)
+
+// ListGenerations lists the trust domain's active keys with one filtered
+// CryptoKey listing, then the live versions of this server's keys. Other
+// servers' keys are one generation each (Ref is the CryptoKey name), whose
+// versions are listed only when the key lacks spire-last-update (the
+// built-in plugin sets it only after 6 hours), so that its age is that of
+// its newest version, not of the CryptoKey.
+func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation, error) {
+	filter := fmt.Sprintf("labels.%s = %s AND labels.%s = true", labelTrustDomain, b.tdLabel, labelActive)
+	it := b.client.ListCryptoKeys(ctx, &kmspb.ListCryptoKeysRequest{Parent: b.opts.KeyRing, Filter: filter},
+		b.callOptions(ctx, "ListCryptoKeys", idempotent)...)
+	var tasks []func() ([]keymanager.Generation, error)
+	for {
+		key, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			break
+		}
+		if err != nil {
+			return nil, cloudError(err, "ListCryptoKeys", b.opts.KeyRing)
+		}
+		serverID := key.GetLabels()[labelServerID]
+		keyID, ok := spireKeyID(key.GetName(), serverID)
+		switch {
+		case !ok:
+			b.log.Debug("Ignoring a key with the trust domain's label that is not named spire-key-<server ID>-<key ID>", "key", key.GetName())
+		case serverID == b.opts.ServerID:
+			tasks = append(tasks, func() ([]keymanager.Generation, error) { return b.listVersions(ctx, key) })
+		default:
+			g := b.foreignGeneration(key, keyID, serverID)
+			if _, labelled := parseUnixLabel(key.GetLabels()[labelLastUpdate]); labelled {
+				tasks = append(tasks, func() ([]keymanager.Generation, error) { return []keymanager.Generation{g}, nil })
+				continue
+			}
+			tasks = append(tasks, func() ([]keymanager.Generation, error) {
+				newest, err := b.newestEnabled(ctx, key.GetName())
+				if newest.After(g.Updated) {
+					g.Updated = newest
+				}
+				return []keymanager.Generation{g}, err
+			})
+		}
+	}
+	return runParallel(tasks)
+}
+
+// runParallel runs tasks a few at a time and concatenates their results in
+// order; the first error wins.
+func runParallel(tasks []func() ([]keymanager.Generation, error)) ([]keymanager.Generation, error) {
+	results := make([][]keymanager.Generation, len(tasks))
+	errs := make([]error, len(tasks))
+	sem := make(chan struct{}, maxParallelLists)
+	var wg sync.WaitGroup
+	for i, task := range tasks {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			results[i], errs[i] = task()
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	var out []keymanager.Generation
+	for _, r := range results {
+		out = append(out, r...)
+	}
+	return out, nil
+}
+
+// foreignGeneration describes another server's key as one generation.
+// Without a spire-last-update label, the key's creation time stands for it
+// until its versions say better.
+func (b *Backend) foreignGeneration(key *kmspb.CryptoKey, keyID, serverID string) keymanager.Generation {
+	created := key.GetCreateTime().AsTime()
+	updated, ok := parseUnixLabel(key.GetLabels()[labelLastUpdate])
+	if !ok {
+		updated = created
+	}
+	g := keymanager.Generation{KeyID: keyID, Ref: key.GetName(), ServerID: serverID, Created: created, Updated: updated}
+	if a, ok := lookupAlgorithm(key.GetVersionTemplate().GetAlgorithm()); ok {
+		g.Type = a.keyType
+	}
+	return g
+}
+
+// newestEnabled returns the creation time of a key's newest enabled
+// version (zero if none).
+func (b *Backend) newestEnabled(ctx context.Context, keyName string) (time.Time, error) {
+	it := b.client.ListCryptoKeyVersions(ctx, &kmspb.ListCryptoKeyVersionsRequest{Parent: keyName, Filter: "state = ENABLED"},
+		b.callOptions(ctx, "ListCryptoKeyVersions", idempotent)...)
+	var newest time.Time
+	for {
+		v, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return newest, nil
+		}
+		if err != nil {
+			return newest, cloudError(err, "ListCryptoKeyVersions", keyName)
+		}
+		if t := v.GetCreateTime().AsTime(); t.After(newest) {
+			newest = t
+		}
+	}
+}
+
+// liveVersions selects the versions that can be or become a served key.
+// PENDING_GENERATION is included so that a version created just before a
+// crash is found (and, being the newest, served once ready).
+const liveVersions = "state = ENABLED OR state = PENDING_GENERATION"
+
+// listVersions lists the live versions of one of this server's keys.
+func (b *Backend) listVersions(ctx context.Context, key *kmspb.CryptoKey) ([]keymanager.Generation, error) {
+	keyID, _ := spireKeyID(key.GetName(), b.opts.ServerID)
+	lastUpdate, hasLastUpdate := parseUnixLabel(key.GetLabels()[labelLastUpdate])
+	it := b.client.ListCryptoKeyVersions(ctx, &kmspb.ListCryptoKeyVersionsRequest{Parent: key.GetName(), Filter: liveVersions},
+		b.callOptions(ctx, "ListCryptoKeyVersions", idempotent)...)
+	var out []keymanager.Generation
+	for {
+		v, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, cloudError(err, "ListCryptoKeyVersions", key.GetName())
+		}
+		g := keymanager.Generation{
+			KeyID:    keyID,
+			Ref:      v.GetName(),
+			ServerID: b.opts.ServerID,
+			Created:  v.GetCreateTime().AsTime(),
+		}
+		// A version is as recent as the last liveness stamp of its key or
+		// its own creation, whichever is later.
+		g.Updated = g.Created
+		if hasLastUpdate && lastUpdate.After(g.Updated) {
+			g.Updated = lastUpdate
+		}
+		if a, ok := lookupAlgorithm(v.GetAlgorithm()); ok {
+			g.Type, g.Algorithm = a.keyType, a.kms.String()
+		}
+		out = append(out, g)
+	}
+}
