@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
+	"google.golang.org/grpc/codes"
 
 	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
 	"github.com/kmskeeper/kmskeeper/keymanager"
@@ -94,4 +95,46 @@ func TestGenerateSignRotate(t *testing.T) {
 	if _, ok := parseUnixLabel(labels[labelLastUpdate]); !ok {
 		t.Errorf("label %s = %q, want Unix seconds (set at creation)", labelLastUpdate, labels[labelLastUpdate])
 	}
+}
+
+// TestRetireIsIdempotent checks that retiring a version already scheduled
+// for destruction, or gone, is not an error.
+func TestRetireIsIdempotent(t *testing.T) {
+	srv, raw := startEmulator(t, emu.Options{})
+	b := newBackend(t, srv, "server-a")
+	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := b.Retire(callCtx(t), g); err != nil {
+			t.Fatalf("Retire #%d: %v", i+1, err)
+		}
+	}
+	if st := versions(t, raw, testRing+"/cryptoKeys/spire-key-server-a-x509-CA-A")[g.Ref]; st != kmspb.CryptoKeyVersion_DESTROY_SCHEDULED {
+		t.Errorf("%s is %v, want DESTROY_SCHEDULED", g.Ref, st)
+	}
+	g.Ref = testRing + "/cryptoKeys/spire-key-server-a-x509-CA-A/cryptoKeyVersions/99"
+	if err := b.Retire(callCtx(t), g); err != nil {
+		t.Errorf("Retire of a missing version: %v", err)
+	}
+}
+
+// TestCreateRefuses checks the keys Create will not make or take over.
+func TestCreateRefuses(t *testing.T) {
+	srv, _ := startEmulator(t, emu.Options{})
+	// Server "a" and server "a-b" both map "b-x509-CA-A"/"x509-CA-A" to
+	// spire-key-a-b-x509-CA-A: the labels say whose it is.
+	if _, err := newBackend(t, srv, "a-b").Create(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	_, err := newBackend(t, srv, "a").Create(callCtx(t), "b-x509-CA-A", keymanager.ECP256)
+	wantCode(t, err, codes.FailedPrecondition, `belongs to server "a-b"`)
+
+	other := newBackend(t, srv, "a-b", func(o *Options) { o.TrustDomain = "other.org" })
+	_, err = other.Create(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	wantCode(t, err, codes.FailedPrecondition, "another trust domain")
+
+	_, err = newBackend(t, srv, "server-a").Create(callCtx(t), "x509.CA", keymanager.ECP256)
+	wantCode(t, err, codes.InvalidArgument, `key ID "x509.CA"`)
 }
