@@ -1,7 +1,10 @@
 package gcpkms
 
 import (
+	"context"
 	"crypto"
+	"fmt"
+	"path/filepath"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,6 +12,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
 	"github.com/kmskeeper/kmskeeper/keymanager"
@@ -73,4 +78,43 @@ func TestBinaryAdoptsBuiltinKeys(t *testing.T) {
 	if lu, ok := parseUnixLabel(getKey(t, raw, key).GetLabels()[labelLastUpdate]); !ok || time.Since(lu) > time.Minute {
 		t.Errorf("spire-last-update = %v, want it stamped when the key was brought up to date", lu)
 	}
+}
+
+// TestBinaryOverTLSWithServiceAccount runs the built binary against the
+// emulator over TLS (its CA trusted through SSL_CERT_FILE, as an operator
+// would for a TLS-intercepting proxy) with a service account key file and
+// permission checks: the real transport and the real auth handshake.
+func TestBinaryOverTLSWithServiceAccount(t *testing.T) {
+	srv, _ := startEmulator(t, emu.Options{TLS: true, Principals: map[string][]string{pluginAccount: ringPermissions}})
+	dir := t.TempDir()
+	ca, sa := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "sa.json")
+	if err := srv.WriteCAFile(ca); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.WriteServiceAccountFile(pluginAccount, sa); err != nil {
+		t.Fatal(err)
+	}
+	p := launch(t, "SSL_CERT_FILE="+ca)
+	data := fmt.Sprintf("key_ring = %q\nendpoint = %q\nservice_account_file = %q\nkey_identifier_value = \"tls-server\"\n", testRing, "https://"+srv.Addr(), sa)
+	if err := p.Configure(callCtx(t), testTrustDomain, data); err != nil {
+		t.Fatalf("Configure: %v", err)
+	}
+	pk, err := p.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	if err != nil {
+		t.Fatalf("GenerateKey: %v", err)
+	}
+	// Signing is allowed by the default key policy, not by the key ring.
+	if _, fp, err := p.SignData(callCtx(t), "x509-CA-A", digestOf(crypto.SHA256, "tls"), crypto.SHA256); err != nil || fp != pk.Fingerprint {
+		t.Fatalf("SignData = %s, %v", fp, err)
+	}
+
+	// Plaintext to a TLS endpoint fails with Unavailable, not a hang.
+	plain := launch(t)
+	short, cancel := context.WithTimeout(t.Context(), 4*time.Second)
+	defer cancel()
+	err = plain.Configure(short, testTrustDomain, fmt.Sprintf("key_ring = %q\nendpoint = %q\nservice_account_file = %q\nkey_identifier_value = \"tls-server\"\n", testRing, srv.Addr(), sa))
+	if c := status.Code(err); c != codes.Unavailable {
+		t.Fatalf("Configure over plaintext against a TLS endpoint = %v, want Unavailable", err)
+	}
+	t.Logf("plaintext against TLS: %v", err)
 }
