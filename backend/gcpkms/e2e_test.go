@@ -3,11 +3,11 @@ package gcpkms
 import (
 	"context"
 	"crypto"
-	"fmt"
-	"path/filepath"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
