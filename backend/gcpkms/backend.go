@@ -2,6 +2,7 @@ package gcpkms
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -9,8 +10,8 @@ import (
 	kms "cloud.google.com/go/kms/apiv1"
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/time/rate"
 	"google.golang.org/api/option"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
@@ -44,7 +45,8 @@ type Options struct {
 	// WriteInterval paces background writes (liveness labels, destructions);
 	// zero means DefaultWriteInterval.
 	WriteInterval time.Duration
-	// Now stamps spire-last-update; nil means time.Now.
+	// Now is the local clock (the cloud's time is estimated from it and
+	// the creation times the service reports); nil means time.Now.
 	Now func() time.Time
 	// Logger and Metrics receive the backend's logs and retry counts.
 	Logger  hclog.Logger
@@ -53,10 +55,11 @@ type Options struct {
 
 // DefaultWriteInterval spaces background writes: 30 a minute, half of the
 // project's 60 writes a minute, so that key creation and other servers keep
-// room. A burst of writeBurst goes at once (a liveness pass over 4 keys).
+// room. A burst of writeBurst goes at once (a liveness pass over 4 keys and
+// the retirement of the versions a rotation superseded).
 const (
 	DefaultWriteInterval = 2 * time.Second
-	writeBurst           = 5
+	writeBurst           = 10
 )
 
 // maxParallelLists bounds concurrent version listings at start-up.
@@ -70,8 +73,8 @@ type Backend struct {
 	tdLabel string
 	log     hclog.Logger
 	metrics keymanager.Metrics
-	writes  *rate.Limiter
-	now     func() time.Time
+	writes  *pacer
+	clock   *cloudClock
 	// backoffs are the retry pauses (tests shorten them).
 	backoffs backoffs
 	// noPolicyWarning makes the "no default policy" warning appear once.
@@ -95,7 +98,13 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	if opts.Scheme == "" {
 		opts.Scheme = SchemePKCS1
 	}
-	client, err := kms.NewKeyManagementClient(ctx, opts.ClientOptions...)
+	clock := newCloudClock()
+	if opts.Now != nil {
+		clock.local = opts.Now
+	}
+	// Every creation time the service answers with moves the clock.
+	clientOpts := append(slices.Clip(opts.ClientOptions), option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(clock.interceptor)))
+	client, err := kms.NewKeyManagementClient(ctx, clientOpts...)
 	if err != nil {
 		return nil, keymanager.Errorf(codes.FailedPrecondition, "creating the Cloud KMS client (credentials and endpoint): %w", err)
 	}
@@ -105,8 +114,8 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 		tdLabel:  trustDomainLabel(opts.TrustDomain),
 		log:      opts.Logger,
 		metrics:  opts.Metrics,
-		now:      opts.Now,
 		backoffs: defaultBackoffs(),
+		clock:    clock,
 	}
 	if b.log == nil {
 		b.log = hclog.NewNullLogger()
@@ -114,14 +123,11 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	if b.metrics == nil {
 		b.metrics = nopMetrics{}
 	}
-	if b.now == nil {
-		b.now = time.Now
-	}
 	interval := opts.WriteInterval
 	if interval <= 0 {
 		interval = DefaultWriteInterval
 	}
-	b.writes = rate.NewLimiter(rate.Every(interval), writeBurst)
+	b.writes = &pacer{clock: b.clock, interval: interval, burst: writeBurst}
 	return b, nil
 }
 

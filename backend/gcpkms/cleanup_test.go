@@ -216,3 +216,47 @@ func TestLiveness(t *testing.T) {
 		t.Errorf("second liveness pass: %v, calls %v; want none", err, srv.Counts())
 	}
 }
+
+// TestCleanupSparesRecentVersions checks that a key whose liveness stamp is
+// past the stale period but which got a version within it (its server came
+// back and rotated) is left alone.
+func TestCleanupSparesRecentVersions(t *testing.T) {
+	srv, raw := startEmulator(t, emu.Options{})
+	now := srv.Clock().Now()
+	labels := builtinLabels("server-back")
+	labels[labelLastUpdate] = unixLabel(now.Add(-20 * 24 * time.Hour))
+	name := testRing + "/cryptoKeys/spire-key-server-back-x509-CA-A"
+	if _, err := srv.SeedCryptoKey(emu.SeedKey{
+		Name: name, Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256, Labels: labels, CreateTime: now.Add(-30 * 24 * time.Hour),
+		Versions: []emu.SeedVersion{{CreateTime: now.Add(-time.Hour)}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
+	_, err := m.Cleanup(callCtx(t), true)
+	wantCode(t, err, codes.Aborted, "after it was listed as stale")
+	if st := versions(t, raw, name)[name+"/cryptoKeyVersions/1"]; st != kmspb.CryptoKeyVersion_ENABLED {
+		t.Errorf("the recent version is %v, want ENABLED", st)
+	}
+}
+
+// TestStampsFollowTheCloudClock runs a server whose local clock is three
+// days behind Cloud KMS's: once the service has reported a creation time,
+// liveness stamps carry the cloud's time, so other servers (judging by the
+// cloud's clock) do not see its keys as older than they are.
+func TestStampsFollowTheCloudClock(t *testing.T) {
+	srv, raw := startEmulator(t, emu.Options{})
+	srv.Clock().Advance(72 * time.Hour)
+	b := newBackend(t, srv, "server-a", func(o *Options) { o.Now = time.Now })
+	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.KeepAlive(callCtx(t), g); err != nil {
+		t.Fatal(err)
+	}
+	stamp, _ := parseUnixLabel(getKey(t, raw, testRing+"/cryptoKeys/spire-key-server-a-x509-CA-A").GetLabels()[labelLastUpdate])
+	if d := srv.Clock().Now().Sub(stamp); d < -time.Minute || d > time.Minute {
+		t.Errorf("spire-last-update is %v behind the cloud's clock, want about 0", d)
+	}
+}

@@ -146,10 +146,10 @@ func (b *Backend) listVersions(ctx context.Context, key *kmspb.CryptoKey) ([]key
 			ServerID: b.opts.ServerID,
 			Created:  v.GetCreateTime().AsTime(),
 		}
-		// A version is as recent as the last liveness stamp of its key or
-		// its own creation, whichever is later.
+		// Other servers judge the key by its liveness stamp (or, without
+		// one, by its versions), so that is what liveness must keep fresh.
 		g.Updated = g.Created
-		if hasLastUpdate && lastUpdate.After(g.Updated) {
+		if hasLastUpdate {
 			g.Updated = lastUpdate
 		}
 		if a, ok := lookupAlgorithm(v.GetAlgorithm()); ok {

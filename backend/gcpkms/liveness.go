@@ -24,7 +24,7 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 	if err := b.pace(ctx, "keeping "+keyName+" alive"); err != nil {
 		return g, err
 	}
-	now := b.now()
+	now := b.clock.Now()
 	labels := b.ownKeyLabels(key.GetLabels(), unixLabel(now))
 	if err := b.updateLabels(ctx, keyName, labels); err != nil {
 		return g, err

@@ -3,6 +3,7 @@ package gcpkms
 import (
 	"context"
 	"errors"
+	"time"
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/api/iterator"
@@ -82,6 +83,7 @@ func (b *Backend) retireKey(ctx context.Context, g keymanager.Generation) error 
 	it := b.client.ListCryptoKeyVersions(ctx, &kmspb.ListCryptoKeyVersionsRequest{Parent: g.Ref, Filter: "state = ENABLED"},
 		b.callOptions(ctx, "ListCryptoKeyVersions", idempotent)...)
 	var versions []string
+	var newest time.Time
 	for {
 		v, err := it.Next()
 		if errors.Is(err, iterator.Done) {
@@ -91,6 +93,12 @@ func (b *Backend) retireKey(ctx context.Context, g keymanager.Generation) error 
 			return cloudError(err, "ListCryptoKeyVersions", g.Ref)
 		}
 		versions = append(versions, v.GetName())
+		newest = latest(newest, v.GetCreateTime().AsTime())
+	}
+	// A version made within the stale period means its server rotated the
+	// key recently (it came back, or stamps lag behind): not abandoned.
+	if newest.After(g.Updated) && b.clock.Now().Sub(newest) < keymanager.DefaultStaleAfter {
+		return keymanager.Errorf(codes.Aborted, "not retiring %s: server %q created a version of it on %s, after it was listed as stale", g.Ref, g.ServerID, newest.UTC().Format(time.RFC3339))
 	}
 	for _, v := range versions {
 		if err := b.destroyVersion(ctx, v); err != nil {
@@ -103,4 +111,11 @@ func (b *Backend) retireKey(ctx context.Context, g keymanager.Generation) error 
 	}
 	labels[labelActive] = "false"
 	return b.updateLabels(ctx, g.Ref, labels)
+}
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

@@ -130,11 +130,7 @@ func retryDelay(err error) time.Duration {
 
 // pace waits for the write pacer before a background write (liveness
 // labels, destructions), so that a pass over many keys stays under the
-// project's 60 writes a minute and leaves room for key creation. It fails at
-// once when the wait would outlast ctx.
+// project's 60 writes a minute and leaves room for key creation.
 func (b *Backend) pace(ctx context.Context, what string) error {
-	if err := b.writes.Wait(ctx); err != nil {
-		return keymanager.Errorf(codes.ResourceExhausted, "%s: not sent: background writes are paced under 60 writes a minute and the next slot is past this pass's deadline (%v)", what, err)
-	}
-	return nil
+	return b.writes.wait(ctx, what)
 }
