@@ -217,7 +217,9 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, v *vault, seg
 		return rt.op
 	}
 
+	var malform Malform
 	if f, ok := s.faults.match(v.name, rt.op); ok {
+		malform = f.Malform
 		if f.Latency > 0 {
 			t := time.NewTimer(time.Duration(f.Latency))
 			select {
@@ -260,6 +262,9 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, v *vault, seg
 	if status == http.StatusNoContent {
 		w.WriteHeader(status)
 		return rt.op
+	}
+	if malform != "" {
+		out = damage(malform, out, body)
 	}
 	writeJSON(w, status, out)
 	return rt.op

@@ -32,6 +32,9 @@ type Fault struct {
 	Drop bool `json:"drop,omitempty"`
 	// Latency delays the request before it is answered or processed.
 	Latency Duration `json:"latency,omitempty"`
+	// Malform lets the request run and then damages its answer (see the
+	// Malform modes), to test that a client checks what the vault says.
+	Malform Malform `json:"malform,omitempty"`
 	// Count is how many matching requests the fault affects; 0 means until
 	// ClearFaults.
 	Count int `json:"count,omitempty"`
@@ -116,7 +119,7 @@ func (fs *faultSet) match(vault, op string) (f Fault, ok bool) {
 	for _, st := range fs.faults {
 		if !found && (st.Op == "" || strings.EqualFold(st.Op, op)) && (st.Vault == "" || strings.EqualFold(st.Vault, vault)) {
 			latency += time.Duration(st.Latency)
-			answers := st.Status != 0 || st.Drop
+			answers := st.Status != 0 || st.Drop || st.Malform != ""
 			if answers {
 				f, found = st.Fault, true
 			}
