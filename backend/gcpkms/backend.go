@@ -75,6 +75,8 @@ type Backend struct {
 	metrics keymanager.Metrics
 	writes  *pacer
 	clock   *cloudClock
+	// calls are the calls in progress, which Close waits for.
+	calls *inflight
 	// backoffs are the retry pauses (tests shorten them).
 	backoffs backoffs
 	// noPolicyWarning makes the "no default policy" warning appear once.
@@ -116,6 +118,7 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 		metrics:  opts.Metrics,
 		backoffs: defaultBackoffs(),
 		clock:    clock,
+		calls:    newInflight(),
 	}
 	if b.log == nil {
 		b.log = hclog.NewNullLogger()
@@ -131,8 +134,12 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	return b, nil
 }
 
-// Close releases the client's connection.
-func (b *Backend) Close() error { return b.client.Close() }
+// Close releases the client's connection once the calls in progress are
+// done (they end by their deadlines).
+func (b *Backend) Close() error {
+	b.calls.wait()
+	return b.client.Close()
+}
 
 // mask is an update mask of the given paths.
 func mask(paths ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: paths} }

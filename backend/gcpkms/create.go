@@ -3,7 +3,6 @@ package gcpkms
 import (
 	"context"
 	"errors"
-	"maps"
 	"time"
 
 	"cloud.google.com/go/iam/apiv1/iampb"
@@ -20,6 +19,7 @@ import (
 // A CryptoKey that cleanup marked inactive, or that lost its labels, is
 // brought back into use (labels fixed), never answered with AlreadyExists.
 func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType) (keymanager.Generation, error) {
+	defer b.calls.start()()
 	id := cryptoKeyID(b.opts.ServerID, keyID)
 	if !cryptoKeyIDPattern.MatchString(id) {
 		return keymanager.Generation{}, keymanager.Errorf(codes.InvalidArgument, "key ID %q cannot be stored in Cloud KMS: its CryptoKey ID %q must be 1 to 63 letters, digits, '-' or '_'", keyID, id)
@@ -101,24 +101,20 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, keyID st
 		paths = append(paths, "version_template.algorithm")
 		update.VersionTemplate = &kmspb.CryptoKeyVersionTemplate{Algorithm: alg, ProtectionLevel: key.GetVersionTemplate().GetProtectionLevel()}
 	}
-	// The generation is as fresh as the key's liveness stamp, which other
-	// servers judge it by; the engine's liveness pass refreshes an old one.
-	updated, stamped := parseUnixLabel(labels[labelLastUpdate])
-	if !stamped || !maps.Equal(b.ownKeyLabels(labels, ""), labels) {
-		if labels[labelActive] != "true" {
-			b.log.Info("Bringing an inactive key back into use", "key", name, "key_id", keyID)
-		}
-		now := b.clock.Now()
-		update.Labels = b.ownKeyLabels(labels, unixLabel(now))
-		updated = time.Unix(now.Unix(), 0)
-		paths = append(paths, "labels")
+	// Other servers judge a key by its liveness stamp alone, so a rotation
+	// stamps it too (in the same update as any other fix): the key is then
+	// never seen older than its newest version.
+	if labels[labelActive] != "true" {
+		b.log.Info("Bringing an inactive key back into use", "key", name, "key_id", keyID)
 	}
-	if len(paths) > 0 {
-		_, err := b.client.UpdateCryptoKey(ctx, &kmspb.UpdateCryptoKeyRequest{CryptoKey: update, UpdateMask: mask(paths...)},
-			b.callOptions(ctx, "UpdateCryptoKey", idempotent)...)
-		if err != nil {
-			return keymanager.Generation{}, cloudError(err, "UpdateCryptoKey", name)
-		}
+	now := b.clock.Now()
+	update.Labels = b.ownKeyLabels(labels, unixLabel(now))
+	updated := time.Unix(now.Unix(), 0)
+	paths = append(paths, "labels")
+	_, err := b.client.UpdateCryptoKey(ctx, &kmspb.UpdateCryptoKeyRequest{CryptoKey: update, UpdateMask: mask(paths...)},
+		b.callOptions(ctx, "UpdateCryptoKey", idempotent)...)
+	if err != nil {
+		return keymanager.Generation{}, cloudError(err, "UpdateCryptoKey", name)
 	}
 
 	// A version still PENDING_GENERATION was made by a creation whose time

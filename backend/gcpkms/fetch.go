@@ -26,6 +26,7 @@ func crc32c(b []byte) int64 { return int64(crc32.Checksum(b, castagnoli)) }
 // Fetch fetches the public key of one of this server's versions, waiting
 // while it is PENDING_GENERATION.
 func (b *Backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+	defer b.calls.start()()
 	if !isVersionName(g.Ref) {
 		return g, keymanager.Errorf(codes.Internal, "key %s: %s is another server's CryptoKey, not a version; only this server's versions are fetched", g.KeyID, g.Ref)
 	}

@@ -20,6 +20,7 @@ import (
 // built-in plugin sets it only after 6 hours), so that its age is that of
 // its newest version, not of the CryptoKey.
 func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation, error) {
+	defer b.calls.start()()
 	filter := fmt.Sprintf("labels.%s = %s AND labels.%s = true", labelTrustDomain, b.tdLabel, labelActive)
 	it := b.client.ListCryptoKeys(ctx, &kmspb.ListCryptoKeysRequest{Parent: b.opts.KeyRing, Filter: filter},
 		b.callOptions(ctx, "ListCryptoKeys", idempotent)...)

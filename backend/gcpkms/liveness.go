@@ -13,6 +13,7 @@ import (
 // re-applies the plugin's labels: spire-active, key_labels). Labels set on
 // the key by others are kept.
 func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+	defer b.calls.start()()
 	keyName := g.Ref
 	if isVersionName(g.Ref) {
 		keyName, _ = keyOfVersion(g.Ref)

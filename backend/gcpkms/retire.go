@@ -19,6 +19,7 @@ import (
 // enabled version, then label the key spire-active=false once none remain,
 // so that no server lists it again.
 func (b *Backend) Retire(ctx context.Context, g keymanager.Generation) error {
+	defer b.calls.start()()
 	if isVersionName(g.Ref) {
 		return b.destroyVersion(ctx, g.Ref)
 	}

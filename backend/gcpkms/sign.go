@@ -18,6 +18,7 @@ import (
 // sent, and verified_digest_crc32c, signature_crc32c and name are checked on
 // the answer; a failing answer is asked again a bounded number of times.
 func (b *Backend) Sign(ctx context.Context, g keymanager.Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	defer b.calls.start()()
 	alg, err := b.algorithmOf(ctx, g)
 	if err != nil {
 		return nil, err
