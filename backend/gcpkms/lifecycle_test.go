@@ -6,6 +6,7 @@ import (
 	_ "crypto/sha512"
 	"fmt"
 	"testing"
+	"time"
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/grpc/codes"
@@ -137,4 +138,26 @@ func TestCreateRefuses(t *testing.T) {
 
 	_, err = newBackend(t, srv, "server-a").Create(callCtx(t), "x509.CA", keymanager.ECP256)
 	wantCode(t, err, codes.InvalidArgument, `key ID "x509.CA"`)
+}
+
+// TestCloseWaitsForCalls checks that closing a backend (a re-Configure
+// swaps it) lets a signature in progress finish instead of cancelling it.
+func TestCloseWaitsForCalls(t *testing.T) {
+	srv, _ := startEmulator(t, emu.Options{})
+	b := newBackend(t, srv, "server-a")
+	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Latency: 300 * time.Millisecond, Times: 1})
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Sign(callCtx(t), g, digestOf(crypto.SHA256, "x"), crypto.SHA256)
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	b.Close()
+	if err := <-done; err != nil {
+		t.Errorf("Sign while the backend closed: %v", err)
+	}
 }
