@@ -42,7 +42,10 @@ func (s *Server) keyOperation(c *call) (any, *apiError) {
 	var name string
 	var ver *keyVersion
 	if aerr == nil {
-		name, ver = k.Name, kv
+		// A copy: UpdateKey replaces the version's fields under the lock
+		// while this operation runs on.
+		cp := *kv
+		name, ver = k.Name, &cp
 	}
 	c.v.mu.Unlock()
 	if aerr != nil {
