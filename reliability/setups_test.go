@@ -116,10 +116,15 @@ func setups() []setup {
 	}
 }
 
-// forEachSetup runs f as a subtest per setup.
+// forEachSetup runs f as a subtest per setup, the setups side by side:
+// the scenarios mostly wait (holds, budgets, background passes), and each
+// setup has its own emulator or state file.
 func forEachSetup(t *testing.T, f func(t *testing.T, s setup)) {
 	for _, s := range setups() {
-		t.Run(s.name, func(t *testing.T) { f(t, s) })
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			f(t, s)
+		})
 	}
 }
 
