@@ -5,9 +5,10 @@
 // against one vault through a simulated month, re-configure it at runtime,
 // and scan everything it logs for secrets.
 //
-// Every scenario runs once per backend setup (setups_test.go): the in-memory
-// backend shared through a state file, and the Azure Key Vault and Cloud KMS
-// emulators once their backends are built in.
+// Every scenario runs once per backend setup (setups_test.go), the setups
+// side by side: the in-memory backend shared through a state file, the Azure
+// Key Vault emulator (azure_test.go) and the Cloud KMS emulator
+// (gcp_test.go).
 //
 // The default run is sized for CI. KMSKEEPER_LONG=1 runs the long variant
 // (more crash iterations per point, a finer simulated month); see
