@@ -13,6 +13,9 @@ import (
 // cannot rot: every measurement must produce its rows, each with a value or
 // an explicit "not measured" reason. It asserts no timing.
 func TestShortRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the plugin and runs both emulators (about 45 s under -race on 2 cores)")
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	var progress strings.Builder
