@@ -74,7 +74,10 @@ func (r *runner) rotationStall(ctx context.Context, c cloud) Row {
 }
 
 func (r *runner) livenessStall(ctx context.Context, c cloud) Row {
-	fail := func(err error) Row { return notMeasured(3, livenessStallLabel, c.name(), stallTargetText(), err) }
+	fail := func(err error) Row {
+		r.progress("%s: liveness stall not measured: %v", c.name(), err)
+		return notMeasured(3, livenessStallLabel, c.name(), stallTargetText(), err)
+	}
 	p, _, err := r.launch(ctx, c, "bench-liveness", `liveness_interval = "1s"`)
 	if err != nil {
 		return fail(err)
@@ -136,7 +139,15 @@ func waitLivenessPass(ctx context.Context, c cloud, p *pluginhost.Plugin, n int)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for a liveness pass keeping %d keys alive (saw %d keep-alive calls): %w", n, c.opCount(opKeepAlive), ctx.Err())
+			var warns []string
+			for _, l := range p.Logs() {
+				if l.Level == "warn" || l.Level == "error" || strings.Contains(l.Message, "Liveness") {
+					warns = append(warns, fmt.Sprintf("%s %s %v", l.Level, l.Message, l.Fields["error"]))
+				}
+			}
+			warns = warns[max(0, len(warns)-3):]
+			return fmt.Errorf("waiting for a liveness pass keeping %d keys alive (saw %d keep-alive writes; calls %v; plugin said %q): %w",
+				n, c.opCount(opKeepAlive), c.counts(), warns, ctx.Err())
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
