@@ -2,11 +2,12 @@ package azurekv
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+
+	"github.com/kmskeeper/kmskeeper/internal/loopback"
 )
 
 // vaultKind says which product a vault URI names; it decides the default key
@@ -83,7 +84,7 @@ func parseVaultURI(raw string) (vaultURI, error) {
 		return vaultURI{}, fmt.Errorf("key_vault_uri %q must be the vault's root URI with no path, query or credentials, such as https://my-vault.vault.azure.net/", raw)
 	}
 	host := strings.ToLower(u.Hostname())
-	v := vaultURI{url: "https://" + strings.ToLower(u.Host) + "/", host: host, loopback: isLoopback(host)}
+	v := vaultURI{url: "https://" + strings.ToLower(u.Host) + "/", host: host, loopback: loopback.Host(host)}
 	for _, c := range clouds {
 		switch {
 		case strings.HasSuffix(host, c.vault):
@@ -103,22 +104,11 @@ func parseVaultURI(raw string) (vaultURI, error) {
 	return v, nil
 }
 
-// isLoopback reports whether host is localhost or a loopback address
-// (127.0.0.0/8, ::1): only the local emulator lives there.
-func isLoopback(host string) bool {
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
-}
-
 // isLoopbackURL reports whether a URL (an authority host) points at loopback.
 func isLoopbackURL(raw string) bool {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return false
 	}
-	return isLoopback(u.Hostname())
+	return loopback.Host(u.Hostname())
 }

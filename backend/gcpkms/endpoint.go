@@ -3,8 +3,9 @@ package gcpkms
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"strings"
+
+	"github.com/kmskeeper/kmskeeper/internal/loopback"
 )
 
 // endpoint is where the plugin reaches Cloud KMS.
@@ -46,24 +47,14 @@ func parseEndpoint(s string) (endpoint, error) {
 	if host == "" {
 		return endpoint{}, fmt.Errorf("endpoint %q has no host", s)
 	}
-	loopback := isLoopback(host)
+	isLocal := loopback.Host(host)
 	switch {
-	case scheme == "http" && !loopback:
+	case scheme == "http" && !isLocal:
 		return endpoint{}, fmt.Errorf("endpoint %q is plaintext (http://) and not a loopback address: only a local emulator on 127.0.0.1, ::1 or localhost may be reached without TLS", s)
-	case scheme == "" && loopback && err != nil:
+	case scheme == "" && isLocal && err != nil:
 		return endpoint{}, fmt.Errorf("endpoint %q is a loopback address without a port: write host:port (for example 127.0.0.1:9010)", s)
 	}
-	return endpoint{address: net.JoinHostPort(host, port), loopback: loopback, plaintext: loopback && scheme != "https"}, nil
-}
-
-// isLoopback reports whether host is a loopback name or address. Names are
-// not resolved: only localhost counts.
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
+	return endpoint{address: net.JoinHostPort(host, port), loopback: isLocal, plaintext: isLocal && scheme != "https"}, nil
 }
 
 // String describes the endpoint for Fixed and logs.
