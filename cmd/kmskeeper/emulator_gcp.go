@@ -202,11 +202,20 @@ func printGCPEmulatorBanner(w io.Writer, srv *gcpkms.Server, cfg *gcpEmulatorCon
 	fmt.Fprintln(w, `    plugin_data {`)
 	fmt.Fprintf(w, "      key_ring             = %q\n", cfg.opts.KeyRings[0])
 	fmt.Fprintln(w, `      key_identifier_value = "emulator-server"`)
-	fmt.Fprintf(w, "      endpoint             = %q\n", srv.Addr())
+	// The plugin dials a loopback host:port in plaintext; over TLS it needs
+	// https:// and the emulator's CA (SSL_CERT_FILE in its environment).
+	endpoint := srv.Addr()
+	if cfg.opts.TLS {
+		endpoint = "https://" + endpoint
+	}
+	fmt.Fprintf(w, "      endpoint             = %q\n", endpoint)
 	if len(saFiles) > 0 {
 		fmt.Fprintf(w, "      service_account_file = %q\n", saFiles[0])
 	}
 	fmt.Fprintln(w, `    }`)
 	fmt.Fprintln(w, `  }`)
+	if cfg.opts.TLS {
+		fmt.Fprintln(w, "  (start spire-server with SSL_CERT_FILE set to the CA file above, so the plugin trusts the emulator)")
+	}
 	fmt.Fprintln(w, "\nPress Ctrl-C to stop.")
 }

@@ -70,7 +70,7 @@ func TestEmulatorGCPRunsUntilCancelled(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	text := out.String()
-	for _, want := range []string{"Cloud KMS emulator listening on 127.0.0.1:", `key_ring             = "projects/p/locations/l/keyRings/r"`, "endpoint             = \"127.0.0.1:", "KMSKEEPER_GCPKMS_ADMIN_URL="} {
+	for _, want := range []string{"Cloud KMS emulator listening on 127.0.0.1:", `key_ring             = "projects/p/locations/l/keyRings/r"`, "endpoint             = \"https://127.0.0.1:", "SSL_CERT_FILE", "KMSKEEPER_GCPKMS_ADMIN_URL="} {
 		if !strings.Contains(text, want) {
 			t.Errorf("banner lacks %q:\n%s", want, text)
 		}
