@@ -3,6 +3,7 @@ package keymanager
 import (
 	"context"
 	"crypto"
+	"time"
 
 	"google.golang.org/grpc/codes"
 )
@@ -25,8 +26,8 @@ type Predecessor interface {
 }
 
 // loadPredecessor adds the predecessor's keys for the IDs the backend does
-// not serve. An ID the backend holds a generation of that is not newer than
-// the predecessor's key existed in the backend before the migration: the
+// not serve. An ID the backend holds a generation of that is older than the
+// predecessor's key existed in the backend before the migration: the
 // operator must decide which key SPIRE's journal names, so it is an error.
 // The caller holds no lock; entries is the map Load is about to install.
 func (m *Manager) loadPredecessor(ctx context.Context, entries map[string]*entry) error {
@@ -37,12 +38,12 @@ func (m *Manager) loadPredecessor(ctx context.Context, entries map[string]*entry
 	}
 	for _, g := range keys {
 		if cur := entries[g.KeyID]; cur != nil {
-			if cur.gen.Created.After(g.Created) {
+			if migratedAfter(cur.gen, g) {
 				m.log.Info("Key already migrated; the predecessor's key for it is no longer used", "key_id", g.KeyID, "from", p.Name(), "ref", cur.gen.Ref)
 				continue
 			}
 			return Errorf(codes.FailedPrecondition,
-				"migration: key %s exists both in %s and in the backend (%s), and the backend's key is not newer: it was there before the migration started. Remove one of them (the one SPIRE's journal does not name) and start again",
+				"migration: key %s exists both in %s and in the backend (%s), and the backend's key is older: it was there before the migration started. Remove one of them (the one SPIRE's journal does not name) and start again",
 				g.KeyID, p.Name(), cur.gen.Ref)
 		}
 		if g.Public == nil {
@@ -56,6 +57,16 @@ func (m *Manager) loadPredecessor(ctx context.Context, entries map[string]*entry
 		entries[g.KeyID] = e
 	}
 	return nil
+}
+
+// migratedAfter reports whether the backend's generation b was made after
+// the predecessor's key p, that is by the migration. Times are compared to
+// the second: Key Vault keeps creation times in whole seconds, so a key the
+// migration made in the same second as the predecessor's time (a disk file's
+// modification time) would otherwise look older than it and stop every
+// restart that still has migrate_from.
+func migratedAfter(b, p Generation) bool {
+	return !b.Created.Truncate(time.Second).Before(p.Created.Truncate(time.Second))
 }
 
 // migrationLeft returns how many key IDs are still served by the

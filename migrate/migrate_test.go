@@ -141,6 +141,53 @@ func TestDiskMigrationConflict(t *testing.T) {
 	}
 }
 
+// TestDiskMigrationSameSecond restarts with migrate_from still set after
+// keys were migrated in the same second as the file was written, in a cloud
+// that keeps creation times in whole seconds (Key Vault): they are the
+// migration's keys, not keys from before it. A key from the second before
+// the file is still a conflict.
+func TestDiskMigrationSameSecond(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	path := writeDiskKeys(t, map[string]crypto.Signer{"x509-CA-A": k})
+	mtime := time.Date(2030, 1, 2, 3, 4, 5, 600_000_000, time.UTC)
+	if err := os.Chtimes(path, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	disk, err := migrate.ReadDisk(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name     string
+		created  time.Time
+		conflict bool
+	}{
+		{"same second", mtime.Truncate(time.Second), false},
+		{"second before", mtime.Truncate(time.Second).Add(-time.Second), true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			store := memory.NewStore()
+			cloud, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			store.Add("example.org", "s1", "x509-CA-A", cloud, tt.created, tt.created)
+			m, _ := keymanager.New(keymanager.Options{Backend: store.Backend("example.org", "s1"), ServerID: "s1", Predecessor: disk})
+			defer m.Close()
+			err := m.Load(context.Background())
+			if tt.conflict {
+				if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "x509-CA-A exists both in") {
+					t.Fatalf("Load = %v; want the conflict", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load = %v", err)
+			}
+			if len(m.MigrationPending()) != 0 {
+				t.Fatal("the file's key is served instead of the one the migration made")
+			}
+		})
+	}
+}
+
 func TestReadDiskErrors(t *testing.T) {
 	dir := t.TempDir()
 	_, edKey, _ := ed25519.GenerateKey(rand.Reader)

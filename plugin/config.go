@@ -64,7 +64,7 @@ func (s *server) configure(ctx context.Context, cfg *config.Config, td string) e
 		if cl, ok := backend.(keymanager.Closer); ok {
 			cl.Close()
 		}
-		return statusf(err, codes.InvalidArgument, "migrate_from")
+		return statusf(err, codes.InvalidArgument, "opening the migration source")
 	}
 	live := cfg.Live()
 	m, err := keymanager.New(keymanager.Options{

@@ -3,7 +3,7 @@ package reliability
 import (
 	"context"
 	"crypto"
-	"crypto/sha256"
+	_ "crypto/sha512" // SHA-384
 	"crypto/x509"
 	"fmt"
 	"slices"
@@ -22,32 +22,59 @@ const (
 	livenessDone = "Liveness pass done"
 )
 
-// harness runs plugin processes against one vault and, when the test ends,
-// checks everything they logged and every error they returned: no secret,
-// no data race, no panic.
+// harness runs plugin processes against one vault (and, for a migration
+// between clouds, the vaults of the other setups it was given) and, when the
+// test ends, checks everything they logged and every error they returned: no
+// secret, no data race, no panic.
 type harness struct {
 	t *testing.T
 	v vault
+	// sources are further vaults the plugins reach: the old clouds of a
+	// migration.
+	sources []vault
 
 	mu      sync.Mutex
 	errs    []string
+	secrets []string // test-held secrets, besides the vaults'
 	plugins []*pluginhost.Plugin
 }
 
-func newHarness(t *testing.T, s setup) *harness {
+// newHarness starts s's vault and one vault per setup of sources.
+func newHarness(t *testing.T, s setup, sources ...setup) *harness {
 	t.Helper()
 	h := &harness{t: t, v: s.new(t)}
-	// Registered first, so it runs after every plugin was closed.
+	for _, src := range sources {
+		h.sources = append(h.sources, src.new(t))
+	}
+	// Registered after the vaults, so it runs before they are torn down
+	// and after every plugin was closed.
 	t.Cleanup(h.scan)
 	return h
+}
+
+// vaults returns the harness's vault followed by its sources.
+func (h *harness) vaults() []vault {
+	return append([]vault{h.v}, h.sources...)
+}
+
+// addSecrets adds strings that must never appear in a log line or an error
+// message (private keys the test handed to the plugin).
+func (h *harness) addSecrets(s ...string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.secrets = append(h.secrets, s...)
 }
 
 // scan checks every log line and error message of the test.
 func (h *harness) scan() {
 	t := h.t
-	secrets := h.v.secrets(t)
+	var secrets []string
+	for _, v := range h.vaults() {
+		secrets = append(secrets, v.secrets(t)...)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	secrets = append(secrets, h.secrets...)
 	var texts []string
 	for _, p := range h.plugins {
 		for _, l := range p.Logs() {
@@ -81,11 +108,29 @@ func findSecret(texts, secrets []string) string {
 // record keeps an error's message for the secrets scan and returns err.
 func (h *harness) record(err error) error {
 	if err != nil {
-		h.mu.Lock()
-		h.errs = append(h.errs, err.Error())
-		h.mu.Unlock()
+		h.keep(err.Error())
 	}
 	return err
+}
+
+// keep adds text the test received (a command's output) to the secrets
+// scan.
+func (h *harness) keep(text string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.errs = append(h.errs, text)
+}
+
+// env is the environment of a process reaching every vault of the harness.
+func (h *harness) env() []string {
+	var env []string
+	for _, v := range h.vaults() {
+		env = append(env, v.env()...)
+	}
+	if raceEnabled {
+		env = append(env, "GORACE=atexit_sleep_ms=0")
+	}
+	return env
 }
 
 // launch starts the plugin binary as SPIRE does; it is closed when the test
@@ -93,13 +138,9 @@ func (h *harness) record(err error) error {
 func (h *harness) launch() *pluginhost.Plugin {
 	t := h.t
 	t.Helper()
-	env := h.v.env()
-	if raceEnabled {
-		env = append(env, "GORACE=atexit_sleep_ms=0")
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	p, err := pluginhost.Start(ctx, pluginhost.Options{Path: suite.binary, Env: env})
+	p, err := pluginhost.Start(ctx, pluginhost.Options{Path: suite.binary, Env: h.env()})
 	if err != nil {
 		t.Fatalf("starting the plugin: %v", err)
 	}
@@ -152,9 +193,17 @@ func (h *harness) mustGenerate(p *pluginhost.Plugin, id string) keymanager.Publi
 
 // sign asks p to sign with pk's ID and verifies the answer against pk: the
 // fingerprint must be pk's and the signature must verify with its public key.
+// The digest is SHA-384 for EC P-384 keys and SHA-256 otherwise, as SPIRE's
+// certificates and JWTs use them.
 func (h *harness) sign(ctx context.Context, p *pluginhost.Plugin, pk keymanager.PublicKey) error {
-	d := sha256.Sum256([]byte("reliability " + pk.ID))
-	sig, fp, err := p.SignData(ctx, pk.ID, d[:], crypto.SHA256)
+	hash := crypto.SHA256
+	if pk.Type == keymanager.ECP384 {
+		hash = crypto.SHA384
+	}
+	hf := hash.New()
+	hf.Write([]byte("reliability " + pk.ID))
+	d := hf.Sum(nil)
+	sig, fp, err := p.SignData(ctx, pk.ID, d, hash)
 	if err != nil {
 		return h.record(err)
 	}
@@ -165,7 +214,7 @@ func (h *harness) sign(ctx context.Context, p *pluginhost.Plugin, pk keymanager.
 	if err != nil {
 		return fmt.Errorf("public key of %s does not parse: %w", pk.ID, err)
 	}
-	if err := keymanager.Verify(pub, d[:], sig, crypto.SHA256); err != nil {
+	if err := keymanager.Verify(pub, d, sig, hash); err != nil {
 		return fmt.Errorf("signature by %s (%s) does not verify: %w", pk.ID, pk.Fingerprint, err)
 	}
 	return nil

@@ -120,7 +120,12 @@ func setups() []setup {
 // the scenarios mostly wait (holds, budgets, background passes), and each
 // setup has its own emulator or state file.
 func forEachSetup(t *testing.T, f func(t *testing.T, s setup)) {
-	for _, s := range setups() {
+	forSetups(t, setups(), f)
+}
+
+// forSetups is forEachSetup over the given setups.
+func forSetups(t *testing.T, ss []setup, f func(t *testing.T, s setup)) {
+	for _, s := range ss {
 		t.Run(s.name, func(t *testing.T) {
 			t.Parallel()
 			f(t, s)
