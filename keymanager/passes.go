@@ -173,7 +173,9 @@ func (m *Manager) KeepAlive(ctx context.Context) error {
 		}
 	}
 	b := m.backend
+	offset := m.cloudOffset
 	m.mu.RUnlock()
+	m.log.Debug("Liveness pass", "due", len(due), "cloud_offset", offset.String())
 
 	var firstErr error
 	for _, g := range due {

@@ -113,9 +113,9 @@ func (c *Config) Open(ctx context.Context, p config.OpenParams) (keymanager.Back
 	if err != nil {
 		return nil, keymanager.Errorf(codes.InvalidArgument, "%w", err)
 	}
-	clock := newCloudClock()
+	// New estimates the cloud's clock itself: Now stays the local clock
+	// (a second estimate fed as Now counted the cloud's lead twice).
 	opts := append(c.endpoint.clientOptions(), creds.options...)
-	opts = append(opts, option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(clock.interceptor)))
 	b, err := New(ctx, Options{
 		KeyRing:             c.KeyRing,
 		TrustDomain:         p.TrustDomain,
@@ -127,7 +127,6 @@ func (c *Config) Open(ctx context.Context, p config.OpenParams) (keymanager.Back
 		ClientOptions:       opts,
 		ServiceAccountEmail: creds.email,
 		LookupEmail:         creds.lookup,
-		Now:                 clock.Now,
 		Logger:              p.Logger,
 		Metrics:             p.Metrics,
 	})
