@@ -82,7 +82,7 @@ func (s *Server) persist() error {
 	}
 	s.persistMu.Lock()
 	defer s.persistMu.Unlock()
-	caKey, err := s.ca.keyPEM()
+	caKey, err := s.ca.KeyPEM()
 	if err != nil {
 		return err
 	}
@@ -91,7 +91,7 @@ func (s *Server) persist() error {
 		return fmt.Errorf("marshal token key: %w", err)
 	}
 	st := state{
-		Version: 1, CACert: s.ca.certPEM, CAKey: caKey, TokenKey: tokKey,
+		Version: 1, CACert: s.ca.CertPEM, CAKey: caKey, TokenKey: tokKey,
 		ClientSecret: s.clientSecret, IdentityHeader: s.identityHeader,
 		Vaults: map[string]*vaultState{},
 	}

@@ -17,13 +17,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kmskeeper/kmskeeper/emulator/internal/tlsca"
 )
 
 // Server is a running emulator. Create it with Start and stop it with Close
 // (or by cancelling Start's context).
 type Server struct {
 	opts  Options
-	ca    *authority
+	ca    *tlsca.CA
 	cert  tls.Certificate
 	token tokenIssuer
 
@@ -104,11 +106,18 @@ func (s *Server) initSecrets(st *state) error {
 	if st != nil {
 		caCert, caKey = st.CACert, st.CAKey
 	}
-	ca, err := newAuthority(caCert, caKey)
-	if err != nil {
-		return err
+	var err error
+	if len(caCert) > 0 && len(caKey) > 0 {
+		s.ca, err = tlsca.Parse(caCert, caKey)
+		if err != nil && !errors.Is(err, tlsca.ErrExpiring) {
+			return err
+		}
 	}
-	s.ca = ca
+	if s.ca == nil {
+		if s.ca, err = tlsca.New("kmskeeper Azure Key Vault emulator CA"); err != nil {
+			return err
+		}
+	}
 
 	var tokKey *ecdsa.PrivateKey
 	if st != nil && len(st.TokenKey) > 0 {
@@ -162,7 +171,7 @@ func (s *Server) listenAndServe() error {
 	if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() {
 		ips = append(ips, ip)
 	}
-	if s.cert, err = s.ca.serverCert(dns, ips); err != nil {
+	if s.cert, err = s.ca.ServerCert("vault.azure.net", dns, ips); err != nil {
 		return err
 	}
 
@@ -315,13 +324,13 @@ func (s *Server) Addr() string {
 func (s *Server) MSIURL() string { return s.msiURL }
 
 // CAPEM returns the emulator CA certificate in PEM form.
-func (s *Server) CAPEM() []byte { return append([]byte(nil), s.ca.certPEM...) }
+func (s *Server) CAPEM() []byte { return append([]byte(nil), s.ca.CertPEM...) }
 
 // CertPool returns a pool holding only the emulator CA, for an
 // http.Client's tls.Config.RootCAs.
 func (s *Server) CertPool() *x509.CertPool {
 	p := x509.NewCertPool()
-	p.AddCert(s.ca.cert)
+	p.AddCert(s.ca.Cert)
 	return p
 }
 

@@ -51,7 +51,7 @@ func (s *Server) WriteCAFile(path string) error {
 	if err != nil {
 		return fmt.Errorf("gcpkms: ca file: %w", err)
 	}
-	if err := writeFileAtomic(abs, s.ca.certPEM); err != nil {
+	if err := writeFileAtomic(abs, s.ca.CertPEM); err != nil {
 		return fmt.Errorf("gcpkms: write ca file: %w", err)
 	}
 	s.filesMu.Lock()

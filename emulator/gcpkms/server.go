@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/kmskeeper/kmskeeper/emulator/internal/tlsca"
 )
 
 // Server is a running emulator. Create it with Start and stop it with Close.
@@ -26,7 +28,7 @@ type Server struct {
 	faults *faultSet
 	quotas *quotaState
 	counts *counters
-	ca     *certAuthority // nil unless Options.TLS
+	ca     *tlsca.CA // nil unless Options.TLS
 
 	grpcSrv  *grpc.Server
 	lis      net.Listener
@@ -100,7 +102,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			s.closeListeners()
 			return nil, fmt.Errorf("gcpkms: certificate authority: %w", err)
 		}
-		cert, err := s.ca.serverCert(s.lis.Addr(), opts.Hostnames)
+		dns, ips := serverNames(s.lis.Addr(), opts.Hostnames)
+		cert, err := s.ca.ServerCert("localhost", dns, ips)
 		if err != nil {
 			s.closeListeners()
 			return nil, fmt.Errorf("gcpkms: server certificate: %w", err)
@@ -188,7 +191,7 @@ func (s *Server) CAPEM() []byte {
 	if s.ca == nil {
 		return nil
 	}
-	return s.ca.certPEM
+	return s.ca.CertPEM
 }
 
 // Clock returns the emulator clock.
@@ -220,7 +223,7 @@ func (s *Server) transportOptions() []option.ClientOption {
 		return append(opts, option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
 	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(s.ca.certPEM)
+	pool.AppendCertsFromPEM(s.ca.CertPEM)
 	return append(opts, option.WithGRPCDialOption(grpc.WithTransportCredentials(
 		credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))))
 }
