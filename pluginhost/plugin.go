@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"time"
 
@@ -159,6 +160,19 @@ func (p *Plugin) WaitMetric(ctx context.Context, match func(Metric) bool) (Metri
 
 // Logs returns every line the plugin wrote to stderr so far.
 func (p *Plugin) Logs() []LogLine { return p.logs.all() }
+
+// Crashes returns the stderr lines that show the plugin process panicked,
+// died of a fatal runtime error or (built with -race) raced: a test that
+// launched it fails on any of them, whatever else it checked.
+func (p *Plugin) Crashes() []string {
+	var out []string
+	for _, l := range p.Logs() {
+		if strings.HasPrefix(l.Raw, "panic: ") || strings.HasPrefix(l.Raw, "fatal error: ") || strings.Contains(l.Raw, "DATA RACE") {
+			out = append(out, l.Raw)
+		}
+	}
+	return out
+}
 
 // WaitLog waits until the plugin writes a log line that match accepts.
 func (p *Plugin) WaitLog(ctx context.Context, match func(LogLine) bool) (LogLine, error) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
+	"github.com/kmskeeper/kmskeeper/pluginhost/plugintest"
 )
 
 // pluginBinary builds the release kmskeeper binary once for the package's
@@ -70,23 +71,7 @@ func launch(t *testing.T, env []string) *pluginhost.Plugin {
 	if err != nil {
 		t.Fatalf("building kmskeeper: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	p, err := pluginhost.Start(ctx, pluginhost.Options{Path: path, Env: env})
-	if err != nil {
-		t.Fatalf("launching the plugin: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Logf("Close: %v", err)
-		}
-		for _, l := range p.Logs() {
-			if strings.HasPrefix(l.Raw, "panic: ") || strings.Contains(l.Raw, "DATA RACE") {
-				t.Errorf("the plugin reported: %s", l.Raw)
-			}
-		}
-	})
-	return p
+	return plugintest.Start(t, pluginhost.Options{Path: path, Env: env})
 }
 
 // configured launches the binary and configures it with plugin_data built

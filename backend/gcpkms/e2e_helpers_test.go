@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
+	"github.com/kmskeeper/kmskeeper/pluginhost/plugintest"
 )
 
 // pluginDir holds the built binary; TestMain sets it before any test runs.
@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 }
 
 // launch starts the built binary and closes it after the test, failing the
-// test if the plugin panicked. The environment is empty of Google
+// test if the plugin panicked or raced. The environment is empty of Google
 // credentials: the plaintext loopback emulator needs none.
 func launch(t *testing.T, env ...string) *pluginhost.Plugin {
 	t.Helper()
@@ -45,23 +45,7 @@ func launch(t *testing.T, env ...string) *pluginhost.Plugin {
 	if err != nil {
 		t.Fatalf("building kmskeeper: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	p, err := pluginhost.Start(ctx, pluginhost.Options{Path: path, Env: env})
-	if err != nil {
-		t.Fatalf("launching the plugin: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Logf("Close: %v", err)
-		}
-		for _, l := range p.Logs() {
-			if strings.HasPrefix(l.Raw, "panic: ") || strings.Contains(l.Raw, "DATA RACE") {
-				t.Errorf("the plugin reported: %s", l.Raw)
-			}
-		}
-	})
-	return p
+	return plugintest.Start(t, pluginhost.Options{Path: path, Env: env})
 }
 
 // pluginData is the plugin_data of a server on the emulator.
