@@ -33,10 +33,10 @@ type harness struct {
 	// migration.
 	sources []vault
 
-	mu      sync.Mutex
-	errs    []string
-	secrets []string // test-held secrets, besides the vaults'
-	plugins []*pluginhost.Plugin
+	mu       sync.Mutex
+	received []string // error messages and command output
+	secrets  []string // test-held secrets, besides the vaults'
+	plugins  []*pluginhost.Plugin
 }
 
 // newHarness starts s's vault and one vault per setup of sources.
@@ -84,7 +84,7 @@ func (h *harness) scan() {
 			texts = append(texts, l.Raw)
 		}
 	}
-	texts = append(texts, h.errs...)
+	texts = append(texts, h.received...)
 	if leak := findSecret(texts, secrets); leak != "" {
 		t.Error(leak)
 	}
@@ -118,7 +118,7 @@ func (h *harness) record(err error) error {
 func (h *harness) keep(text string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.errs = append(h.errs, text)
+	h.received = append(h.received, text)
 }
 
 // env is the environment of a process reaching every vault of the harness.
