@@ -81,6 +81,13 @@ type Backend struct {
 	backoffs backoffs
 	// noPolicyWarning makes the "no default policy" warning appear once.
 	noPolicyWarning sync.Once
+	// unfinished holds the names of the CryptoKeys whose last creation in
+	// this process ended without a usable version (the budget ran out while
+	// Cloud KMS generated it, or the answer was lost). Only for those does
+	// the next creation pay a listing to resume a version still
+	// PENDING_GENERATION; after a restart such a version is an ordinary
+	// superseded generation that cleanup retires.
+	unfinished sync.Map
 }
 
 var _ keymanager.Backend = (*Backend)(nil)

@@ -225,3 +225,25 @@ func TestProjectQuota(t *testing.T) {
 		t.Error("the quota error was not retried")
 	}
 }
+
+// TestRotationCalls checks what a rotation costs when nothing went wrong
+// before it: no listing for a pending version to resume (only a creation of
+// this process that ran out of budget leaves one).
+func TestRotationCalls(t *testing.T) {
+	srv, _ := startEmulator(t, emu.Options{})
+	b := newBackend(t, srv, "server-a")
+	if _, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	before := srv.Counts()
+	if _, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	after := srv.Counts()
+	want := map[string]int{"GetCryptoKey": 1, "UpdateCryptoKey": 1, "CreateCryptoKeyVersion": 1, "GetPublicKey": 1, "ListCryptoKeyVersions": 0}
+	for method, n := range want {
+		if got := after[method] - before[method]; got != n {
+			t.Errorf("%s called %d times by a rotation, want %d", method, got, n)
+		}
+	}
+}
