@@ -85,8 +85,8 @@ type Backend struct {
 	// this process ended without a usable version (the budget ran out while
 	// Cloud KMS generated it, or the answer was lost). Only for those does
 	// the next creation pay a listing to resume a version still
-	// PENDING_GENERATION; after a restart such a version is an ordinary
-	// superseded generation that cleanup retires.
+	// PENDING_GENERATION; after a restart such a version is one more
+	// generation found by listing (the newest serves, the others retire).
 	unfinished sync.Map
 }
 
