@@ -90,6 +90,7 @@ type Manager struct {
 	inFlight      map[string]int  // GenerateKey calls running, per key ID
 	cloudOffset   time.Duration   // how far the cloud's clock is ahead of ours
 	leftovers     []Generation    // superseded generations found at load
+	failed        []failedCreate  // creations that failed, whose keys may exist
 	migrationDone bool            // the completion of the migration was logged
 
 	bg       sync.WaitGroup
@@ -338,8 +339,12 @@ func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (Public
 	cctx, cancel := m.callCtx(ctx)
 	defer cancel()
 	start := time.Now()
+	m.mu.RLock()
+	from := m.cloudNow()
+	m.mu.RUnlock()
 	g, err := b.Create(cctx, id, t)
 	if err != nil {
+		m.noteFailedCreate(id, from)
 		m.metrics.IncrCounter([]string{"kmskeeper", "keys", "create_errors"}, 1, Label{"code", Code(err).String()})
 		return PublicKey{}, wrap(err, "key %s: creating a %v key", id, t)
 	}

@@ -757,3 +757,50 @@ func TestPlan(t *testing.T) {
 		}
 	}
 }
+
+// TestCleanupRetiresKeysOfFailedCreations checks that a key the cloud made
+// for a GenerateKey that failed (its answer lost) is retired by the next
+// cleanup pass, while a key with this server's ID made at another time
+// (another process) is still left alone as a conflict.
+func TestCleanupRetiresKeysOfFailedCreations(t *testing.T) {
+	e := newEnv(t, keymanager.Options{})
+	ctx := context.Background()
+	if _, err := e.m.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var orphan string
+	e.store.Hook = func(_ context.Context, op, keyID string) error {
+		if op != "Create" {
+			return nil
+		}
+		// The cloud makes the key; its answer never arrives.
+		orphan, _ = e.store.Add(td, "server-a", keyID, k, e.clock.Now(), e.clock.Now())
+		return keymanager.Errorf(codes.Unavailable, "connection reset")
+	}
+	_, err := e.m.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256)
+	wantCode(t, err, codes.Unavailable, "connection reset")
+	e.store.Hook = nil
+
+	e.clock.Advance(time.Hour)
+	other, _ := e.store.Add(td, "server-a", "x509-CA-A", k, e.clock.Now(), e.clock.Now())
+
+	as, err := e.m.Cleanup(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]keymanager.State{}
+	for _, a := range as {
+		states[a.Ref] = a.State
+	}
+	if states[orphan] != keymanager.StateSuperseded || states[other] != keymanager.StateConflict {
+		t.Fatalf("states = %v; want the failed creation's key %s superseded and %s a conflict", states, orphan, other)
+	}
+	refs := strings.Join(e.store.Refs(), " ")
+	if strings.Contains(refs, orphan) || !strings.Contains(refs, other) {
+		t.Fatalf("after cleanup: %s", refs)
+	}
+	if _, _, err := e.m.SignData(ctx, "x509-CA-A", digest(crypto.SHA256, "x"), crypto.SHA256); err != nil {
+		t.Fatalf("the served key stopped signing: %v", err)
+	}
+}

@@ -12,14 +12,17 @@ type State string
 const (
 	// StateInUse is a generation this server serves.
 	StateInUse State = "in use"
-	// StateSuperseded is an older generation of one of this server's keys.
+	// StateSuperseded is an older generation of one of this server's keys,
+	// or one that a failed GenerateKey of this process left in the cloud
+	// (the cloud made it, but the answer was lost or came too late).
 	StateSuperseded State = "superseded"
 	// StateCreating is this server's generation whose GenerateKey is still
 	// running.
 	StateCreating State = "creating"
 	// StateConflict is a generation carrying this server's ID that this
-	// process neither created nor found at load: another process uses the
-	// same server ID. It is never retired.
+	// process neither created nor found at load, nor could have made in a
+	// creation that failed: another process uses the same server ID. It is
+	// never retired.
 	StateConflict State = "conflict"
 	// StateForeign is another server's generation that is still kept alive.
 	StateForeign State = "foreign"
@@ -87,6 +90,10 @@ func (m *Manager) Assess(ctx context.Context) ([]Assessment, error) {
 			a.State, a.Retire = StateSuperseded, true
 		case m.inFlight[g.KeyID] > 0:
 			a.State = StateCreating
+		case m.leftByFailedCreate(g):
+			// Never served: the creation that made it failed before
+			// SPIRE got the key.
+			a.State, a.Retire = StateSuperseded, true
 		default:
 			a.State = StateConflict
 		}
