@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/kmskeeper/kmskeeper/backend/memory"
 	"github.com/kmskeeper/kmskeeper/keymanager"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 	keymanagerv1 "github.com/kmskeeper/kmskeeper/proto/spire/plugin/server/keymanager/v1"
@@ -293,12 +294,44 @@ func TestReconfigure(t *testing.T) {
 }
 
 func TestDeinit(t *testing.T) {
-	p, _ := startConfigured(t, pluginhost.Options{})
+	p := start(t, pluginhost.Options{})
+	dir := t.TempDir()
+	// Passes every second, so that Deinit has background work to stop.
+	if err := p.Configure(ctx(t), trustDomain, memoryConfig(dir, `liveness_interval = "1s"`+"\n"+`cleanup_interval = "1s"`)); err != nil {
+		t.Fatalf("Configure: %v", err)
+	}
 	if _, err := p.GenerateKey(ctx(t), "JWT-Signer-A", keymanager.ECP256); err != nil {
 		t.Fatalf("GenerateKey: %v", err)
 	}
+	store, err := memory.OpenStore(filepath.Join(dir, "vault.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A fault that does nothing but count the cleanup passes' listings.
+	if err := store.InjectFault(memory.Fault{Op: "List"}); err != nil {
+		t.Fatal(err)
+	}
+	listings := func() int {
+		fs := store.Faults()
+		if len(fs) != 1 {
+			t.Fatalf("faults = %v", fs)
+		}
+		return fs[0].Hits
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for listings() == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if listings() == 0 {
+		t.Fatal("no cleanup pass ran in 10 s with cleanup_interval = 1s")
+	}
 	if err := p.Deinit(ctx(t)); err != nil {
 		t.Fatalf("Deinit: %v", err)
+	}
+	after := listings()
+	time.Sleep(2500 * time.Millisecond)
+	if n := listings(); n != after {
+		t.Errorf("%d cleanup passes ran after Deinit; its background work should have stopped", n-after)
 	}
 	if p.Exited() {
 		t.Fatal("the plugin exited on Deinit; SPIRE unloads it itself")
@@ -326,6 +359,10 @@ func TestMetrics(t *testing.T) {
 	if _, _, err := p.SignData(ctx(t), "missing", dig, crypto.SHA384); status.Code(err) != codes.NotFound {
 		t.Fatalf("SignData(missing) = %v, want NotFound", err)
 	}
+	// A rotation retires the superseded key.
+	if _, err := p.GenerateKey(ctx(t), "x509-CA-A", keymanager.ECP384); err != nil {
+		t.Fatalf("GenerateKey: %v", err)
+	}
 
 	wctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -336,6 +373,7 @@ func TestMetrics(t *testing.T) {
 		{"MeasureSince", "kmskeeper.keys.create_latency", "key_type", "EC_P384"},
 		{"MeasureSince", "kmskeeper.sign.latency", "key_type", "EC_P384"},
 		{"IncrCounter", "kmskeeper.sign.errors", "code", "NotFound"},
+		{"IncrCounter", "kmskeeper.keys.retired", "reason", "superseded"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

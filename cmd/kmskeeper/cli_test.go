@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -64,5 +65,17 @@ func TestOperatorNeedsConfig(t *testing.T) {
 		if exitCode(err) != 2 || !strings.Contains(err.Error(), "--config is required") {
 			t.Errorf("%v: error = %v", args, err)
 		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if err := runCLI(context.Background(), []string{"version"}, &out, &out); err != nil {
+		t.Fatalf("version: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "kmskeeper ") || !strings.HasPrefix(lines[1], "commit: ") ||
+		!strings.HasPrefix(lines[2], "go: "+runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH) {
+		t.Errorf("version printed:\n%s", out.String())
 	}
 }
