@@ -135,6 +135,10 @@ func (b *Backend) failResponse(c *call, where string, re *azcore.ResponseError) 
 	switch s := re.StatusCode; {
 	case s == http.StatusBadRequest && c.perm == "create" && b.hsm && strings.Contains(strings.ToLower(msg), "standard vault"):
 		return keymanager.Errorf(codes.FailedPrecondition, "%s: key_protection = \"hsm\" needs a Premium vault or a Managed HSM, and this is a Standard vault; move to a Premium vault, or set key_protection = \"software\" (%s)", where, said)
+	case s == http.StatusBadRequest && c.perm == "create" && b.hsm && b.vault.kind != kindManagedHSM:
+		// The service's wording for a Standard vault is not part of its
+		// contract: any refusal of an HSM key by a vault gets the hint.
+		return keymanager.Errorf(codes.InvalidArgument, "%s: %s; if this is a Standard vault, key_protection = \"hsm\" needs a Premium vault or a Managed HSM (or set key_protection = \"software\")", where, said)
 	case s == http.StatusBadRequest:
 		return keymanager.Errorf(codes.InvalidArgument, "%s: %s", where, said)
 	case s == http.StatusUnauthorized:

@@ -176,6 +176,11 @@ func TestHSMProtection(t *testing.T) {
 	b, _ := openBackend(t, testConfig(t, srv, "standard", hsm), "server-a")
 	_, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256)
 	wantCode(t, err, codes.FailedPrecondition, "Premium vault", `key_protection = "software"`)
+
+	// Worded otherwise by the service, the refusal still names the fix.
+	srv.InjectFault(azurekv.Fault{Op: "CreateKey", Vault: "standard", Status: http.StatusBadRequest, Code: "BadParameter", Message: "Key type RSA-HSM is not supported here.", Count: 1})
+	_, err = b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	wantCode(t, err, codes.InvalidArgument, "not supported here", "if this is a Standard vault", `key_protection = "software"`)
 }
 
 // TestRetirePurge checks that Retire soft-deletes, purges with
