@@ -53,11 +53,18 @@ key_protection = "HSM"`, check: func(t *testing.T, c *Config) {
 			if c.vault.cloudName != "AzureGovernment" || c.KeyProtection != "hsm" {
 				t.Errorf("got %+v", c)
 			}
+			// The credential and the client both go to the government cloud.
+			if h := c.authorityHost(c.clientOptions()); h != "https://login.microsoftonline.us/" {
+				t.Errorf("authority = %s, want the government cloud's", h)
+			}
 		}},
 		{name: "china managed HSM", hcl: `key_vault_uri = "https://h.managedhsm.azure.cn/"
 key_identifier_value = "s"`, check: func(t *testing.T, c *Config) {
 			if c.vault.cloudName != "AzureChina" || c.vault.kind != kindManagedHSM {
 				t.Errorf("got %+v", c)
+			}
+			if h := c.authorityHost(c.clientOptions()); h != "https://login.chinacloudapi.cn/" {
+				t.Errorf("authority = %s, want the China cloud's", h)
 			}
 		}},
 		{name: "loopback emulator", hcl: `key_vault_uri = "https://127.0.0.1:8443/"
