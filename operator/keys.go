@@ -32,7 +32,9 @@ type KeyRow struct {
 // ring and says what each is to this server and what cleanup would do.
 func ListKeys(ctx context.Context, s *Session, o Options, now time.Time) ([]KeyRow, []keymanager.Assessment, error) {
 	o.progress("Listing the keys of trust domain %s in %s ...", s.TrustDomain, s.Config.Backend.Fixed())
-	gens, err := s.Backend.ListGenerations(ctx)
+	cctx, cancel := o.call(ctx)
+	gens, err := s.Backend.ListGenerations(cctx)
+	cancel()
 	if err != nil {
 		return nil, nil, fmt.Errorf("listing keys: %w", err)
 	}
@@ -127,7 +129,10 @@ func GC(ctx context.Context, s *Session, o Options, now time.Time, apply bool) (
 		}
 		o.progress("Retiring %s (%s, %s) ...", a.Ref, a.KeyID, a.State)
 		r := byRef[a.Ref]
-		if err := s.Backend.Retire(ctx, a.Generation); err != nil {
+		cctx, cancel := o.call(ctx)
+		err := s.Backend.Retire(cctx, a.Generation)
+		cancel()
+		if err != nil {
 			r.Error = err.Error()
 			failed++
 			continue

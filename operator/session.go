@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -33,6 +34,21 @@ type Options struct {
 	Logger hclog.Logger
 	// Progress, if set, receives progress lines (a terminal's stderr).
 	Progress io.Writer
+	// Budget bounds each cloud call, retries included, as the plugin's
+	// engine bounds its own; zero means keymanager.DefaultBudget. Without
+	// it a cloud that keeps failing would be retried for minutes, or (on
+	// Cloud KMS, whose retries stop only at a deadline) forever.
+	Budget time.Duration
+}
+
+// call returns the context of one cloud call: ctx, ending when the budget
+// does.
+func (o Options) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	b := o.Budget
+	if b <= 0 {
+		b = keymanager.DefaultBudget
+	}
+	return context.WithTimeout(ctx, b)
 }
 
 func (o Options) logger() hclog.Logger {

@@ -87,7 +87,9 @@ func Validate(ctx context.Context, src *Source, o Options, probe bool) *Report {
 	defer closeBackend(b)
 
 	o.progress("Listing keys (reachability and list permission) ...")
-	gens, err := b.ListGenerations(ctx)
+	cctx, cancel := o.call(ctx)
+	gens, err := b.ListGenerations(cctx)
+	cancel()
 	c = result("list keys", err, fixFor(err))
 	if err == nil {
 		own := 0
@@ -106,7 +108,9 @@ func Validate(ctx context.Context, src *Source, o Options, probe bool) *Report {
 		p, err := cfg.OpenPredecessor(ctx, config.OpenParams{TrustDomain: td, Logger: o.logger()})
 		c := result("migration source", err, "fix migrate_from as the message says")
 		if err == nil {
-			keys, kerr := p.Keys(ctx)
+			cctx, cancel := o.call(ctx)
+			keys, kerr := p.Keys(cctx)
+			cancel()
 			c = result("migration source", kerr, fixFor(kerr))
 			c.Detail = fmt.Sprintf("%s holds %d keys", p.Name(), len(keys))
 			if cl, ok := p.(keymanager.Closer); ok {
@@ -131,21 +135,32 @@ func Validate(ctx context.Context, src *Source, o Options, probe bool) *Report {
 			continue
 		}
 		o.progress("Probing %s: create, sign, verify, retire ...", t)
-		r.add(probeOne(ctx, pb, t))
+		r.add(probeOne(ctx, pb, b, t, o))
 	}
 	return r
 }
 
-// probeOne creates a throwaway key, signs, verifies and retires it; the key
-// is retired even when signing fails.
-func probeOne(ctx context.Context, b keymanager.Backend, t keymanager.KeyType) (c Check) {
+// probeOne creates a throwaway key through pb, signs, verifies and retires
+// it; the key is retired even when signing fails. b is the backend opened
+// as this server, through which what is left of the probe key is retired
+// (see retireProbeKey).
+func probeOne(ctx context.Context, pb, b keymanager.Backend, t keymanager.KeyType, o Options) (c Check) {
 	c.Name = "probe " + t.String()
-	g, err := b.Create(ctx, "probe-"+strings.ToLower(t.String()), t)
+	cctx, cancel := o.call(ctx)
+	g, err := pb.Create(cctx, "probe-"+strings.ToLower(t.String()), t)
+	cancel()
 	if err != nil {
 		return failed(c, "create", err)
 	}
 	defer func() {
-		if err := b.Retire(context.WithoutCancel(ctx), g); err != nil {
+		rctx := context.WithoutCancel(ctx)
+		cctx, cancel := o.call(rctx)
+		err := pb.Retire(cctx, g)
+		cancel()
+		if err == nil {
+			err = retireProbeKey(rctx, b, g, o)
+		}
+		if err != nil {
 			c.OK = false
 			c.Detail += fmt.Sprintf("; retiring the probe key %s failed: %v", g.Ref, err)
 			c.Fix = fixFor(err) + fmt.Sprintf(" (the probe key %s is left behind; the plugins' cleanup retires it after the stale period, or delete it by hand)", g.Ref)
@@ -158,8 +173,40 @@ func probeOne(ctx context.Context, b keymanager.Backend, t keymanager.KeyType) (
 	w := h.New()
 	w.Write([]byte("kmskeeper validate --probe"))
 	digest := w.Sum(nil)
-	sig, err := b.Sign(ctx, g, digest, h)
+	cctx, cancel = o.call(ctx)
+	sig, err := pb.Sign(cctx, g, digest, h)
+	cancel()
 	return finishProbe(c, g, digest, sig, h, err)
+}
+
+// retireProbeKey retires what a listing still shows of the retired probe
+// generation g. Retiring a Cloud KMS generation destroys its version but
+// keeps its CryptoKey, labelled active, which every server of the trust
+// domain would list as another server's live key until its stale period
+// ends. Listed through b (this server's backend) it is another server's key,
+// and is retired as cleanup retires one. Only the key holding g is touched;
+// if another validate run is probing with it at the same moment (Cloud KMS
+// probe keys are shared), the backend refuses with Aborted and that run
+// retires it.
+func retireProbeKey(ctx context.Context, b keymanager.Backend, g keymanager.Generation, o Options) error {
+	cctx, cancel := o.call(ctx)
+	gens, err := b.ListGenerations(cctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("listing keys after retiring probe key %s: %w", g.Ref, err)
+	}
+	for _, l := range gens {
+		if l.ServerID != ProbeServerID || (l.Ref != g.Ref && !strings.HasPrefix(g.Ref, l.Ref+"/")) {
+			continue
+		}
+		cctx, cancel := o.call(ctx)
+		err := b.Retire(cctx, l)
+		cancel()
+		if err != nil && status.Code(err) != codes.Aborted {
+			return fmt.Errorf("retiring %s, the key of probe key %s: %w", l.Ref, g.Ref, err)
+		}
+	}
+	return nil
 }
 
 func finishProbe(c Check, g keymanager.Generation, digest, sig []byte, opts crypto.SignerOpts, err error) Check {

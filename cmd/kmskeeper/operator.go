@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/kmskeeper/kmskeeper/keymanager"
 	"github.com/kmskeeper/kmskeeper/operator"
 )
 
@@ -40,6 +41,10 @@ func (f *operatorFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.verbose, "verbose", false, "log the backend's calls to stderr")
 }
 
+// callBudget bounds each cloud call of the operator commands, retries
+// included: the plugin's own budget (tests shorten it).
+var callBudget = keymanager.DefaultBudget
+
 // open reads the configuration source and builds the shared options.
 func (f *operatorFlags) open(stderr io.Writer) (*operator.Source, operator.Options, error) {
 	if f.config == "" {
@@ -57,6 +62,7 @@ func (f *operatorFlags) open(stderr io.Writer) (*operator.Source, operator.Optio
 		Kinds:       backendKinds(),
 		TrustDomain: f.trustDomain,
 		Logger:      hclog.New(&hclog.LoggerOptions{Output: stderr, Level: level}),
+		Budget:      callBudget,
 	}
 	if file, ok := stderr.(*os.File); ok && operator.IsTerminal(file) && !f.json {
 		o.Progress = stderr
