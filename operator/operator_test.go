@@ -281,3 +281,38 @@ func TestKeysListAndGC(t *testing.T) {
 		t.Fatalf("gc with failing retire: %v", err)
 	}
 }
+
+// TestCallBudget checks that the operator commands give each cloud call at
+// most Options.Budget, as the plugin does: a cloud that never answers fails
+// the call when the budget ends instead of holding the command forever.
+func TestCallBudget(t *testing.T) {
+	store, src, o := setup(t)
+	o.Budget = 50 * time.Millisecond
+	store.Hook = func(ctx context.Context, op, _ string) error {
+		if op != "List" {
+			return nil
+		}
+		<-ctx.Done()
+		return keymanager.Errorf(codes.Unavailable, "%s: no answer within the budget: %w", op, ctx.Err())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := operator.Validate(ctx, src, o, true)
+	last := r.Checks[len(r.Checks)-1]
+	if r.OK() || last.Name != "list keys" || !strings.Contains(last.Detail, "deadline exceeded") || !strings.Contains(last.Fix, "reachable") {
+		t.Fatalf("validate: %+v", r)
+	}
+	s, err := operator.Open(ctx, src, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, apply := range []bool{false, true} {
+		if _, err := operator.GC(ctx, s, o, time.Now(), apply); err == nil || !strings.Contains(err.Error(), "listing keys") {
+			t.Fatalf("gc (apply %v): %v", apply, err)
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the commands ran past the test's deadline: the budget was not applied")
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,10 +22,7 @@ import (
 // scenario, each in a vault of its own (stopping an emulator takes a
 // second: HTTP/2's graceful shutdown).
 func TestOperatorAzure(t *testing.T) {
-	newCloud := startAzureOperatorEmulator(t, 16)
-	t.Run("validate", func(t *testing.T) { testValidate(t, newCloud) })
-	t.Run("keys list and gc", func(t *testing.T) { testKeysAndGC(t, newCloud(t)) })
-	t.Run("unreachable", func(t *testing.T) { testUnreachableCloud(t, newCloud(t)) })
+	testOperatorCommands(t, startAzureOperatorEmulator(t, opClouds))
 }
 
 // azureApps are the app registrations of the identities, with the key
@@ -49,9 +45,8 @@ type azureOperatorCloud struct {
 
 // startAzureOperatorEmulator starts an emulator with vaults empty vaults
 // from a copy of azureTemplate (so that its certificate is trusted), points
-// azidentity at its Entra endpoint, and returns a function that hands out
-// its vaults, one per call.
-func startAzureOperatorEmulator(t *testing.T, vaults int) func(*testing.T) operatorCloud {
+// azidentity at its Entra endpoint, and returns the vaults.
+func startAzureOperatorEmulator(t *testing.T, vaults int) []operatorCloud {
 	t.Helper()
 	template, err := os.ReadFile(azureTemplate)
 	if err != nil {
@@ -78,14 +73,11 @@ func startAzureOperatorEmulator(t *testing.T, vaults int) func(*testing.T) opera
 	}
 	t.Cleanup(func() { srv.Close() })
 	t.Setenv("AZURE_AUTHORITY_HOST", srv.AuthorityHost())
-	var used atomic.Int32
-	return func(t *testing.T) operatorCloud {
-		i := int(used.Add(1)) - 1
-		if i >= vaults {
-			t.Fatalf("the emulator has %d vaults, all in use: start it with more", vaults)
-		}
-		return &azureOperatorCloud{srv: srv, vault: opts.Vaults[i].Name}
+	var out []operatorCloud
+	for _, v := range opts.Vaults {
+		out = append(out, &azureOperatorCloud{srv: srv, vault: v.Name})
 	}
+	return out
 }
 
 func (c *azureOperatorCloud) config(t *testing.T, id identity) string {

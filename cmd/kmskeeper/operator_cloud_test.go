@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/operator"
 )
 
 // TestMain makes the process trust the Key Vault emulator's CA before any
@@ -163,6 +164,27 @@ const (
 	stateRetired = "retired"
 )
 
+// opClouds is how many clouds (vaults, key rings) testOperatorCommands
+// uses: one per scenario.
+const opClouds = 12
+
+// testOperatorCommands runs every scenario, each on a cloud of its own
+// taken from clouds, which must hold opClouds.
+func testOperatorCommands(t *testing.T, clouds []operatorCloud) {
+	next := 0
+	newCloud := func(t *testing.T) operatorCloud {
+		t.Helper()
+		if next == len(clouds) {
+			t.Fatalf("all %d clouds are in use: raise opClouds", len(clouds))
+		}
+		next++
+		return clouds[next-1]
+	}
+	t.Run("validate", func(t *testing.T) { testValidate(t, newCloud) })
+	t.Run("keys list and gc", func(t *testing.T) { testKeysAndGC(t, newCloud(t)) })
+	t.Run("unreachable", func(t *testing.T) { testUnreachableCloud(t, newCloud(t)) })
+}
+
 // countGenerations counts the live and retired generations of a state.
 func countGenerations(state map[string]string) (live, retired int) {
 	for _, s := range state {
@@ -250,26 +272,8 @@ func runKmskeeper(t *testing.T, args ...string) cliRun {
 
 // validateReport is validate --json's output.
 type validateReport struct {
-	OK     bool `json:"ok"`
-	Checks []struct {
-		Name   string `json:"name"`
-		OK     bool   `json:"ok"`
-		Detail string `json:"detail"`
-		Fix    string `json:"fix"`
-	} `json:"checks"`
-}
-
-// keyRow is one row of keys list --json and gc --json.
-type keyRow struct {
-	KeyID      string    `json:"key_id"`
-	Ref        string    `json:"ref"`
-	ServerID   string    `json:"server_id"`
-	ThisServer bool      `json:"this_server"`
-	Created    time.Time `json:"created"`
-	Updated    time.Time `json:"updated"`
-	State      string    `json:"state"`
-	Cleanup    string    `json:"cleanup"`
-	Error      string    `json:"error"`
+	OK bool `json:"ok"`
+	operator.Report
 }
 
 func decodeJSON[T any](t *testing.T, r cliRun) T {
@@ -370,7 +374,7 @@ func testValidate(t *testing.T, newCloud func(*testing.T) operatorCloud) {
 				t.Fatalf("%s", r)
 			}
 			if r.code == 0 {
-				for _, row := range decodeJSON[[]keyRow](t, r) {
+				for _, row := range decodeJSON[[]operator.KeyRow](t, r) {
 					t.Errorf("after validate, keys list shows %s (%s of %s, %s)", row.Ref, row.KeyID, row.ServerID, row.State)
 				}
 			}
@@ -456,7 +460,7 @@ func testKeysAndGC(t *testing.T, c operatorCloud) {
 
 	// checkRows compares rows with want: every row expected, each once,
 	// with cleanup taken from cleanupOf[state] unless overridden.
-	checkRows := func(t *testing.T, what string, rows []keyRow, cleanup map[string]string) {
+	checkRows := func(t *testing.T, what string, rows []operator.KeyRow, cleanup map[string]string) {
 		t.Helper()
 		seen := map[string]bool{}
 		for i, r := range rows {
@@ -494,7 +498,7 @@ func testKeysAndGC(t *testing.T, c operatorCloud) {
 	if r.code != 0 {
 		t.Fatalf("%s", r)
 	}
-	checkRows(t, "keys list", decodeJSON[[]keyRow](t, r), nil)
+	checkRows(t, "keys list", decodeJSON[[]operator.KeyRow](t, r), nil)
 
 	r = runKmskeeper(t, "keys", "list", "--config", conf)
 	if r.code != 0 {
@@ -525,7 +529,7 @@ func testKeysAndGC(t *testing.T, c operatorCloud) {
 			t.Fatalf("%s", r)
 		}
 		if slices.Contains(args, "--json") {
-			checkRows(t, "gc --json", decodeJSON[[]keyRow](t, r), nil)
+			checkRows(t, "gc --json", decodeJSON[[]operator.KeyRow](t, r), nil)
 		} else if s := fmt.Sprintf("Dry run: %d keys would be retired.", len(retire)); !strings.Contains(r.stdout, s) {
 			t.Errorf("the dry run does not say %q:\n%s", s, r)
 		}
@@ -539,7 +543,7 @@ func testKeysAndGC(t *testing.T, c operatorCloud) {
 	if r.code != 0 {
 		t.Fatalf("%s", r)
 	}
-	checkRows(t, "gc --apply", decodeJSON[[]keyRow](t, r), map[string]string{"retire": "retired"})
+	checkRows(t, "gc --apply", decodeJSON[[]operator.KeyRow](t, r), map[string]string{"retire": "retired"})
 	after := c.state(t)
 	for _, ref := range retire {
 		if !c.retired(after, ref) {
@@ -566,12 +570,12 @@ func testKeysAndGC(t *testing.T, c operatorCloud) {
 	if r.code != 0 {
 		t.Fatalf("%s", r)
 	}
-	checkRows(t, "keys list after gc --apply", decodeJSON[[]keyRow](t, r), nil)
+	checkRows(t, "keys list after gc --apply", decodeJSON[[]operator.KeyRow](t, r), nil)
 	r = runKmskeeper(t, "gc", "--apply", "--json", "--config", conf)
 	if r.code != 0 {
 		t.Fatalf("%s", r)
 	}
-	checkRows(t, "a second gc --apply", decodeJSON[[]keyRow](t, r), nil)
+	checkRows(t, "a second gc --apply", decodeJSON[[]operator.KeyRow](t, r), nil)
 	if again := c.state(t); !maps.Equal(again, after) {
 		t.Errorf("a second gc --apply changed the cloud:\nbefore %v\nafter  %v", after, again)
 	}

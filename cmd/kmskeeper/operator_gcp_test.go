@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,10 +26,7 @@ import (
 // in plugin_data, IAM permission checks. One emulator serves every
 // scenario, each in a key ring of its own.
 func TestOperatorGCP(t *testing.T) {
-	newCloud := startGCPOperatorEmulator(t, 16)
-	t.Run("validate", func(t *testing.T) { testValidate(t, newCloud) })
-	t.Run("keys list and gc", func(t *testing.T) { testKeysAndGC(t, newCloud(t)) })
-	t.Run("unreachable", func(t *testing.T) { testUnreachableCloud(t, newCloud(t)) })
+	testOperatorCommands(t, startGCPOperatorEmulator(t, opClouds))
 }
 
 const gcpInspector = "inspector@kmskeeper-test.iam.gserviceaccount.com"
@@ -58,9 +54,8 @@ type gcpOperatorCloud struct {
 }
 
 // startGCPOperatorEmulator starts a plaintext loopback emulator with
-// identity checks on and rings empty key rings, and returns a function that
-// hands out its key rings, one per call.
-func startGCPOperatorEmulator(t *testing.T, rings int) func(*testing.T) operatorCloud {
+// identity checks on and rings empty key rings, and returns the key rings.
+func startGCPOperatorEmulator(t *testing.T, rings int) []operatorCloud {
 	t.Helper()
 	opts := gcpkms.Options{Principals: map[string][]string{gcpInspector: {"*"}}}
 	for _, a := range gcpAccounts {
@@ -83,15 +78,11 @@ func startGCPOperatorEmulator(t *testing.T, rings int) func(*testing.T) operator
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { inspector.Close() })
-	var used atomic.Int32
-	return func(t *testing.T) operatorCloud {
-		i := int(used.Add(1)) - 1
-		if i >= rings {
-			t.Fatalf("the emulator has %d key rings, all in use: start it with more", rings)
-		}
-		t.Cleanup(srv.ClearFaults)
-		return &gcpOperatorCloud{srv: srv, inspector: inspector, ring: opts.KeyRings[i]}
+	var out []operatorCloud
+	for _, r := range opts.KeyRings {
+		out = append(out, &gcpOperatorCloud{srv: srv, inspector: inspector, ring: r})
 	}
+	return out
 }
 
 func (c *gcpOperatorCloud) config(t *testing.T, id identity) string {
@@ -132,6 +123,7 @@ func (c *gcpOperatorCloud) denied(id identity) []string {
 }
 
 func (c *gcpOperatorCloud) breakSign(t *testing.T, f signFault) string {
+	t.Cleanup(c.srv.ClearFaults)
 	switch f {
 	case signRefused:
 		// INTERNAL is not retried.
@@ -146,7 +138,8 @@ func (c *gcpOperatorCloud) breakSign(t *testing.T, f signFault) string {
 	return ""
 }
 
-func (c *gcpOperatorCloud) breakList(*testing.T) string {
+func (c *gcpOperatorCloud) breakList(t *testing.T) string {
+	t.Cleanup(c.srv.ClearFaults)
 	c.srv.InjectFault(gcpkms.Fault{Method: "ListCryptoKeys", Code: codes.Unavailable})
 	return "code = Unavailable"
 }
