@@ -207,6 +207,39 @@ func TestValidateFailures(t *testing.T) {
 	}
 }
 
+// TestValidateProbeCreateFailsAfterTheCloudMadeTheKey checks that a probe
+// whose creation failed after the cloud made the key (Cloud KMS makes the
+// CryptoKey before the public key is read) retires what it left.
+func TestValidateProbeCreateFailsAfterTheCloudMadeTheKey(t *testing.T) {
+	store, src, o := setup(t)
+	k, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	store.Hook = func(_ context.Context, op, keyID string) error {
+		if op != "Create" {
+			return nil
+		}
+		if _, err := store.Add("example.org", operator.ProbeServerID, keyID, k, time.Now(), time.Now()); err != nil {
+			return err
+		}
+		return keymanager.Errorf(codes.PermissionDenied, "reading the public key denied: the identity lacks the permission")
+	}
+	r := operator.Validate(context.Background(), src, o, true)
+	var probe operator.Check
+	for _, c := range r.Checks {
+		if c.Name == "probe EC_P384" {
+			probe = c
+		}
+	}
+	if r.OK() || probe.OK || !strings.Contains(probe.Detail, "denied") {
+		t.Fatalf("probe check = %+v", probe)
+	}
+	if strings.Contains(probe.Detail, "could not be retired") {
+		t.Fatalf("probe check = %+v", probe)
+	}
+	if refs := store.Refs(); len(refs) != 0 {
+		t.Fatalf("the failed probe left %v", refs)
+	}
+}
+
 func denyOp(op, denied string) error {
 	if op == denied {
 		return keymanager.Errorf(codes.PermissionDenied, "%s denied: the identity lacks the permission", op)

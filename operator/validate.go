@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -146,11 +147,20 @@ func Validate(ctx context.Context, src *Source, o Options, probe bool) *Report {
 // (see retireProbeKey).
 func probeOne(ctx context.Context, pb, b keymanager.Backend, t keymanager.KeyType, o Options) (c Check) {
 	c.Name = "probe " + t.String()
+	id := "probe-" + strings.ToLower(t.String())
+	started := time.Now()
 	cctx, cancel := o.call(ctx)
-	g, err := pb.Create(cctx, "probe-"+strings.ToLower(t.String()), t)
+	g, err := pb.Create(cctx, id, t)
 	cancel()
 	if err != nil {
-		return failed(c, "create", err)
+		c = failed(c, "create", err)
+		// A creation can fail after the cloud made the key (Cloud KMS makes
+		// the CryptoKey and its first version before the public key is
+		// read): retire what it left.
+		if left, rerr := retireFailedProbe(context.WithoutCancel(ctx), pb, b, id, started, o); rerr != nil {
+			c.Detail += fmt.Sprintf("; the failed creation left %s, which could not be retired: %v (delete it by hand, or the plugins' cleanup retires it after the stale period)", left, rerr)
+		}
+		return c
 	}
 	defer func() {
 		rctx := context.WithoutCancel(ctx)
@@ -207,6 +217,35 @@ func retireProbeKey(ctx context.Context, b keymanager.Backend, g keymanager.Gene
 		}
 	}
 	return nil
+}
+
+// retireFailedProbe retires the generations of probe key id that a failed
+// creation started at started may have left, listed through the probe
+// backend pb, and then what a listing through b still shows of them (see
+// retireProbeKey). It returns what it could not retire.
+func retireFailedProbe(ctx context.Context, pb, b keymanager.Backend, id string, started time.Time, o Options) (string, error) {
+	cctx, cancel := o.call(ctx)
+	gens, err := pb.ListGenerations(cctx)
+	cancel()
+	if err != nil {
+		return "anything of probe key " + id, fmt.Errorf("listing keys after the failed creation of probe key %s: %w", id, err)
+	}
+	for _, g := range gens {
+		// Clocks differ: a minute of slack, as the engine allows.
+		if g.ServerID != ProbeServerID || g.KeyID != id || g.Created.Before(started.Add(-time.Minute)) {
+			continue
+		}
+		cctx, cancel := o.call(ctx)
+		err := pb.Retire(cctx, g)
+		cancel()
+		if err == nil {
+			err = retireProbeKey(ctx, b, g, o)
+		}
+		if err != nil {
+			return g.Ref, fmt.Errorf("retiring %s, left by the failed creation of probe key %s: %w", g.Ref, id, err)
+		}
+	}
+	return "", nil
 }
 
 func finishProbe(c Check, g keymanager.Generation, digest, sig []byte, opts crypto.SignerOpts, err error) Check {
