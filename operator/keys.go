@@ -40,6 +40,11 @@ func ListKeys(ctx context.Context, s *Session, o Options, now time.Time) ([]KeyR
 	}
 	o.progress("Listed %d keys.", len(gens))
 	plan := keymanager.Plan(gens, s.ServerID, now, s.Config.Live().Schedule.StaleAfter)
+	if o.Decommissioned {
+		if err := decommission(plan, s, now); err != nil {
+			return nil, nil, err
+		}
+	}
 	rows := make([]KeyRow, 0, len(plan))
 	for _, a := range plan {
 		r := KeyRow{
@@ -67,6 +72,50 @@ func ListKeys(ctx context.Context, s *Session, o Options, now time.Time) ([]KeyR
 		return rows[i].Created.After(rows[j].Created)
 	})
 	return rows, plan, nil
+}
+
+// StateDecommissioned is a generation of a server that the operator says
+// has stopped for good (gc --decommissioned).
+const StateDecommissioned keymanager.State = "decommissioned"
+
+// decommission marks every generation of the session's server for
+// retirement, unless one of them shows that a process may still serve it:
+// a running kmskeeper keeps each key it serves updated (created, rotated or
+// kept alive) at least every keep-alive age plus liveness interval, so a
+// generation newer than that refuses the whole decommission.
+func decommission(plan []keymanager.Assessment, s *Session, now time.Time) error {
+	if s.ServerID == "" {
+		return fmt.Errorf("decommissioning: the configuration names no server ID (key_identifier_file does not exist): set key_identifier_value to the server ID of the keys to retire")
+	}
+	sched := s.Config.Live().Schedule
+	quiet := keymanager.DefaultKeepAliveAge + keymanager.DefaultLivenessInterval
+	if sched.LivenessInterval > 0 {
+		quiet = keymanager.DefaultKeepAliveAge + sched.LivenessInterval
+	}
+	for _, a := range plan {
+		if a.Created.After(now) {
+			now = a.Created // the cloud's clock, as Plan moves it
+		}
+	}
+	for _, a := range plan {
+		if a.ServerID != s.ServerID {
+			continue
+		}
+		last := a.Updated
+		if a.Created.After(last) {
+			last = a.Created
+		}
+		if now.Sub(last) < quiet {
+			return fmt.Errorf("decommissioning server %s: its key %s (%s) was updated %s ago, so a process may still serve it (a running server updates every key it serves at least every %s); stop that server, and run gc again once %s have passed since the update",
+				s.ServerID, a.KeyID, a.Ref, now.Sub(last).Round(time.Minute), quiet, quiet)
+		}
+	}
+	for i := range plan {
+		if plan[i].ServerID == s.ServerID {
+			plan[i].State, plan[i].Retire = StateDecommissioned, true
+		}
+	}
+	return nil
 }
 
 // PrintKeys writes rows as a table, or as JSON when asJSON is set.

@@ -315,6 +315,55 @@ func TestKeysListAndGC(t *testing.T) {
 	}
 }
 
+// TestGCDecommissioned checks gc --decommissioned: refused while one of the
+// server's keys is fresh enough to be served, then every key of that server
+// (in use or not) is retired, and nobody else's.
+func TestGCDecommissioned(t *testing.T) {
+	store, src, o := setup(t)
+	o.Decommissioned = true
+	ctx := context.Background()
+	now := time.Now()
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	old, _ := store.Add("example.org", "server-a", "x509-CA-A", k, now.Add(-40*time.Hour), now.Add(-40*time.Hour))
+	cur, _ := store.Add("example.org", "server-a", "JWT-Signer-A", k, now.Add(-48*time.Hour), now.Add(-2*time.Hour))
+	other, _ := store.Add("example.org", "server-c", "x509-CA-A", k, now.Add(-40*time.Hour), now.Add(-40*time.Hour))
+
+	s, err := operator.Open(ctx, src, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// JWT-Signer-A was kept alive 2 hours ago: its server may still run.
+	if _, err := operator.GC(ctx, s, o, now, true); err == nil || !strings.Contains(err.Error(), "JWT-Signer-A") || !strings.Contains(err.Error(), "stop that server") {
+		t.Fatalf("gc --decommissioned with a fresh key: %v", err)
+	}
+	if n := len(store.Refs()); n != 3 {
+		t.Fatalf("a refused decommission retired keys: %d left", n)
+	}
+
+	// A day and a half later, nothing of server-a has been updated.
+	later := now.Add(36 * time.Hour)
+	rows, err := operator.GC(ctx, s, o, later, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		want := "foreign/keep"
+		if r.ServerID == "server-a" {
+			want = "decommissioned/retire"
+		}
+		if got := r.State + "/" + r.Cleanup; got != want {
+			t.Errorf("%s (%s of %s): %s, want %s", r.Ref, r.KeyID, r.ServerID, got, want)
+		}
+	}
+	if _, err := operator.GC(ctx, s, o, later, true); err != nil {
+		t.Fatal(err)
+	}
+	left := strings.Join(store.Refs(), " ")
+	if strings.Contains(left, old) || strings.Contains(left, cur) || !strings.Contains(left, other) {
+		t.Fatalf("after gc --decommissioned --apply: %s", left)
+	}
+}
+
 // TestCallBudget checks that the operator commands give each cloud call at
 // most Options.Budget, as the plugin does: a cloud that never answers fails
 // the call when the budget ends instead of holding the command forever.

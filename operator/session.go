@@ -39,6 +39,11 @@ type Options struct {
 	// it a cloud that keeps failing would be retried for minutes, or (on
 	// Cloud KMS, whose retries stop only at a deadline) forever.
 	Budget time.Duration
+	// Decommissioned says the server the configuration describes has
+	// stopped for good (it moved to another cloud, or was removed): keys
+	// list and gc judge its keys as a departed server's, to be retired, as
+	// soon as none of them shows that a process still serves it.
+	Decommissioned bool
 }
 
 // call returns the context of one cloud call: ctx, ending when the budget

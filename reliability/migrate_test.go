@@ -32,9 +32,6 @@ import (
 const (
 	// migrationServer is the migrating server, on the old and the new side.
 	migrationServer = "server-m"
-	// retireServer is the identity an operator gives kmskeeper gc to retire
-	// the old cloud's keys: one no server uses.
-	retireServer = "retire-server-m"
 )
 
 // Log messages of a migration.
@@ -47,9 +44,10 @@ const (
 // passesExtra runs the plugin's liveness and cleanup passes every second.
 const passesExtra = "cleanup_interval = \"1s\"\nliveness_interval = \"1s\"\n"
 
-// staleAge is past the stale period: how long after its last keep-alive
-// another server's key is retired.
-const staleAge = keymanager.DefaultStaleAfter + 24*time.Hour
+// decommissionAge is how long the test waits before gc --decommissioned:
+// past the keep-alive age plus the liveness interval, within which a
+// running server updates every key it serves.
+const decommissionAge = keymanager.DefaultKeepAliveAge + keymanager.DefaultLivenessInterval + 6*time.Hour
 
 // migratedKey is a key ID with the type SPIRE asks for it.
 type migratedKey struct {
@@ -120,8 +118,7 @@ func TestMigrateFromDisk(t *testing.T) {
 // GenerateKey. A's keys are never touched by the plugin, its background
 // passes or a restart. kmskeeper gc then retires them as an operator runs
 // it: not with A's configuration as it was (the keys are that server's keys
-// in use), but under an identity no server uses, once they are past the
-// stale period.
+// in use), but with --decommissioned, once no process can be serving them.
 func TestMigrateBetweenClouds(t *testing.T) {
 	clouds := cloudSetups()
 	for _, from := range clouds {
@@ -186,29 +183,33 @@ func migrateBetween(t *testing.T, h *harness) {
 	// kmskeeper gc with the old configuration as it was: the keys are
 	// that server's keys in use, which its own cleanup never retires.
 	for _, apply := range []bool{false, true} {
-		mustPlan(t, h.gc(t, oldData, apply), "in use", "keep")
+		args := []string{"--dry-run"}
+		if apply {
+			args = []string{"--apply"}
+		}
+		mustPlan(t, h.gc(t, oldData, args...), "in use", "keep")
 		mustBeUntouched(t, src, before)
 	}
-	// Under an identity no server uses, the old server's keys are another
-	// server's: protected while they were kept alive within the stale
-	// period.
-	retireData := src.pluginData(retireServer, "")
-	mustPlan(t, h.gc(t, retireData, true), "foreign", "keep")
+	// gc --decommissioned says the old server has stopped for good. It is
+	// refused while the old keys are fresh enough for a process to be
+	// serving them.
+	h.gcRefused(t, oldData, "stop that server", "--decommissioned", "--apply")
 	mustBeUntouched(t, src, before)
 
-	// Past the stale period. gc runs on the host's clock, which the test
+	// A day and a half later nothing has updated them (the new server reads
+	// them without writing). gc runs on the host's clock, which the test
 	// cannot move; like the plugin, it takes the newest creation time the
 	// cloud reports as a lower bound for the cloud's time, so a key another
 	// server of the trust domain creates on A now shows gc that the time
 	// has come.
-	src.advance(t, staleAge)
+	src.advance(t, decommissionAge)
 	now := src.now(t)
 	bystander := src.seed(t, "server-other", "x509-CA-A", now, now)
-	mustPlan(t, h.gc(t, retireData, false), "stale", "retire")
+	mustPlan(t, h.gc(t, oldData, "--decommissioned"), "decommissioned", "retire")
 	mustBeUntouched(t, src, before)
-	mustPlan(t, h.gc(t, retireData, true), "stale", "retired")
+	mustPlan(t, h.gc(t, oldData, "--decommissioned", "--apply"), "decommissioned", "retired")
 	if left := own(src.keys(t), migrationServer); len(left) != 0 {
-		t.Errorf("after gc --apply the old cloud still holds %v", refs(left))
+		t.Errorf("after gc --decommissioned --apply the old cloud still holds %v", refs(left))
 	}
 	if others := own(src.keys(t), bystander.ServerID); len(others) != 1 || others[0].Ref != bystander.Ref {
 		t.Errorf("gc --apply touched another server's live key: the old cloud holds %v of it", refs(others))
@@ -485,37 +486,50 @@ func waitLogs(t *testing.T, p *pluginhost.Plugin, msg string, n int) {
 }
 
 // gc runs the built binary's `kmskeeper gc` as an operator does, on a file
-// holding pluginData, and returns what it printed (--json).
-func (h *harness) gc(t *testing.T, pluginData string, apply bool) []operator.KeyRow {
+// holding pluginData, with flags, and returns what it printed (--json).
+func (h *harness) gc(t *testing.T, pluginData string, flags ...string) []operator.KeyRow {
+	t.Helper()
+	stdout, stderr, err := h.runGC(t, pluginData, flags)
+	if err != nil {
+		t.Fatalf("kmskeeper gc %s: %v\n%s%s", strings.Join(flags, " "), err, stdout, stderr)
+	}
+	var rows []operator.KeyRow
+	if err := json.Unmarshal([]byte(stdout), &rows); err != nil {
+		t.Fatalf("kmskeeper gc %s printed no JSON rows: %v\n%s", strings.Join(flags, " "), err, stdout)
+	}
+	return rows
+}
+
+// gcRefused runs `kmskeeper gc` with flags and checks that it fails saying
+// want.
+func (h *harness) gcRefused(t *testing.T, pluginData, want string, flags ...string) {
+	t.Helper()
+	stdout, stderr, err := h.runGC(t, pluginData, flags)
+	if err == nil || !strings.Contains(stderr, want) {
+		t.Fatalf("kmskeeper gc %s: %v, want a failure saying %q\n%s%s", strings.Join(flags, " "), err, want, stdout, stderr)
+	}
+}
+
+func (h *harness) runGC(t *testing.T, pluginData string, flags []string) (stdout, stderr string, err error) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "plugin-data.hcl")
 	if err := os.WriteFile(path, []byte(pluginData), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"gc", "--config", path, "--trust-domain", trustDomain, "--json"}
-	if apply {
-		args = append(args, "--apply")
-	}
+	args := append([]string{"gc", "--config", path, "--trust-domain", trustDomain, "--json"}, flags...)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, suite.binary, args...)
 	cmd.Env = append(os.Environ(), h.env()...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	h.keep(stdout.String())
-	h.keep(stderr.String())
-	if strings.Contains(stderr.String(), "DATA RACE") {
-		t.Errorf("kmskeeper gc reported a data race:\n%s", stderr.String())
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	h.keep(out.String())
+	h.keep(errOut.String())
+	if strings.Contains(errOut.String(), "DATA RACE") {
+		t.Errorf("kmskeeper gc reported a data race:\n%s", errOut.String())
 	}
-	if err != nil {
-		t.Fatalf("kmskeeper %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	var rows []operator.KeyRow
-	if err := json.Unmarshal(stdout.Bytes(), &rows); err != nil {
-		t.Fatalf("kmskeeper %s printed no JSON rows: %v\n%s", strings.Join(args, " "), err, stdout.String())
-	}
-	return rows
+	return out.String(), errOut.String(), err
 }
 
 // mustPlan checks that gc listed every migrated key of migrationServer

@@ -23,6 +23,8 @@ type operatorFlags struct {
 	trustDomain string
 	json        bool
 	verbose     bool
+	// decommissioned is gc's and keys list's --decommissioned.
+	decommissioned bool
 }
 
 const configHelp = `The configuration is read from --config: either a SPIRE server.conf (the
@@ -63,6 +65,8 @@ func (f *operatorFlags) open(stderr io.Writer) (*operator.Source, operator.Optio
 		TrustDomain: f.trustDomain,
 		Logger:      hclog.New(&hclog.LoggerOptions{Output: stderr, Level: level}),
 		Budget:      callBudget,
+
+		Decommissioned: f.decommissioned,
 	}
 	if file, ok := stderr.(*os.File); ok && operator.IsTerminal(file) && !f.json {
 		o.Progress = stderr
@@ -141,10 +145,12 @@ name and version.
 States: in use (this server serves it), superseded (an older generation of
 one of this server's keys; cleanup retires it), foreign (another server's,
 kept alive), stale (another server's, not kept alive for 14 days; cleanup
-retires it).
+retires it), decommissioned (with --decommissioned: this server's keys, all
+to be retired).
 
 `+configHelp, stderr)
 	f.register(fs)
+	fs.BoolVar(&f.decommissioned, "decommissioned", false, "show what gc --decommissioned would do: the configured server has stopped for good")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -177,13 +183,19 @@ never touched. Retiring deletes an Azure key (soft delete; purged when
 purge_deleted_keys = true) or schedules a Cloud KMS key version for
 destruction.
 
-After a migration between clouds, point --config at the old cloud's
-configuration to retire the keys left there.
+--decommissioned says the server the configuration describes has stopped for
+good: every key of its server ID is retired too, in use or not. It is refused
+while any of those keys was updated (created, rotated or kept alive) within
+the keep-alive age plus the liveness interval (30 hours by default), since a
+running server updates every key it serves at least that often. Use it after a migration between clouds, with --config
+pointing at the old cloud's configuration once the new server no longer has
+migrate_from; or to clean up after a server removed from the trust domain.
 
 `+configHelp, stderr)
 	f.register(fs)
 	fs.BoolVar(&dryRun, "dry-run", true, "print what would be retired and change nothing (the default)")
 	fs.BoolVar(&apply, "apply", false, "retire the keys the plan marks")
+	fs.BoolVar(&f.decommissioned, "decommissioned", false, "the configured server has stopped for good: retire all of its keys (refused while one was updated in the last 30 hours, by default)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
