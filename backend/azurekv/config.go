@@ -3,6 +3,7 @@ package azurekv
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
@@ -154,8 +155,40 @@ func (c *Config) identity() string {
 	case c.UseMSI:
 		return "the managed identity"
 	default:
-		return "the default credential chain"
+		return chainIdentity(os.Getenv)
 	}
+}
+
+// chainIdentity names what DefaultAzureCredential authenticates as, read
+// from the environment variables it reads itself, so that an error names
+// the app (a workload identity's client ID, say) rather than "the default
+// credential chain". It only describes: azidentity decides. The chain tries
+// the environment's secret or certificate first, then workload identity;
+// AZURE_TOKEN_CREDENTIALS can leave either out. Anything else (a managed
+// identity, developer tools) stays "the default credential chain".
+func chainIdentity(getenv func(string) string) string {
+	const chain = "the default credential chain"
+	tenant, client := getenv("AZURE_TENANT_ID"), getenv("AZURE_CLIENT_ID")
+	if tenant == "" || client == "" {
+		return chain
+	}
+	only := strings.ToLower(getenv("AZURE_TOKEN_CREDENTIALS"))
+	tries := func(credential string) bool {
+		return only == "" || only == "prod" || only == strings.ToLower(credential)
+	}
+	app := fmt.Sprintf("app %s of tenant %s", client, tenant)
+	switch {
+	case tries("EnvironmentCredential") && getenv("AZURE_CLIENT_SECRET") == "" && getenv("AZURE_CLIENT_CERTIFICATE_PATH") == "" &&
+		getenv("AZURE_USERNAME") != "" && getenv("AZURE_PASSWORD") != "":
+		return chain // a user's password, deprecated; not described
+	case tries("EnvironmentCredential") && getenv("AZURE_CLIENT_SECRET") != "":
+		return app + " (client secret from AZURE_CLIENT_SECRET)"
+	case tries("EnvironmentCredential") && getenv("AZURE_CLIENT_CERTIFICATE_PATH") != "":
+		return app + " (client certificate " + getenv("AZURE_CLIENT_CERTIFICATE_PATH") + ")"
+	case tries("WorkloadIdentityCredential") && getenv("AZURE_FEDERATED_TOKEN_FILE") != "":
+		return app + " (workload identity, federated token file " + getenv("AZURE_FEDERATED_TOKEN_FILE") + ")"
+	}
+	return chain
 }
 
 // Open implements config.Backend: it builds the credential and the client.

@@ -1,6 +1,7 @@
 package azurekv
 
 import (
+	"maps"
 	"strings"
 	"testing"
 
@@ -133,6 +134,43 @@ key_vaut_uri = "x"`, wantErr: "unknown configuration key"},
 			}
 			if tt.check != nil {
 				tt.check(t, cfg.Backend.(*Config))
+			}
+		})
+	}
+}
+
+// TestChainIdentity checks how errors name the default chain's identity:
+// from the variables DefaultAzureCredential reads, in its order, without
+// any secret.
+func TestChainIdentity(t *testing.T) {
+	base := map[string]string{"AZURE_TENANT_ID": "t-1", "AZURE_CLIENT_ID": "c-1"}
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"nothing", nil, "the default credential chain"},
+		{"only IDs", base, "the default credential chain"},
+		{"secret", map[string]string{"AZURE_CLIENT_SECRET": "shh"}, "app c-1 of tenant t-1 (client secret from AZURE_CLIENT_SECRET)"},
+		{"certificate", map[string]string{"AZURE_CLIENT_CERTIFICATE_PATH": "/c.pem"}, "app c-1 of tenant t-1 (client certificate /c.pem)"},
+		{"workload identity", map[string]string{"AZURE_FEDERATED_TOKEN_FILE": "/var/run/secrets/azure/tokens/azure-identity-token"}, "app c-1 of tenant t-1 (workload identity, federated token file /var/run/secrets/azure/tokens/azure-identity-token)"},
+		{"secret before workload identity", map[string]string{"AZURE_CLIENT_SECRET": "shh", "AZURE_FEDERATED_TOKEN_FILE": "/f"}, "app c-1 of tenant t-1 (client secret from AZURE_CLIENT_SECRET)"},
+		{"AZURE_TOKEN_CREDENTIALS selects workload identity", map[string]string{"AZURE_CLIENT_SECRET": "shh", "AZURE_FEDERATED_TOKEN_FILE": "/f", "AZURE_TOKEN_CREDENTIALS": "WorkloadIdentityCredential"}, "app c-1 of tenant t-1 (workload identity, federated token file /f)"},
+		{"AZURE_TOKEN_CREDENTIALS=dev", map[string]string{"AZURE_FEDERATED_TOKEN_FILE": "/f", "AZURE_TOKEN_CREDENTIALS": "dev"}, "the default credential chain"},
+		{"user password", map[string]string{"AZURE_USERNAME": "u", "AZURE_PASSWORD": "p", "AZURE_FEDERATED_TOKEN_FILE": "/f"}, "the default credential chain"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{}
+			if tt.env != nil {
+				maps.Copy(env, base)
+				maps.Copy(env, tt.env)
+			}
+			got := chainIdentity(func(k string) string { return env[k] })
+			if got != tt.want {
+				t.Errorf("chainIdentity = %q, want %q", got, tt.want)
+			}
+			if strings.Contains(got, "shh") {
+				t.Errorf("the description reveals the secret: %s", got)
 			}
 		})
 	}

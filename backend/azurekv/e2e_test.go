@@ -9,17 +9,49 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
 	"github.com/kmskeeper/kmskeeper/keymanager"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
+
+// Workload identity of the end-to-end tests: an AKS cluster's OIDC issuer
+// and the SPIRE server's service account.
+const (
+	wiIssuer  = "https://westeurope.oic.prod-aks.azure.com/6b0c4ef1-7d2a-4c56-9e3f-2a5d8c1b0e01/2f8a9c1e-5b7d-4e3a-9c6f-1d2e3f4a5b6c/"
+	wiSubject = "system:serviceaccount:spire:spire-server"
+)
+
+// workloadEnv is what the AKS workload identity webhook puts in the pod:
+// no secret.
+var workloadEnv = []string{"AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_AUTHORITY_HOST"}
+
+// workloadEmulator starts an emulator whose main app trusts wiIssuer's
+// tokens about wiSubject, and writes a token about subject to a file that
+// the emulator's environment then names; it returns the token.
+func workloadEmulator(t *testing.T, subject string) (*azurekv.Server, string) {
+	t.Helper()
+	srv := startEmulator(t, azurekv.Options{FederatedCredentials: []azurekv.FederatedCredential{{Issuer: wiIssuer, Subject: wiSubject}}})
+	file := filepath.Join(t.TempDir(), "azure-identity-token")
+	if err := srv.WriteFederatedTokenFile(file, subject); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, string(tok)
+}
 
 // TestCredentials configures the built binary with each credential path and
 // checks which token endpoint the plugin used.
@@ -27,22 +59,36 @@ func TestCredentials(t *testing.T) {
 	for _, tt := range []struct {
 		name, extra string
 		env         []string
+		workload    bool   // the main app has a federated credential and a token file
 		wantToken   string // the emulator counter that must move
 		wantWarning string
 	}{
 		{name: "client secret in plugin_data", extra: "tenant_id = %q\napp_id = %q\napp_secret = %q\nsubscription_id = \"00000000-0000-0000-0000-000000000000\"\n", env: []string{"AZURE_AUTHORITY_HOST"}, wantToken: "Token"},
 		{name: "default chain from the environment", env: []string{"AZURE_"}, wantToken: "Token"},
 		{name: "default chain to the managed identity", env: []string{"IDENTITY_", "AZURE_AUTHORITY_HOST"}, wantToken: "ManagedIdentityToken"},
+		{name: "default chain to workload identity", env: workloadEnv, workload: true, wantToken: "Token"},
 		{name: "use_msi", extra: "use_msi = true\n", env: []string{"IDENTITY_"}, wantToken: "ManagedIdentityToken", wantWarning: "use_msi is deprecated"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv := startEmulator(t, azurekv.Options{})
+			var (
+				srv       *azurekv.Server
+				assertion string
+			)
+			if tt.workload {
+				srv, assertion = workloadEmulator(t, wiSubject)
+			} else {
+				srv = startEmulator(t, azurekv.Options{})
+			}
 			extra := tt.extra
 			if strings.Contains(extra, "%q") {
 				extra = fmt.Sprintf(extra, srv.TenantID(), srv.ClientID(), srv.ClientSecret())
 			}
-			p := configured(t, pluginEnv(t, srv, tt.env...), srv.VaultURL(azurekv.DefaultVaultName), "server-a", extra)
+			env := pluginEnv(t, srv, tt.env...)
+			if tt.workload && slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "AZURE_CLIENT_SECRET=") }) {
+				t.Fatalf("the workload identity environment holds the client secret: %v", env)
+			}
+			p := configured(t, env, srv.VaultURL(azurekv.DefaultVaultName), "server-a", extra)
 			signer := generate(t, p, "x509-CA-A", keymanager.ECP256)
 			digest := sha256.Sum256([]byte("x"))
 			if _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
@@ -60,8 +106,42 @@ func TestCredentials(t *testing.T) {
 				if srv.ClientSecret() != "" && strings.Contains(l.Raw, srv.ClientSecret()) {
 					t.Errorf("the plugin logged the client secret: %s", l.Raw)
 				}
+				if assertion != "" && strings.Contains(l.Raw, assertion) {
+					t.Errorf("the plugin logged the federated token: %s", l.Raw)
+				}
 			}
 		})
+	}
+}
+
+// TestWorkloadIdentityRefused gives the plugin a service account token whose
+// subject the app's federated credential does not name: Configure fails
+// Unauthenticated, naming the app, the token file and Entra's answer, and
+// neither the error nor the plugin's log quotes the token.
+func TestWorkloadIdentityRefused(t *testing.T) {
+	t.Parallel()
+	const intruder = "system:serviceaccount:default:intruder"
+	srv, assertion := workloadEmulator(t, intruder)
+	p := launch(t, pluginEnv(t, srv, workloadEnv...))
+	err := p.Configure(spireCtx(t), testTD, pluginData(srv.VaultURL(azurekv.DefaultVaultName), "server-a", ""))
+	if err == nil {
+		t.Fatal("Configure with a token the app does not trust succeeded")
+	}
+	if got := status.Code(err); got != codes.Unauthenticated {
+		t.Errorf("Configure error code %v, want Unauthenticated: %v", got, err)
+	}
+	for _, want := range []string{"obtaining a token as app " + srv.ClientID() + " of tenant " + srv.TenantID() + " (workload identity, federated token file ", "AADSTS700213", intruder} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Configure error lacks %q: %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), assertion) {
+		t.Errorf("the error quotes the federated token: %v", err)
+	}
+	for _, l := range p.Logs() {
+		if strings.Contains(l.Raw, assertion) {
+			t.Errorf("the plugin logged the federated token: %s", l.Raw)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
 )
@@ -27,6 +28,9 @@ type azureEmulatorConfig struct {
 	throttling  bool
 	logRequests bool
 	keyIDValue  string
+	// federatedTokenFile is where the token for the main app's first
+	// federated credential is kept fresh ("" when it has none).
+	federatedTokenFile string
 }
 
 // parseAzureEmulatorFlags turns the command line into emulator options.
@@ -34,7 +38,7 @@ func parseAzureEmulatorFlags(args []string, stderr io.Writer) (azureEmulatorConf
 	var (
 		cfg                     azureEmulatorConfig
 		vaults, hsms, hostnames listFlag
-		roles, clients          listFlag
+		roles, clients, fics    listFlag
 		retention               int
 		purgeProtection         bool
 	)
@@ -49,6 +53,7 @@ func parseAzureEmulatorFlags(args []string, stderr io.Writer) (azureEmulatorConf
 	fs.StringVar(&cfg.envFile, "env-file", "", "write the client environment (SSL_CERT_FILE, AZURE_*, IDENTITY_*) to this `file` (default: azure.env next to the CA file)")
 	fs.Var(&roles, "role", "restrict a client: `clientid=perm,perm` with permissions like keys/get, keys/sign, keys/create, keys/delete, keys/purge, keys/* (repeatable; unlisted clients may do everything)")
 	fs.Var(&clients, "client", "accept another client-credentials app: `clientid=secret` (repeatable)")
+	fs.Var(&fics, "federated-credential", "trust an identity provider's tokens for an app (workload identity federation): `[client=id,]issuer=url,subject=sub` (repeatable; client defaults to --client-id). For the main app's first one, a token is kept in federated-token next to the env file (AZURE_FEDERATED_TOKEN_FILE), renewed every 48 minutes")
 	fs.StringVar(&cfg.opts.TenantID, "tenant-id", azurekv.DefaultTenantID, "directory (tenant) `ID`")
 	fs.StringVar(&cfg.opts.ClientID, "client-id", azurekv.DefaultClientID, "client `ID` of the main client-credentials app")
 	fs.StringVar(&cfg.opts.ClientSecret, "client-secret", "", "`secret` of the main app (default: random, kept in --data-dir)")
@@ -119,7 +124,50 @@ Flags:
 		}
 		cfg.opts.ExtraClients[id] = secret
 	}
+	for _, f := range fics {
+		fic, err := parseFederatedCredential(f)
+		if err != nil {
+			return cfg, usageError{fmt.Sprintf("emulator azure: --federated-credential %q: %v", f, err)}
+		}
+		cfg.opts.FederatedCredentials = append(cfg.opts.FederatedCredentials, fic)
+	}
 	return cfg, nil
+}
+
+// parseFederatedCredential reads client=...,issuer=...,subject=... (client
+// optional). Issuer URLs and Kubernetes or CI subjects hold no commas.
+func parseFederatedCredential(v string) (azurekv.FederatedCredential, error) {
+	var f azurekv.FederatedCredential
+	for _, part := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+		switch {
+		case !ok:
+			return f, fmt.Errorf("%q is not key=value", part)
+		case k == "client":
+			f.ClientID = val
+		case k == "issuer":
+			f.Issuer = val
+		case k == "subject":
+			f.Subject = val
+		default:
+			return f, fmt.Errorf("unknown key %q (want client, issuer, subject)", k)
+		}
+	}
+	if f.Issuer == "" || f.Subject == "" {
+		return f, fmt.Errorf("issuer and subject are both required")
+	}
+	return f, nil
+}
+
+// mainFederatedCredential returns the first federated credential of the
+// main app, the one the env file's AZURE_CLIENT_ID names.
+func mainFederatedCredential(srv *azurekv.Server, fics []azurekv.FederatedCredential) (azurekv.FederatedCredential, bool) {
+	for _, f := range fics {
+		if f.ClientID == "" || strings.EqualFold(f.ClientID, srv.ClientID()) {
+			return f, true
+		}
+	}
+	return azurekv.FederatedCredential{}, false
 }
 
 // runEmulatorAzure serves the Azure Key Vault emulator until ctx ends.
@@ -160,6 +208,14 @@ func runEmulatorAzure(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err := srv.WriteCAFile(cfg.caFile); err != nil {
 		return fmt.Errorf("emulator azure: %w", err)
 	}
+	if fic, ok := mainFederatedCredential(srv, cfg.opts.FederatedCredentials); ok {
+		// Written before the env file, which then names it.
+		cfg.federatedTokenFile = filepath.Join(filepath.Dir(cfg.envFile), "federated-token")
+		if err := srv.WriteFederatedTokenFile(cfg.federatedTokenFile, fic.Subject); err != nil {
+			return fmt.Errorf("emulator azure: %w", err)
+		}
+		go renewFederatedToken(ctx, srv, cfg.federatedTokenFile, fic.Subject, stderr)
+	}
 	if err := srv.WriteEnvFile(cfg.envFile); err != nil {
 		return fmt.Errorf("emulator azure: %w", err)
 	}
@@ -167,6 +223,24 @@ func runEmulatorAzure(ctx context.Context, args []string, stdout, stderr io.Writ
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "emulator azure: stopping")
 	return srv.Close()
+}
+
+// renewFederatedToken rewrites the federated token file before the token
+// expires, as the kubelet renews a projected service account token, until
+// ctx ends.
+func renewFederatedToken(ctx context.Context, srv *azurekv.Server, path, subject string, stderr io.Writer) {
+	t := time.NewTicker(azurekv.FederatedTokenRenewal)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := srv.WriteFederatedTokenFile(path, subject); err != nil {
+				fmt.Fprintf(stderr, "emulator azure: renewing the federated token: %v\n", err)
+			}
+		}
+	}
 }
 
 func printAzureBanner(w io.Writer, srv *azurekv.Server, cfg azureEmulatorConfig) {
@@ -180,6 +254,16 @@ func printAzureBanner(w io.Writer, srv *azurekv.Server, cfg azureEmulatorConfig)
 	}
 	fmt.Fprintf(w, "  authority   %s  tenant %s\n", srv.AuthorityHost(), srv.TenantID())
 	fmt.Fprintf(w, "  app         client_id %s (secret in the env file)\n", srv.ClientID())
+	for _, f := range cfg.opts.FederatedCredentials {
+		id := f.ClientID
+		if id == "" {
+			id = srv.ClientID()
+		}
+		fmt.Fprintf(w, "  federated   app %s trusts issuer %s subject %s\n", id, f.Issuer, f.Subject)
+	}
+	if cfg.federatedTokenFile != "" {
+		fmt.Fprintf(w, "  token file  %s (AZURE_FEDERATED_TOKEN_FILE; without AZURE_CLIENT_SECRET the default chain uses it)\n", cfg.federatedTokenFile)
+	}
 	fmt.Fprintf(w, "  identity    %s (managed identity %s)\n", srv.MSIURL(), srv.ManagedIdentityClientID())
 	fmt.Fprintf(w, "  admin API   %s_emulator/  (faults, clock, counts, throttling)\n", srv.URL())
 	fmt.Fprintf(w, "CA certificate: %s\nEnv file:       %s\n", cfg.caFile, cfg.envFile)

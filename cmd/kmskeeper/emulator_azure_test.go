@@ -5,9 +5,14 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
 )
 
 func TestEmulatorAzureHelpDocumentsEveryFlag(t *testing.T) {
@@ -16,7 +21,7 @@ func TestEmulatorAzureHelpDocumentsEveryFlag(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help error = %v, want flag.ErrHelp", err)
 	}
-	for _, f := range []string{"-listen", "-vault", "-managed-hsm", "-hostname", "-data-dir", "-ca-file", "-env-file", "-role", "-client", "-tenant-id", "-client-id", "-client-secret", "-msi-listen", "-retention-days", "-purge-protection", "-throttling", "-log-requests", "-key-identifier", "-managed-identity-client-id"} {
+	for _, f := range []string{"-listen", "-vault", "-managed-hsm", "-hostname", "-data-dir", "-ca-file", "-env-file", "-role", "-client", "-tenant-id", "-client-id", "-client-secret", "-msi-listen", "-retention-days", "-purge-protection", "-throttling", "-log-requests", "-key-identifier", "-managed-identity-client-id", "-federated-credential"} {
 		if !strings.Contains(out.String(), "  "+f) {
 			t.Errorf("--help does not document %s", f)
 		}
@@ -48,6 +53,19 @@ func TestEmulatorAzureFlagParsing(t *testing.T) {
 					t.Errorf("clients/hsms = %v %v", c.opts.ExtraClients, c.opts.ManagedHSMs)
 				}
 			}},
+		{name: "federated credentials", args: []string{"--federated-credential", "issuer=https://oidc.example/,subject=system:serviceaccount:spire:spire-server", "--federated-credential", "client=app,issuer=https://token.example,subject=repo:x"},
+			check: func(t *testing.T, c azureEmulatorConfig) {
+				want := []azurekv.FederatedCredential{
+					{Issuer: "https://oidc.example/", Subject: "system:serviceaccount:spire:spire-server"},
+					{ClientID: "app", Issuer: "https://token.example", Subject: "repo:x"},
+				}
+				if !slices.Equal(c.opts.FederatedCredentials, want) {
+					t.Errorf("federated credentials = %+v, want %+v", c.opts.FederatedCredentials, want)
+				}
+			}},
+		{name: "federated credential without subject", args: []string{"--federated-credential", "issuer=https://oidc.example/"}, wantErr: true},
+		{name: "federated credential with an unknown key", args: []string{"--federated-credential", "issuer=https://oidc.example/,subject=s,audience=x"}, wantErr: true},
+		{name: "federated credential not key=value", args: []string{"--federated-credential", "https://oidc.example/"}, wantErr: true},
 		{name: "bad role", args: []string{"--role", "nope"}, wantErr: true},
 		{name: "bad client", args: []string{"--client", "x="}, wantErr: true},
 		{name: "stray argument", args: []string{"extra"}, wantErr: true},
@@ -85,5 +103,41 @@ func TestEmulatorAzureRunsUntilCancelled(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "key_vault_uri") {
 		t.Errorf("banner lacks the plugin_data snippet:\n%s", out.String())
+	}
+}
+
+// TestEmulatorAzureFederatedTokenFile runs the emulator with a federated
+// credential for the main app and checks that the env file names the token
+// file it wrote, and that the banner shows the trust.
+func TestEmulatorAzureFederatedTokenFile(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	dir := t.TempDir()
+	var out bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runEmulatorAzure(ctx, []string{"--listen", "127.0.0.1:0", "--data-dir", dir,
+			"--federated-credential", "issuer=https://oidc.example/,subject=system:serviceaccount:spire:spire-server"}, &out, &bytes.Buffer{})
+	}()
+	envFile, tokenFile := filepath.Join(dir, "azure.env"), filepath.Join(dir, "federated-token")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, err := os.ReadFile(envFile); err == nil && strings.Contains(string(b), "AZURE_FEDERATED_TOKEN_FILE="+tokenFile+"\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("the env file never named %s", tokenFile)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if tok, err := os.ReadFile(tokenFile); err != nil || strings.Count(string(tok), ".") != 2 {
+		t.Errorf("token file: %q, %v; want a JWT", tok, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if !strings.Contains(out.String(), "trusts issuer https://oidc.example/ subject system:serviceaccount:spire:spire-server") {
+		t.Errorf("banner does not show the federated credential:\n%s", out.String())
 	}
 }

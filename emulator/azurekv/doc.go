@@ -1,8 +1,8 @@
 // Package azurekv is a loopback emulator of Azure Key Vault (Standard and
 // Premium) and Azure Managed HSM, together with the Entra ID endpoints the
 // official SDK needs to get tokens: an OpenID authority with a
-// client-credentials token endpoint and an App Service style managed-identity
-// endpoint.
+// client-credentials token endpoint (client secret or workload identity
+// federation) and an App Service style managed-identity endpoint.
 //
 // It exists so that the kmskeeper backend, the demo and users' CI can drive the
 // unmodified azkeys and azidentity clients over real TLS and the real
@@ -37,6 +37,22 @@
 // checks the X-IDENTITY-HEADER. Tokens are ES256 JWTs signed by the emulator;
 // their lifetime follows the real wall clock so that Clock changes never
 // invalidate an SDK's cached token.
+//
+// The token endpoint takes a client secret or, for workload identity
+// (azidentity's WorkloadIdentityCredential, also tried by
+// DefaultAzureCredential), a federated token as jwt-bearer client assertion.
+// The assertion is checked as Entra checks it against the app's federated
+// identity credentials (Options.FederatedCredentials): a signed JWT, within
+// its validity period (5 minutes of skew), whose iss and sub match a
+// credential exactly and whose aud is api://AzureADTokenExchange. Refusals
+// carry Entra's codes (AADSTS700211 issuer, 700213 subject, 700212 audience,
+// 700024 expired, 70025 no federated credential, 50027 malformed). One check
+// is left out: the signature is not verified against the issuer's keys,
+// which Entra fetches from the issuer's OIDC discovery document over the
+// network. IssueFederatedToken and WriteFederatedTokenFile mint tokens as an
+// AKS cluster's issuer would; once a token file is written, Env offers it as
+// AZURE_FEDERATED_TOKEN_FILE. Certificate credentials (a client assertion
+// signed by the app's own certificate) are refused with AADSTS700027.
 //
 // Client notes: azidentity credentials need DisableInstanceDiscovery (MSAL
 // otherwise asks login.microsoftonline.com about the unknown authority), also

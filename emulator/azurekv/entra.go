@@ -64,7 +64,7 @@ func (s *Server) serveOpenIDConfig(w http.ResponseWriter, r *http.Request, tenan
 		"response_types_supported":              []string{"code", "id_token", "code id_token", "id_token token"},
 		"subject_types_supported":               []string{"pairwise"},
 		"id_token_signing_alg_values_supported": []string{"ES256"},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "client_secret_basic"},
+		"token_endpoint_auth_methods_supported": []string{"client_secret_post", "private_key_jwt", "client_secret_basic"},
 		"scopes_supported":                      []string{"openid", "profile", "email", "offline_access"},
 		"tenant_region_scope":                   "NA",
 		"cloud_instance_name":                   "microsoftonline.com",
@@ -97,7 +97,7 @@ func audienceFor(scope string) (string, bool) {
 	return "", false
 }
 
-// clientSecretFor returns the secret of a known application.
+// clientSecretFor returns the secret of an application that has one.
 func (s *Server) clientSecretFor(clientID string) (string, bool) {
 	if strings.EqualFold(clientID, s.opts.ClientID) {
 		return s.clientSecret, true
@@ -110,8 +110,17 @@ func (s *Server) clientSecretFor(clientID string) (string, bool) {
 	return "", false
 }
 
-// serveToken answers the client-credentials grant like Entra ID, including
-// its error codes for an unknown tenant, client, resource or a wrong secret.
+// appKnown reports whether clientID is a registered application: one with a
+// secret, or one with only federated credentials.
+func (s *Server) appKnown(clientID string) bool {
+	_, ok := s.clientSecretFor(clientID)
+	return ok || len(s.federatedCredentialsOf(clientID)) > 0
+}
+
+// serveToken answers the client-credentials grant like Entra ID, with a
+// client secret or a federated token as client assertion, including its
+// error codes for an unknown tenant, client or resource, a wrong secret and
+// a refused assertion.
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, tenant string) {
 	s.counts.add("", "Token")
 	if r.Method != http.MethodPost {
@@ -135,20 +144,28 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, tenant strin
 	if !basic {
 		clientID, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 	}
-	want, ok := s.clientSecretFor(clientID)
-	if !ok {
+	if !s.appKnown(clientID) {
 		writeEntraError(w, http.StatusBadRequest, "unauthorized_client", 700016,
 			fmt.Sprintf("Application with identifier '%s' was not found in the directory '%s'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.", clientID, s.opts.TenantID))
 		return
 	}
-	if secret == "" {
+	assertionType, assertion := r.PostForm.Get("client_assertion_type"), r.PostForm.Get("client_assertion")
+	switch {
+	case assertionType != "" || assertion != "":
+		if f := s.checkAssertion(clientID, assertionType, assertion); f != nil {
+			f.write(w)
+			return
+		}
+	case secret == "":
 		writeEntraError(w, http.StatusUnauthorized, "invalid_client", 7000216, "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.")
 		return
-	}
-	if subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1 {
-		writeEntraError(w, http.StatusUnauthorized, "invalid_client", 7000215,
-			fmt.Sprintf("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", clientID))
-		return
+	default:
+		want, hasSecret := s.clientSecretFor(clientID)
+		if !hasSecret || subtle.ConstantTimeCompare([]byte(secret), []byte(want)) != 1 {
+			writeEntraError(w, http.StatusUnauthorized, "invalid_client", 7000215,
+				fmt.Sprintf("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '%s'.", clientID))
+			return
+		}
 	}
 	scope := r.PostForm.Get("scope")
 	aud, ok := audienceFor(scope)

@@ -15,10 +15,15 @@ import (
 // AZURE_CLIENT_SECRET, IDENTITY_ENDPOINT, IDENTITY_HEADER, plus
 // AZURE_KEYVAULT_URL / AZURE_MANAGEDHSM_URL for the first vault and HSM and
 // KMSKEEPER_AZUREKV_ADMIN_URL for the admin API.
+//
+// Once WriteFederatedTokenFile wrote a token, AZURE_FEDERATED_TOKEN_FILE
+// names it too. DefaultAzureCredential prefers AZURE_CLIENT_SECRET, so a
+// client that should use workload identity leaves the secret out (or sets
+// AZURE_TOKEN_CREDENTIALS=WorkloadIdentityCredential).
 func (s *Server) Env() []string {
 	var out []string
 	s.persistMu.Lock()
-	ca := s.caFile
+	ca, fedFile := s.caFile, s.federatedTokenFile
 	s.persistMu.Unlock()
 	if ca != "" {
 		out = append(out, "SSL_CERT_FILE="+ca)
@@ -28,6 +33,11 @@ func (s *Server) Env() []string {
 		"AZURE_TENANT_ID="+s.TenantID(),
 		"AZURE_CLIENT_ID="+s.ClientID(),
 		"AZURE_CLIENT_SECRET="+s.ClientSecret(),
+	)
+	if fedFile != "" {
+		out = append(out, "AZURE_FEDERATED_TOKEN_FILE="+fedFile)
+	}
+	out = append(out,
 		"IDENTITY_ENDPOINT="+s.MSIURL(),
 		"IDENTITY_HEADER="+s.IdentityHeader(),
 	)

@@ -40,6 +40,22 @@ type VaultSpec struct {
 	PurgeProtection bool
 }
 
+// FederatedCredential is a federated identity credential of an
+// application, as created in Entra (az ad app federated-credential create,
+// or on a user-assigned managed identity) for AKS workload identity: the
+// cluster's OIDC issuer URL and the service account as
+// system:serviceaccount:<namespace>:<name>. Its audience is always
+// FederatedAudience.
+type FederatedCredential struct {
+	// ClientID is the application's client ID (default Options.ClientID).
+	ClientID string
+	// Issuer is the external token's iss, matched exactly: case and a
+	// trailing slash count, as in Entra.
+	Issuer string
+	// Subject is the external token's sub, matched exactly.
+	Subject string
+}
+
 // Options configures an emulator. The zero value serves one premium vault
 // named "kmskeeper" on 127.0.0.1 with a free port.
 type Options struct {
@@ -62,6 +78,12 @@ type Options struct {
 	// ExtraClients are further applications (client ID -> secret), for
 	// example a restricted identity in permission tests.
 	ExtraClients map[string]string
+	// FederatedCredentials are the applications' federated identity
+	// credentials (workload identity federation): the token endpoint gives a
+	// token of ClientID for an external token of Issuer about Subject. An
+	// application with federated credentials only (no secret) is registered
+	// by them.
+	FederatedCredentials []FederatedCredential
 	// ManagedIdentityClientID is the client ID of the system-assigned
 	// managed identity (default DefaultMSIClientID).
 	ManagedIdentityClientID string
@@ -127,6 +149,22 @@ func (o Options) normalize() (Options, error) {
 	if o.ManagedIdentityClientID == "" {
 		o.ManagedIdentityClientID = DefaultMSIClientID
 	}
+	fics := make([]FederatedCredential, 0, len(o.FederatedCredentials))
+	perApp := map[string]int{}
+	for i, f := range o.FederatedCredentials {
+		if f.ClientID == "" {
+			f.ClientID = o.ClientID
+		}
+		if f.Issuer == "" || f.Subject == "" {
+			return o, fmt.Errorf("federated credential %d (app %s): issuer and subject are both required", i+1, f.ClientID)
+		}
+		perApp[lower(f.ClientID)]++
+		if perApp[lower(f.ClientID)] > maxFederatedCredentials {
+			return o, fmt.Errorf("app %s has more than %d federated credentials, Entra's limit", f.ClientID, maxFederatedCredentials)
+		}
+		fics = append(fics, f)
+	}
+	o.FederatedCredentials = fics
 	return o, nil
 }
 

@@ -28,6 +28,9 @@ type Server struct {
 	ca    *tlsca.CA
 	cert  tls.Certificate
 	token tokenIssuer
+	// federated signs the external tokens of IssueFederatedToken: it stands
+	// for a federated credential's issuer (an AKS cluster's OIDC issuer).
+	federated tokenIssuer
 
 	clientSecret   string
 	identityHeader string
@@ -44,8 +47,9 @@ type Server struct {
 	msiURL    string            // http://host:port/msi/token
 	vaultURLs map[string]string // lower-case name -> dedicated URL
 
-	persistMu sync.Mutex // guards state writes and caFile
-	caFile    string
+	persistMu          sync.Mutex // guards state writes, caFile and federatedTokenFile
+	caFile             string
+	federatedTokenFile string
 
 	servers   []*http.Server
 	wg        sync.WaitGroup
@@ -131,6 +135,11 @@ func (s *Server) initSecrets(st *state) error {
 		}
 	}
 	s.token = newTokenIssuer(tokKey)
+	fedKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("federated issuer key: %w", err)
+	}
+	s.federated = newTokenIssuer(fedKey)
 
 	s.clientSecret = s.opts.ClientSecret
 	if s.clientSecret == "" && st != nil {
