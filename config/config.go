@@ -46,6 +46,19 @@ type Backend interface {
 	Open(ctx context.Context, p OpenParams) (keymanager.Backend, error)
 }
 
+// ServerIDChecker is implemented by backend configurations whose cloud
+// restricts the server ID further than config does (Cloud KMS puts it in key
+// names and label values). Config consumes it so that Validate refuses what
+// Open would: Parse checks key_identifier_value, a fixed ID known from the
+// text alone; ServerID checks an ID read from key_identifier_file once the
+// file exists. A file that does not exist yet is not checked, because the ID
+// Configure will write into it is a new UUID, which every backend accepts.
+type ServerIDChecker interface {
+	// CheckServerID returns an error saying why serverID cannot be used
+	// and what would fit; it makes no network call.
+	CheckServerID(serverID string) error
+}
+
 // Warner is implemented by backend configurations that accept deprecated
 // keys: Parse adds the notes to Config.Warnings, so that Configure logs them
 // and Validate reports them, like the common deprecated keys.

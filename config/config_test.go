@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -214,5 +215,58 @@ func TestKindKeys(t *testing.T) {
 	want := "cleanup_interval,fake_tags,fake_vault,key_identifier_file,key_identifier_value,key_metadata_file,liveness_interval,max_key_creations_per_hour,migrate_from"
 	if got != want {
 		t.Errorf("Keys() = %s, want %s", got, want)
+	}
+}
+
+// strictBackend restricts server IDs, as Cloud KMS does: this one accepts
+// only IDs starting with "ok".
+type strictBackend struct {
+	Vault string `hcl:"strict_vault"`
+}
+
+func (s *strictBackend) Check(string) error { return nil }
+func (s *strictBackend) Fixed() string      { return s.Vault }
+func (s *strictBackend) Open(context.Context, OpenParams) (keymanager.Backend, error) {
+	return nil, errors.New("not used")
+}
+func (s *strictBackend) CheckServerID(id string) error {
+	if !strings.HasPrefix(id, "ok") {
+		return errors.New("strict server IDs start with ok")
+	}
+	return nil
+}
+
+// TestServerIDChecker checks that a backend's server ID rules apply where
+// the ID becomes known: key_identifier_value in Parse (so Validate refuses
+// it), an existing key_identifier_file's ID in ServerID; a missing file is
+// not checked, and backends without rules are not asked.
+func TestServerIDChecker(t *testing.T) {
+	kinds := append(slices.Clone(testKinds), Kind{Name: "strict", Selector: "strict_vault", New: func() Backend { return &strictBackend{} }})
+	if _, err := Parse(`strict_vault = "v" key_identifier_value = "ok-1"`, "example.org", kinds); err != nil {
+		t.Fatalf("Parse with an accepted ID: %v", err)
+	}
+	_, err := Parse(`strict_vault = "v" key_identifier_value = "bad"`, "example.org", kinds)
+	if err == nil || err.Error() != `key_identifier_value "bad" cannot be used with strict: strict server IDs start with ok` {
+		t.Errorf("Parse with a refused ID = %v", err)
+	}
+	if _, err := Parse(`fake_vault = "https://v" key_identifier_value = "bad"`, "example.org", kinds); err != nil {
+		t.Errorf("a backend without rules: %v", err)
+	}
+
+	// The file's ID (a UUID, which this backend refuses) is checked once
+	// it exists; a missing file has no ID to check yet.
+	path := filepath.Join(t.TempDir(), "id")
+	c, err := Parse(`strict_vault = "v" key_identifier_file = "`+path+`"`, "example.org", kinds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := c.ServerID(false); id != "" || err != nil {
+		t.Fatalf("ServerID(false) of a missing file = %q, %v; want empty, nil", id, err)
+	}
+	for _, create := range []bool{true, false} {
+		id, err := c.ServerID(create)
+		if id != "" || err == nil || !strings.Contains(err.Error(), "key_identifier_file "+path+" holds the server ID") || !strings.Contains(err.Error(), "strict server IDs start with ok") {
+			t.Errorf("ServerID(%v) of a refused file ID = %q, %v", create, id, err)
+		}
 	}
 }

@@ -88,6 +88,11 @@ func parseList(list *ast.ObjectList, trustDomain string, kinds []Kind, allowMigr
 	if err := backend.Check(trustDomain); err != nil {
 		return nil, err
 	}
+	if v := c.Common.KeyIdentifierValue; v != "" {
+		if err := c.checkServerID(v); err != nil {
+			return nil, fmt.Errorf("key_identifier_value %q cannot be used with %s: %w", v, kind.Name, err)
+		}
+	}
 	if w, ok := backend.(Warner); ok {
 		c.Warnings = append(c.Warnings, w.Warnings()...)
 		slices.Sort(c.Warnings)

@@ -16,11 +16,31 @@ import (
 // true, a new UUID is written to it atomically with mode 0600; when create is
 // false (Validate), the empty string is returned and nothing is written. A
 // file holding anything but a UUID is an error and is never overwritten.
+//
+// An ID read from the file is checked against the backend's rules
+// (ServerIDChecker) here, where it is first known, so that Validate reports
+// what Open would refuse; key_identifier_value was checked by Parse.
 func (c *Config) ServerID(create bool) (string, error) {
 	if v := c.Common.KeyIdentifierValue; v != "" {
 		return v, nil
 	}
-	return readOrCreateID(c.Common.KeyIdentifierFile, create)
+	path := c.Common.KeyIdentifierFile
+	id, err := readOrCreateID(path, create)
+	if err != nil || id == "" {
+		return id, err
+	}
+	if err := c.checkServerID(id); err != nil {
+		return "", fmt.Errorf("key_identifier_file %s holds the server ID %s, which %s cannot use: %w; point key_identifier_file at another file or set key_identifier_value", path, id, c.Kind.Name, err)
+	}
+	return id, nil
+}
+
+// checkServerID applies the backend's server ID rules, if it has any.
+func (c *Config) checkServerID(id string) error {
+	if sc, ok := c.Backend.(ServerIDChecker); ok {
+		return sc.CheckServerID(id)
+	}
+	return nil
 }
 
 func readOrCreateID(path string, create bool) (string, error) {

@@ -142,8 +142,11 @@ func fixedChanges(cur *running, cfg *config.Config, td, serverID string) string 
 
 // Validate runs every check Configure runs without applying anything: it
 // writes nothing (a missing key_identifier_file is reported, not created)
-// and does not open the backend. Problems come back as valid=false with a
-// note naming them; warnings as notes of a valid configuration.
+// and does not open the backend. The backend's server ID rules (Cloud KMS's)
+// apply to key_identifier_value and to an existing key_identifier_file's ID;
+// a file Configure has yet to create will hold a UUID, which every backend
+// accepts. Problems come back as valid=false with a note naming them;
+// warnings as notes of a valid configuration.
 func (c *configService) Validate(ctx context.Context, req *configv1.ValidateRequest) (*configv1.ValidateResponse, error) {
 	s := c.s
 	td := req.GetCoreConfiguration().GetTrustDomain()

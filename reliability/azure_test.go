@@ -181,6 +181,7 @@ func (v *azureVault) keys(t *testing.T) []key {
 				Public:   pub,
 			},
 			Fingerprint: fingerprint(t, pub),
+			Meta:        kv.Tags,
 		})
 	}
 	return out

@@ -121,3 +121,61 @@ func mustGetPublicKey(t *testing.T, h *harness, p interface {
 	}
 	return pk
 }
+
+// metadataSetting names, per cloud setup, the setting that puts the
+// operator's own metadata on every key the plugin creates.
+var metadataSetting = map[string]string{"azure": "key_tags", "gcp": "key_labels"}
+
+// TestReconfigureKeyMetadata changes key_tags (Key Vault) or key_labels
+// (Cloud KMS) with a re-Configure of the running binary, as a SIGUSR1 reload
+// of plugin_data_file does: the change is accepted without a restart, and
+// the keys created from then on carry the new metadata, both a rotation of a
+// key ID that existed before and a key ID created for the first time.
+func TestReconfigureKeyMetadata(t *testing.T) {
+	forSetups(t, cloudSetups(), func(t *testing.T, s setup) {
+		setting, ok := metadataSetting[s.name]
+		if !ok {
+			t.Fatalf("no key metadata setting known for setup %s", s.name)
+		}
+		h := newHarness(t, s)
+		const id = "server-m"
+		p := h.start(id, setting+" = { owner = \"team-a\" }\n")
+		before := h.mustGenerate(p, "x509-CA-A")
+		wantMeta(t, h, id, "before the re-Configure", before, map[string]string{"owner": "team-a"})
+
+		if err := h.configure(p, id, setting+" = { owner = \"team-b\", cost = \"c1\" }\n"); err != nil {
+			t.Fatalf("re-Configure changing %s: %v", setting, err)
+		}
+		if got := mustGetPublicKey(t, h, p, "x509-CA-A"); got.Fingerprint != before.Fingerprint {
+			t.Errorf("after the re-Configure x509-CA-A is %s, want the key in use %s", got.Fingerprint, before.Fingerprint)
+		}
+		want := map[string]string{"owner": "team-b", "cost": "c1"}
+		rotated := h.mustGenerate(p, "x509-CA-A")
+		wantMeta(t, h, id, "a rotation after the re-Configure", rotated, want)
+		created := h.mustGenerate(p, "JWT-Signer-A")
+		wantMeta(t, h, id, "a new key ID after the re-Configure", created, want)
+		for _, pk := range []keymanager.PublicKey{rotated, created} {
+			if err := h.sign(callCtx(t), p, pk); err != nil {
+				t.Errorf("SignData with %s: %v", pk.ID, err)
+			}
+		}
+	})
+}
+
+// wantMeta checks that the vault holds pk for serverID with every entry of
+// want among its tags or labels.
+func wantMeta(t *testing.T, h *harness, serverID, what string, pk keymanager.PublicKey, want map[string]string) {
+	t.Helper()
+	for _, k := range own(h.v.keys(t), serverID) {
+		if k.Fingerprint != pk.Fingerprint {
+			continue
+		}
+		for name, v := range want {
+			if k.Meta[name] != v {
+				t.Errorf("%s: key %s (%s) has %s = %q, want %q (all: %v)", what, pk.ID, k.Ref, name, k.Meta[name], v, k.Meta)
+			}
+		}
+		return
+	}
+	t.Errorf("%s: key %s (%s) is not in the vault", what, pk.ID, pk.Fingerprint)
+}

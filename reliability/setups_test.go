@@ -56,6 +56,10 @@ var faultKinds = []faultKind{throttledRetryAfter, throttled, serverError, unavai
 type key struct {
 	keymanager.Generation
 	Fingerprint string
+	// Meta is what the cloud holds on the key besides the key material:
+	// its tags (Key Vault) or its CryptoKey's labels (Cloud KMS); nil on
+	// the memory backend.
+	Meta map[string]string
 }
 
 // vault is one backend setup's cloud: what a test needs to configure the

@@ -99,7 +99,7 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 		return nil, keymanager.Errorf(codes.InvalidArgument, "%w", err)
 	}
 	if err := checkServerID(opts.ServerID); err != nil {
-		return nil, keymanager.Errorf(codes.InvalidArgument, "%w", err)
+		return nil, keymanager.Errorf(codes.InvalidArgument, "server ID %q: %w", opts.ServerID, err)
 	}
 	if opts.Protection == kmspb.ProtectionLevel_PROTECTION_LEVEL_UNSPECIFIED {
 		opts.Protection = kmspb.ProtectionLevel_SOFTWARE

@@ -16,6 +16,8 @@ import (
 	"github.com/kmskeeper/kmskeeper/keymanager"
 )
 
+var _ config.ServerIDChecker = (*Config)(nil)
+
 // Config is the Google Cloud KMS part of plugin_data: every key SPIRE's
 // gcp_kms accepts (the common key_identifier_* keys are config's), plus
 // kmskeeper's own.
@@ -102,13 +104,18 @@ func (c *Config) Fixed() string {
 	return fmt.Sprintf("key ring %s via %s with %s", c.KeyRing, c.endpoint, creds)
 }
 
-// Open implements config.Backend: it checks the server ID against Cloud
-// KMS's key ID limit, loads the credentials and builds the client. It makes
-// no Cloud KMS call.
+// CheckServerID implements config.ServerIDChecker: the server ID becomes
+// part of every CryptoKey ID and a label value, so Cloud KMS's rules for
+// both apply to it. SPIRE's Validate then refuses an ID that Configure would,
+// rather than answering valid for a configuration that cannot start.
+func (c *Config) CheckServerID(serverID string) error {
+	return checkServerID(serverID)
+}
+
+// Open implements config.Backend: it loads the credentials and builds the
+// client (New checks the server ID again, for IDs that did not come through
+// config). It makes no Cloud KMS call.
 func (c *Config) Open(ctx context.Context, p config.OpenParams) (keymanager.Backend, error) {
-	if err := checkServerID(p.ServerID); err != nil {
-		return nil, keymanager.Errorf(codes.InvalidArgument, "%w", err)
-	}
 	creds, err := loadCredentials(c.ServiceAccountFile, c.endpoint, os.Getenv)
 	if err != nil {
 		return nil, keymanager.Errorf(codes.InvalidArgument, "%w", err)

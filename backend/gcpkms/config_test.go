@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
+	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 
 	"github.com/kmskeeper/kmskeeper/config"
@@ -102,35 +103,86 @@ service_account_file = "/etc/spire/sa.json"
 	}
 }
 
-// TestOpenChecksServerID checks the server ID in Open, where it is first
-// known: every CryptoKey ID must fit 63 characters and Cloud KMS's charset.
-func TestOpenChecksServerID(t *testing.T) {
+// TestServerIDRules checks Cloud KMS's server ID rules (every CryptoKey ID
+// must fit 63 characters and Cloud KMS's charset) where the ID is known:
+// Parse refuses such a key_identifier_value, so SPIRE's Validate does too,
+// naming the key and what would fit; a file's UUID always fits; and Open
+// (through New) still refuses an ID that did not come through config.
+func TestServerIDRules(t *testing.T) {
+	const ring = "key_ring = \"" + testRing + "\"\nendpoint = \"127.0.0.1:1\"\n"
+	tests := []struct {
+		id      string
+		wantErr []string
+	}{
+		{strings.Repeat("a", 40), nil},
+		{"2b3c9a8e-1d4f-4e6a-9b7c-0d1e2f3a4b5c", nil},
+		{"server_a-1", nil},
+		{strings.Repeat("a", 41), []string{"at most 40 characters", "this one has 41", "choose a shorter one"}},
+		{"Server.A", []string{"lowercase letters", `for example "server-a"`}},
+		{"server a", []string{"lowercase letters", `for example "server-a"`}},
+		{"é", []string{"lowercase letters", "choose one that does"}},
+		{"Été-1", []string{"lowercase letters", "choose one that does"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.id, func(t *testing.T) {
+			_, err := config.Parse(ring+"key_identifier_value = \""+tt.id+"\"\n", "example.org", []config.Kind{Kind()})
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Parse accepted key_identifier_value %q", tt.id)
+			}
+			for _, want := range append([]string{`key_identifier_value "` + tt.id + `" cannot be used with gcp_kms`}, tt.wantErr...) {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("Parse error %q does not say %q", err, want)
+				}
+			}
+			if s := suggestServerID(tt.id); s != "" && checkServerID(s) != nil {
+				t.Errorf("suggested server ID %q is refused itself", s)
+			}
+			if strings.Contains(tt.id, "é") && strings.Contains(err.Error(), "for example") {
+				t.Errorf("Parse error %q suggests an ID for a non-ASCII one", err)
+			}
+		})
+	}
+
+	// key_identifier_file holds a UUID, which always fits: the ID read from
+	// it passes the same check.
+	path := writeFile(t, "server-id", uuid.NewString()+"\n")
+	cfg, err := config.Parse(ring+"key_identifier_file = \""+path+"\"\n", "example.org", []config.Kind{Kind()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := cfg.ServerID(false); err != nil || id == "" {
+		t.Errorf("ServerID from a UUID file = %q, %v", id, err)
+	}
+	if n := len(uuid.NewString()); n > maxServerIDLen() {
+		t.Errorf("a UUID has %d characters, more than the %d a server ID may have", n, maxServerIDLen())
+	}
+
+	// A migrate_from block's fixed ID is checked too.
+	_, err = config.Parse(ring+"key_identifier_value = \"new\"\nmigrate_from {\n"+ring+"key_identifier_value = \"Old\"\n}\n", "example.org", []config.Kind{Kind()})
+	if err == nil || !strings.Contains(err.Error(), `migrate_from: key_identifier_value "Old" cannot be used with gcp_kms`) {
+		t.Errorf("migrate_from with an invalid server ID: %v", err)
+	}
+
+	// Open, given an ID that did not come through config.
 	c := &Config{KeyRing: testRing, Endpoint: "127.0.0.1:1"}
 	if err := c.Check("example.org"); err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct {
-		id      string
-		wantErr string
-	}{
-		{strings.Repeat("a", 40), ""},
-		{"2b3c9a8e-1d4f-4e6a-9b7c-0d1e2f3a4b5c", ""},
-		{strings.Repeat("a", 41), "at most 40 fit"},
-		{"Server-A", "lowercase letters"},
-		{"server.a", "lowercase letters"},
+	for _, id := range []string{strings.Repeat("a", 41), "Server-A"} {
+		_, err := c.Open(context.Background(), config.OpenParams{TrustDomain: "example.org", ServerID: id})
+		wantCode(t, err, codes.InvalidArgument, id, "Cloud KMS server ID")
 	}
-	for _, tt := range tests {
-		b, err := c.Open(context.Background(), config.OpenParams{TrustDomain: "example.org", ServerID: tt.id})
-		if tt.wantErr == "" {
-			if err != nil {
-				t.Errorf("Open(%s): %v", tt.id, err)
-			} else {
-				b.(*Backend).Close()
-			}
-			continue
-		}
-		wantCode(t, err, codes.InvalidArgument, tt.wantErr, "key_identifier_value")
+	b, err := c.Open(context.Background(), config.OpenParams{TrustDomain: "example.org", ServerID: strings.Repeat("a", 40)})
+	if err != nil {
+		t.Fatalf("Open with a 40-character server ID: %v", err)
 	}
+	b.(*Backend).Close()
 }
 
 func TestParseEndpoint(t *testing.T) {

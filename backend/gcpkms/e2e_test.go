@@ -7,11 +7,14 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
+	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -117,4 +120,63 @@ func TestBinaryOverTLSWithServiceAccount(t *testing.T) {
 		t.Fatalf("Configure over plaintext against a TLS endpoint = %v, want Unavailable", err)
 	}
 	t.Logf("plaintext against TLS: %v", err)
+}
+
+// TestBinaryValidatesServerID asks the built binary's Validate, as SPIRE
+// does before Configure, about server IDs Cloud KMS cannot hold: Validate
+// answers invalid with the very text Configure then fails with (naming
+// key_identifier_value and what would fit), instead of answering valid for a
+// configuration that cannot start. An identifier file is checked once it
+// exists (its UUID fits); a missing one is left to Configure to create.
+func TestBinaryValidatesServerID(t *testing.T) {
+	p := launch(t)
+	ring := fmt.Sprintf("key_ring = %q\nendpoint = \"127.0.0.1:1\"\n", testRing)
+	dir := t.TempDir()
+	idFile := filepath.Join(dir, "server-id")
+	if err := os.WriteFile(idFile, []byte(uuid.NewString()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing-id")
+	tests := []struct {
+		name     string
+		data     string
+		wantNote []string // all in one note of an invalid answer; nil: valid
+	}{
+		{"uppercase and dot", ring + `key_identifier_value = "Server.A"`, []string{`key_identifier_value "Server.A" cannot be used with gcp_kms`, "lowercase letters", `for example "server-a"`}},
+		{"50 characters", ring + `key_identifier_value = "` + strings.Repeat("s", 50) + `"`, []string{"key_identifier_value", "at most 40 characters", "this one has 50"}},
+		{"in migrate_from", ring + "key_identifier_value = \"server-a\"\nmigrate_from {\n" + ring + "key_identifier_value = \"Old\"\n}", []string{`migrate_from: key_identifier_value "Old"`}},
+		{"40 characters", ring + `key_identifier_value = "` + strings.Repeat("s", 40) + `"`, nil},
+		{"identifier file", ring + fmt.Sprintf("key_identifier_file = %q", idFile), nil},
+		{"missing identifier file", ring + fmt.Sprintf("key_identifier_file = %q", missing), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			valid, notes, err := p.Validate(callCtx(t), testTrustDomain, tt.data)
+			if err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			if tt.wantNote == nil {
+				if !valid {
+					t.Errorf("Validate = invalid (%q), want valid", notes)
+				}
+				return
+			}
+			if valid || len(notes) != 1 {
+				t.Fatalf("Validate = valid %v, notes %q; want invalid with one note", valid, notes)
+			}
+			for _, w := range tt.wantNote {
+				if !strings.Contains(notes[0], w) {
+					t.Errorf("Validate note %q does not say %q", notes[0], w)
+				}
+			}
+			// Configure refuses with the same text, before any network call.
+			err = p.Configure(callCtx(t), testTrustDomain, tt.data)
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), notes[0]) {
+				t.Errorf("Configure = %v, want InvalidArgument containing Validate's note %q", err, notes[0])
+			}
+		})
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("Validate created %s (%v)", missing, err)
+	}
 }

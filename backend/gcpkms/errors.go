@@ -51,7 +51,12 @@ func cloudError(err error, method, resource string) error {
 		return keymanager.Errorf(codes.NotFound, "Cloud KMS %s: %s does not exist; the plugin creates keys, not key rings: %w", method, resource, err)
 	case codes.ResourceExhausted:
 		return keymanager.Errorf(codes.ResourceExhausted, "Cloud KMS %s on %s: quota still exceeded when the call's time budget ran out: %w", method, resource, err)
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.Internal, codes.Unknown:
+	case codes.Internal:
+		// An error inside Cloud KMS, not in kmskeeper: Unavailable, like
+		// other failures of the service that SPIRE's next attempt may not
+		// meet (rule 8 keeps Internal for kmskeeper's own bugs).
+		return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed with an error inside Cloud KMS (INTERNAL), after a few retries if the call is safe to repeat; creations are not retried, as one may have taken effect: %w", method, resource, err)
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.Unknown:
 		return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed until the call's time budget ran out (unreachable or failing, retried): %w", method, resource, err)
 	case codes.Canceled:
 		return keymanager.Errorf(codes.Canceled, "Cloud KMS %s on %s: cancelled: %w", method, resource, err)

@@ -20,6 +20,7 @@ func fastRetries(b *Backend) {
 	b.backoffs = backoffs{
 		quota:       gax.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Multiplier: 2},
 		unavailable: gax.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Multiplier: 2},
+		internal:    gax.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Multiplier: 2},
 		pending:     gax.Backoff{Initial: 5 * time.Millisecond, Max: 100 * time.Millisecond, Multiplier: 1.6},
 	}
 }
@@ -111,6 +112,67 @@ func TestQuotaRetries(t *testing.T) {
 	wantCode(t, err, codes.ResourceExhausted, "AsymmetricSign", "quota")
 	srv.ClearFaults()
 	_ = raw
+}
+
+// TestInternalRetries checks, against the emulator through the real client,
+// that INTERNAL is retried a bounded number of times on idempotent calls
+// (signing, reads, label updates) and counted, and never on a creation,
+// whose outcome is unknown: a transient 500 on signing is absorbed, a lasting
+// one fails with Unavailable after 1+maxInternalRetries attempts, and one on
+// CreateCryptoKeyVersion fails the rotation at once.
+func TestInternalRetries(t *testing.T) {
+	srv, _ := startEmulator(t, emu.Options{})
+	metrics := &counter{}
+	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics })
+	fastRetries(b)
+	m := newManager(t, srv, b, "server-a", metrics)
+	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	sign := func() error {
+		_, _, err := m.SignData(callCtx(t), "x509-CA-A", digestOf(crypto.SHA256, "x"), crypto.SHA256)
+		return err
+	}
+
+	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: codes.Internal, Times: 2})
+	if err := sign(); err != nil {
+		t.Fatalf("SignData with 2 INTERNAL answers: %v", err)
+	}
+	if got := metrics.get("retries,method=AsymmetricSign,reason=internal"); got != 2 {
+		t.Errorf("AsymmetricSign INTERNAL retries counted = %v, want 2", got)
+	}
+
+	// A rotation reads the key and rewrites its labels before it creates a
+	// version: both are safe to repeat.
+	srv.InjectFault(emu.Fault{Method: "GetCryptoKey", Code: codes.Internal, Times: 1})
+	srv.InjectFault(emu.Fault{Method: "UpdateCryptoKey", Code: codes.Internal, Times: 1})
+	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatalf("a rotation with INTERNAL on GetCryptoKey and UpdateCryptoKey: %v", err)
+	}
+	for _, method := range []string{"GetCryptoKey", "UpdateCryptoKey"} {
+		if got := metrics.get("retries,method=" + method + ",reason=internal"); got != 1 {
+			t.Errorf("%s INTERNAL retries counted = %v, want 1", method, got)
+		}
+	}
+
+	srv.ResetCounts()
+	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: codes.Internal})
+	wantCode(t, sign(), codes.Unavailable, "AsymmetricSign", "INTERNAL")
+	if got, want := srv.Counts()["AsymmetricSign"], 1+maxInternalRetries; got != want {
+		t.Errorf("a lasting INTERNAL was tried %d times, want %d", got, want)
+	}
+	srv.ClearFaults()
+
+	srv.ResetCounts()
+	srv.InjectFault(emu.Fault{Method: "CreateCryptoKeyVersion", Code: codes.Internal, Times: 1})
+	_, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	wantCode(t, err, codes.Unavailable, "CreateCryptoKeyVersion", "creations are not retried")
+	if got := srv.Counts()["CreateCryptoKeyVersion"]; got != 1 {
+		t.Errorf("CreateCryptoKeyVersion was tried %d times after INTERNAL, want 1", got)
+	}
+	if err := sign(); err != nil {
+		t.Errorf("SignData after the failed rotation: %v", err)
+	}
 }
 
 // TestIntegrityChecks tampers with responses as a corrupting network would:

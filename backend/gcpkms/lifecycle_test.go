@@ -161,3 +161,38 @@ func TestCloseWaitsForCalls(t *testing.T) {
 		t.Errorf("Sign while the backend closed: %v", err)
 	}
 }
+
+// TestCreationStampsLastUpdate checks that a CryptoKey carries
+// spire-last-update from its creation, written by CreateCryptoKey itself and
+// not by a later rotation or liveness pass, so that a server that dies right
+// after creating its keys leaves keys other servers can judge stale. The
+// other labels of an active key, key_labels included, come with it.
+func TestCreationStampsLastUpdate(t *testing.T) {
+	srv, raw := startEmulator(t, emu.Options{})
+	b := newBackend(t, srv, "server-a", func(o *Options) { o.Labels = map[string]string{"team": "platform"} })
+
+	srv.ResetCounts()
+	before := srv.Clock().Now().Truncate(time.Second)
+	g, err := b.Create(callCtx(t), "JWT-Signer-A", keymanager.ECP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := srv.Clock().Now()
+	if got := srv.Counts(); got["CreateCryptoKey"] != 1 || got["UpdateCryptoKey"] != 0 {
+		t.Errorf("calls = %v, want one CreateCryptoKey and no UpdateCryptoKey", got)
+	}
+
+	labels := getKey(t, raw, testRing+"/cryptoKeys/spire-key-server-a-JWT-Signer-A").GetLabels()
+	stamp, ok := parseUnixLabel(labels[labelLastUpdate])
+	if !ok || stamp.Before(before) || stamp.After(after) {
+		t.Errorf("label %s = %q right after creation, want the creation time (between %v and %v)", labelLastUpdate, labels[labelLastUpdate], before, after)
+	}
+	if !g.Updated.Equal(stamp) {
+		t.Errorf("the created generation's Updated = %v, want its stamp %v", g.Updated, stamp)
+	}
+	for k, v := range map[string]string{labelTrustDomain: trustDomainLabel(testTrustDomain), labelServerID: "server-a", labelActive: "true", "team": "platform"} {
+		if labels[k] != v {
+			t.Errorf("label %s = %q, want %q", k, labels[k], v)
+		}
+	}
+}

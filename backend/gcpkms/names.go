@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Labels and naming written by SPIRE's built-in gcp_kms plugin; keeping them
@@ -52,16 +53,43 @@ func checkKeyRing(keyRing string) error {
 }
 
 // checkServerID checks that the server ID can be part of every CryptoKey ID
-// and label value the plugin writes.
+// and label value the plugin writes. The message says what the ID breaks and
+// what would fit, but not where the ID came from: the caller names that.
 func checkServerID(serverID string) error {
 	if !serverIDPattern.MatchString(serverID) {
-		return fmt.Errorf("the server ID %q (key_identifier_value) may hold only lowercase letters, digits, '-' and '_': it becomes part of Cloud KMS key IDs and labels", serverID)
+		hint := ""
+		if s := suggestServerID(serverID); s != "" {
+			hint = fmt.Sprintf(", for example %q", s)
+		}
+		return fmt.Errorf("a Cloud KMS server ID may hold only lowercase letters, digits, '-' and '_', as it becomes part of key IDs and label values: choose one that does%s", hint)
 	}
 	if id := cryptoKeyID(serverID, longestSPIREKeyID); len(id) > maxCryptoKeyIDLen {
-		return fmt.Errorf("the server ID %q (key_identifier_value) is %d characters long; at most %d fit, so that CryptoKey IDs such as spire-key-<server ID>-%s stay within Cloud KMS's %d characters",
-			serverID, len(serverID), maxServerIDLen(), longestSPIREKeyID, maxCryptoKeyIDLen)
+		return fmt.Errorf("a Cloud KMS server ID may be at most %d characters long, so that CryptoKey IDs such as spire-key-<server ID>-%s fit Cloud KMS's %d; this one has %d: choose a shorter one",
+			maxServerIDLen(), longestSPIREKeyID, maxCryptoKeyIDLen, len(serverID))
 	}
 	return nil
+}
+
+// suggestServerID returns an ASCII serverID lowercased with every other
+// character Cloud KMS refuses replaced by '-' ("Server.A" gives "server-a"),
+// or "" when that still does not fit or keeps no letter or digit.
+func suggestServerID(serverID string) string {
+	for _, r := range serverID {
+		if r > unicode.MaxASCII {
+			return ""
+		}
+	}
+	s := strings.Map(func(r rune) rune {
+		r = unicode.ToLower(r)
+		if r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, serverID)
+	if !serverIDPattern.MatchString(s) || len(s) > maxServerIDLen() || strings.Trim(s, "-_") == "" {
+		return ""
+	}
+	return s
 }
 
 // maxServerIDLen is the longest server ID whose CryptoKey IDs fit.

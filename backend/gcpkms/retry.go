@@ -18,11 +18,13 @@ type retryClass int
 
 const (
 	// idempotent calls (reads, label updates, destructions, signing) retry
-	// RESOURCE_EXHAUSTED and UNAVAILABLE.
+	// RESOURCE_EXHAUSTED and UNAVAILABLE until the budget ends, and INTERNAL
+	// up to maxInternalRetries times.
 	idempotent retryClass = iota
 	// creating calls retry only RESOURCE_EXHAUSTED: the request was refused
-	// before anything was made, whereas an UNAVAILABLE answer may hide a
-	// version that was created, and a second try would create another.
+	// before anything was made, whereas an UNAVAILABLE or INTERNAL answer
+	// may hide a version that was created, and a second try would create
+	// another.
 	creating
 	// awaitingKey is idempotent and also waits out a version that is still
 	// PENDING_GENERATION (GetPublicKey right after a create).
@@ -31,7 +33,7 @@ const (
 
 // backoffs are the pauses between retries of each kind.
 type backoffs struct {
-	quota, unavailable, pending gax.Backoff
+	quota, unavailable, internal, pending gax.Backoff
 }
 
 // defaultBackoffs: quota windows are a minute long and the service advises
@@ -41,9 +43,18 @@ func defaultBackoffs() backoffs {
 	return backoffs{
 		quota:       gax.Backoff{Initial: time.Second, Max: 8 * time.Second, Multiplier: 2},
 		unavailable: gax.Backoff{Initial: 100 * time.Millisecond, Max: 2 * time.Second, Multiplier: 2},
+		internal:    gax.Backoff{Initial: 100 * time.Millisecond, Max: time.Second, Multiplier: 2},
 		pending:     gax.Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second, Multiplier: 1.6},
 	}
 }
+
+// maxInternalRetries bounds the retries of INTERNAL on one idempotent call.
+// Google's generated KMS client configuration retried INTERNAL (with
+// UNAVAILABLE and DEADLINE_EXCEEDED) on its idempotent methods, and a
+// passing server error clears in well under a second; one that does not
+// clear after a few tries is an incident, and the rest of SPIRE's budget
+// is better left to SPIRE's own retry than spent on it.
+const maxInternalRetries = 3
 
 // retryMargin is kept free before the deadline for the last attempt itself.
 const retryMargin = 250 * time.Millisecond
@@ -51,7 +62,7 @@ const retryMargin = 250 * time.Millisecond
 // callOptions returns the gax options of one call of method: retries of
 // class, until shortly before ctx's deadline, counted in the metrics. They
 // replace the client's defaults (which retry only UNAVAILABLE and
-// DEADLINE_EXCEEDED, for up to 60 s, past SPIRE's 30 s).
+// DEADLINE_EXCEEDED, for up to 60 s, past SPIRE's 30 s, and never INTERNAL).
 func (b *Backend) callOptions(ctx context.Context, method string, class retryClass) []gax.CallOption {
 	deadline, _ := ctx.Deadline()
 	return []gax.CallOption{gax.WithRetry(func() gax.Retryer {
@@ -66,6 +77,8 @@ type retryer struct {
 	deadline time.Time
 	metrics  keymanager.Metrics
 	backoffs // copied per call: each call backs off from the start
+	// internals counts the INTERNAL answers retried so far.
+	internals int
 }
 
 // Retry implements gax.Retryer.
@@ -77,6 +90,8 @@ func (r *retryer) Retry(err error) (time.Duration, bool) {
 		bo, reason = &r.quota, "resource_exhausted"
 	case code == codes.Unavailable && r.class != creating:
 		bo, reason = &r.unavailable, "unavailable"
+	case code == codes.Internal && r.class != creating && r.internals < maxInternalRetries:
+		bo, reason = &r.internal, "internal"
 	case r.class == awaitingKey && isPendingGeneration(err):
 		bo, reason = &r.pending, "pending_generation"
 	default:
@@ -88,6 +103,9 @@ func (r *retryer) Retry(err error) (time.Duration, bool) {
 	}
 	if !r.deadline.IsZero() && time.Until(r.deadline) < pause+retryMargin {
 		return 0, false
+	}
+	if bo == &r.internal {
+		r.internals++
 	}
 	r.metrics.IncrCounter([]string{"kmskeeper", "gcpkms", "retries"}, 1,
 		keymanager.Label{Name: "method", Value: r.method}, keymanager.Label{Name: "reason", Value: reason})

@@ -22,6 +22,7 @@ func TestRetryer(t *testing.T) {
 	bo := backoffs{
 		quota:       gax.Backoff{Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond},
 		unavailable: gax.Backoff{Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond},
+		internal:    gax.Backoff{Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond},
 		pending:     gax.Backoff{Initial: 10 * time.Millisecond, Max: 10 * time.Millisecond},
 	}
 	hinted, _ := status.New(codes.ResourceExhausted, "quota").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(300 * time.Millisecond)})
@@ -37,6 +38,10 @@ func TestRetryer(t *testing.T) {
 		{"quota on a creation", creating, status.Error(codes.ResourceExhausted, "quota"), time.Minute, true, 0},
 		{"unavailable", idempotent, status.Error(codes.Unavailable, "down"), time.Minute, true, 0},
 		{"unavailable on a creation", creating, status.Error(codes.Unavailable, "down"), time.Minute, false, 0},
+		{"internal", idempotent, status.Error(codes.Internal, "oops"), time.Minute, true, 0},
+		{"internal while awaiting a key", awaitingKey, status.Error(codes.Internal, "oops"), time.Minute, true, 0},
+		{"internal on a creation", creating, status.Error(codes.Internal, "oops"), time.Minute, false, 0},
+		{"internal past the budget", idempotent, status.Error(codes.Internal, "oops"), 100 * time.Millisecond, false, 0},
 		{"pending while awaiting a key", awaitingKey, pendingError(), time.Minute, true, 0},
 		{"pending elsewhere", idempotent, pendingError(), time.Minute, false, 0},
 		{"disabled", awaitingKey, status.Error(codes.FailedPrecondition, "current state is: DISABLED."), time.Minute, false, 0},
@@ -54,6 +59,31 @@ func TestRetryer(t *testing.T) {
 				t.Errorf("Retry = %v, %v; want retry=%v pause>=%v", pause, ok, tt.retry, tt.minPause)
 			}
 		})
+	}
+}
+
+// TestRetryerBoundsInternal checks that one call retries INTERNAL at most
+// maxInternalRetries times, each counted with reason "internal", and that
+// other codes are still retried after that.
+func TestRetryerBoundsInternal(t *testing.T) {
+	fast := gax.Backoff{Initial: time.Millisecond, Max: time.Millisecond}
+	metrics := &counter{}
+	r := &retryer{method: "M", class: idempotent, deadline: time.Now().Add(time.Minute), metrics: metrics,
+		backoffs: backoffs{quota: fast, unavailable: fast, internal: fast, pending: fast}}
+	internal := status.Error(codes.Internal, "oops")
+	for i := range maxInternalRetries {
+		if _, ok := r.Retry(internal); !ok {
+			t.Fatalf("INTERNAL answer %d was not retried", i+1)
+		}
+	}
+	if _, ok := r.Retry(internal); ok {
+		t.Errorf("INTERNAL answer %d was retried; at most %d are", maxInternalRetries+1, maxInternalRetries)
+	}
+	if _, ok := r.Retry(status.Error(codes.Unavailable, "down")); !ok {
+		t.Error("UNAVAILABLE after the INTERNAL retries ran out was not retried")
+	}
+	if got := metrics.get("retries,method=M,reason=internal"); got != maxInternalRetries {
+		t.Errorf("retries counted with reason internal = %v, want %d", got, maxInternalRetries)
 	}
 }
 
