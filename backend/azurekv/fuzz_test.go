@@ -2,14 +2,18 @@ package azurekv
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
+	"crypto/x509"
 	"encoding/asn1"
 	"math/big"
 	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
 	"github.com/kmskeeper/kmskeeper/keymanager"
 )
@@ -95,6 +99,49 @@ func FuzzP1363ToDER(f *testing.F) {
 		again, err := asn1.Marshal(parsed)
 		if err != nil || !bytes.Equal(again, der) {
 			t.Fatalf("p1363ToDER(%x) = %x is not canonical DER (re-encoded %x, %v)", sig, der, again, err)
+		}
+	})
+}
+
+// FuzzPublicKey feeds the JWK conversion any key type, curve and
+// components, as a damaged or hostile vault answer could hold: it never
+// panics, and a key it accepts is one SPIRE can use (its type is a SPIRE key
+// type and it survives PKIX encoding and parsing, as SPIRE will do with it).
+func FuzzPublicKey(f *testing.F) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	x, y := ec.X.FillBytes(make([]byte, 32)), ec.Y.FillBytes(make([]byte, 32))
+	f.Add("EC", "P-256", x, y, []byte(nil), []byte(nil))
+	f.Add("EC-HSM", "P-384", x, y, []byte(nil), []byte(nil))
+	f.Add("RSA", "", []byte(nil), []byte(nil), bytes.Repeat([]byte{0xff}, 256), []byte{1, 0, 1})
+	f.Add("RSA-HSM", "", []byte(nil), []byte(nil), bytes.Repeat([]byte{0xc3}, 512), []byte{0})
+	f.Add("oct", "P-256K", x, []byte{}, []byte{1}, []byte{1, 2, 3, 4, 5})
+	f.Fuzz(func(t *testing.T, kty, crv string, x, y, n, e []byte) {
+		jwk := &azkeys.JSONWebKey{X: x, Y: y, N: n, E: e}
+		if kty != "" {
+			k := azkeys.KeyType(kty)
+			jwk.Kty = &k
+		}
+		if crv != "" {
+			c := azkeys.CurveName(crv)
+			jwk.Crv = &c
+		}
+		pub, kt, err := publicKey(jwk)
+		if err != nil {
+			return
+		}
+		if got, err := keymanager.KeyTypeOf(pub); err != nil || got != kt {
+			t.Fatalf("accepted a key of type %v (%v), reported as %v", got, err, kt)
+		}
+		der, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			t.Fatalf("accepted a key that cannot be PKIX-encoded: %v", err)
+		}
+		back, err := x509.ParsePKIXPublicKey(der)
+		if err != nil {
+			t.Fatalf("accepted a key whose PKIX encoding does not parse: %v", err)
+		}
+		if !back.(interface{ Equal(crypto.PublicKey) bool }).Equal(pub) {
+			t.Fatal("the key changed through PKIX")
 		}
 	})
 }

@@ -53,8 +53,14 @@ func publicKey(jwk *azkeys.JSONWebKey) (crypto.PublicKey, keymanager.KeyType, er
 		if len(jwk.N) == 0 || len(jwk.E) == 0 || len(jwk.E) > 4 {
 			return nil, 0, fmt.Errorf("RSA key with malformed modulus or exponent")
 		}
-		e := new(big.Int).SetBytes(jwk.E)
-		pub = &rsa.PublicKey{N: new(big.Int).SetBytes(jwk.N), E: int(e.Int64())}
+		e := new(big.Int).SetBytes(jwk.E).Int64()
+		n := new(big.Int).SetBytes(jwk.N)
+		// Real keys use 65537; what is not an odd exponent of at least 3 with
+		// an odd modulus cannot verify a signature.
+		if e < 3 || e%2 == 0 || n.Bit(0) == 0 {
+			return nil, 0, fmt.Errorf("RSA key with an invalid public exponent (%d) or an even modulus", e)
+		}
+		pub = &rsa.PublicKey{N: n, E: int(e)}
 	default:
 		return nil, 0, fmt.Errorf("key type %s is not one SPIRE uses (EC, RSA)", *jwk.Kty)
 	}
