@@ -106,8 +106,11 @@ type listItem[T any] struct {
 // page applies ordering, the page token and the page size to items (already
 // filtered) and returns one page and the next page token.
 func page[T any](items []listItem[T], parent, filterStr, orderBy string, size int32, token string) ([]T, string, error) {
+	// Extra blanks do not change the query: a blank order_by is the default
+	// order, and the cursor below must follow the order actually used.
+	orderBy = strings.Join(strings.Fields(orderBy), " ")
 	desc := false
-	switch strings.Join(strings.Fields(orderBy), " ") {
+	switch orderBy {
 	case "":
 		// creation order (versions: by number)
 	case "name", "name asc":

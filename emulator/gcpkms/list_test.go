@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/api/iterator"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 )
 
 func listKeyIDs(t *testing.T, s *Server, filter string) ([]string, error) {
@@ -154,4 +158,180 @@ func TestPaging(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument, "order_by")
 	_, err = c.ListCryptoKeys(ctx, &kmspb.ListCryptoKeysRequest{Parent: testRing + "x"}).Next()
 	wantCode(t, err, codes.NotFound, "KeyRing "+testRing+"x not found.")
+}
+
+// TestListCryptoKeyVersionsPaging drives ListCryptoKeyVersions page by page
+// through the generated gRPC stub (to see every response field) and through
+// the client's iterator, against the paging rules README.md documents:
+// default and maximum page size 1000, creation (version number) order by
+// default, opaque cursors bound to the query, total_size only without a
+// filter.
+func TestListCryptoKeyVersionsPaging(t *testing.T) {
+	s, c := startTest(t, Options{})
+	ctx := context.Background()
+	conn, err := grpc.NewClient(s.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	stub := kmspb.NewKeyManagementServiceClient(conn)
+
+	const p256 = kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256
+	paged := testRing + "/cryptoKeys/paged"
+	if _, err := s.SeedCryptoKey(SeedKey{Name: paged, Algorithm: p256, Versions: []SeedVersion{
+		{State: kmspb.CryptoKeyVersion_ENABLED},
+		{State: kmspb.CryptoKeyVersion_DISABLED},
+		{State: kmspb.CryptoKeyVersion_DESTROYED},
+		{State: kmspb.CryptoKeyVersion_ENABLED},
+		{State: kmspb.CryptoKeyVersion_DESTROY_SCHEDULED},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	// More versions than the largest page (destroyed ones have no key
+	// material, so they cost nothing to seed).
+	big := testRing + "/cryptoKeys/big"
+	many := make([]SeedVersion, maxPageSize+1)
+	for i := range many {
+		many[i].State = kmspb.CryptoKeyVersion_DESTROYED
+	}
+	if _, err := s.SeedCryptoKey(SeedKey{Name: big, Algorithm: p256, Versions: many}); err != nil {
+		t.Fatal(err)
+	}
+
+	// pages lists every page of req and returns the version numbers per page
+	// and the total_size of each page.
+	pages := func(t *testing.T, req *kmspb.ListCryptoKeyVersionsRequest) (got [][]int, totals []int32) {
+		t.Helper()
+		for n := 0; ; n++ {
+			if n > 10 {
+				t.Fatalf("more than 10 pages; page sizes %v, last page starts at %v", pageSizes(got), got[len(got)-1][:1])
+			}
+			resp, err := stub.ListCryptoKeyVersions(ctx, req)
+			if err != nil {
+				t.Fatalf("page %d: %v", n+1, err)
+			}
+			var nums []int
+			for _, v := range resp.GetCryptoKeyVersions() {
+				_, num, err := parseVersionName(v.GetName())
+				if err != nil || !strings.HasPrefix(v.GetName(), req.GetParent()+"/") {
+					t.Fatalf("version name %q", v.GetName())
+				}
+				nums = append(nums, num)
+			}
+			got, totals = append(got, nums), append(totals, resp.GetTotalSize())
+			if resp.GetNextPageToken() == "" {
+				return got, totals
+			}
+			if len(nums) == 0 {
+				t.Fatal("empty page with a next_page_token")
+			}
+			req = proto.Clone(req).(*kmspb.ListCryptoKeyVersionsRequest)
+			req.PageToken = resp.GetNextPageToken()
+		}
+	}
+	seq := func(from, to int) []int {
+		var out []int
+		for i := from; i <= to; i++ {
+			out = append(out, i)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		desc  string
+		req   *kmspb.ListCryptoKeyVersionsRequest
+		want  [][]int
+		total int32 // on every page; 0 = not populated
+	}{
+		{"pages of two", &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageSize: 2}, [][]int{{1, 2}, {3, 4}, {5}}, 5},
+		{"default page size", &kmspb.ListCryptoKeyVersionsRequest{Parent: paged}, [][]int{{1, 2, 3, 4, 5}}, 5},
+		{"page size equal to the count", &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageSize: 5}, [][]int{{1, 2, 3, 4, 5}}, 5},
+		{"page size above the count", &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageSize: 7}, [][]int{{1, 2, 3, 4, 5}}, 5},
+		{"name desc", &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageSize: 2, OrderBy: "name desc"}, [][]int{{5, 4}, {3, 2}, {1}}, 5},
+		{"filter: no total_size", &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageSize: 1, Filter: "state = ENABLED"}, [][]int{{1}, {4}}, 0},
+		{"negated filter", &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageSize: 2, Filter: "NOT state = ENABLED"}, [][]int{{2, 3}, {5}}, 0},
+		{"filter matching nothing", &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, Filter: "state = PENDING_GENERATION"}, [][]int{nil}, 0},
+		{"default page size is 1000", &kmspb.ListCryptoKeyVersionsRequest{Parent: big}, [][]int{seq(1, 1000), {1001}}, 1001},
+		{"page size capped at 1000", &kmspb.ListCryptoKeyVersionsRequest{Parent: big, PageSize: 5000}, [][]int{seq(1, 1000), {1001}}, 1001},
+		{"blank order_by is the default order", &kmspb.ListCryptoKeyVersionsRequest{Parent: big, PageSize: 600, OrderBy: " "}, [][]int{seq(1, 600), seq(601, 1001)}, 1001},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			got, totals := pages(t, tc.req)
+			if len(got) != len(tc.want) {
+				t.Fatalf("%d pages, want %d", len(got), len(tc.want))
+			}
+			for i := range got {
+				if !slices.Equal(got[i], tc.want[i]) {
+					t.Fatalf("page %d = %v, want %v", i+1, got[i], tc.want[i])
+				}
+				if totals[i] != tc.total {
+					t.Errorf("page %d total_size = %d, want %d", i+1, totals[i], tc.total)
+				}
+			}
+		})
+	}
+
+	first, err := stub.ListCryptoKeyVersions(ctx, &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageSize: 2})
+	if err != nil || first.GetNextPageToken() == "" {
+		t.Fatalf("first page: %v", err)
+	}
+	token := first.GetNextPageToken()
+	for _, tc := range []struct {
+		desc string
+		req  *kmspb.ListCryptoKeyVersionsRequest
+		code codes.Code
+		msg  string
+	}{
+		{"negative page size", &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageSize: -1}, codes.InvalidArgument, "page_size"},
+		{"garbage token", &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageToken: "garbage"}, codes.InvalidArgument, "page_token"},
+		{"token of another key", &kmspb.ListCryptoKeyVersionsRequest{Parent: big, PageToken: token}, codes.InvalidArgument, "page_token"},
+		{"token with another filter", &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageToken: token, Filter: "state = ENABLED"}, codes.InvalidArgument, "page_token"},
+		{"token with another order", &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageToken: token, OrderBy: "name desc"}, codes.InvalidArgument, "page_token"},
+		{"missing key", &kmspb.ListCryptoKeyVersionsRequest{Parent: testRing + "/cryptoKeys/absent"}, codes.NotFound, "CryptoKey " + testRing + "/cryptoKeys/absent not found."},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			_, err := stub.ListCryptoKeyVersions(ctx, tc.req)
+			wantCode(t, err, tc.code, tc.msg)
+		})
+	}
+	// The same token with a different page size is the same query.
+	next, err := stub.ListCryptoKeyVersions(ctx, &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageSize: 10, PageToken: token})
+	if err != nil || len(next.GetCryptoKeyVersions()) != 3 || next.GetNextPageToken() != "" {
+		t.Fatalf("rest after a token, page size 10: %v, %v", next, err)
+	}
+
+	// A token is a cursor, not an offset: a version created between pages
+	// shows up at the end, none is repeated or skipped.
+	if _, err := c.CreateCryptoKeyVersion(ctx, &kmspb.CreateCryptoKeyVersionRequest{Parent: paged, CryptoKeyVersion: &kmspb.CryptoKeyVersion{}}); err != nil {
+		t.Fatal(err)
+	}
+	got, totals := pages(t, &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageSize: 2, PageToken: token})
+	if want := [][]int{{3, 4}, {5, 6}}; len(got) != 2 || !slices.Equal(got[0], want[0]) || !slices.Equal(got[1], want[1]) || totals[0] != 6 {
+		t.Fatalf("pages after a new version: %v (total %v), want %v", got, totals, want)
+	}
+
+	// The client's iterator pages transparently with a small page size.
+	it := c.ListCryptoKeyVersions(ctx, &kmspb.ListCryptoKeyVersionsRequest{Parent: paged, PageSize: 2})
+	var nums []int
+	for {
+		v, err := it.Next()
+		if err == iterator.Done {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, n, _ := parseVersionName(v.GetName())
+		nums = append(nums, n)
+	}
+	if !slices.Equal(nums, seq(1, 6)) {
+		t.Fatalf("iterator = %v", nums)
+	}
+}
+
+func pageSizes(pages [][]int) []int {
+	out := make([]int, len(pages))
+	for i, p := range pages {
+		out[i] = len(p)
+	}
+	return out
 }
