@@ -125,7 +125,7 @@ func (q *quotaState) check(method, project string, now time.Time) error {
 	if q.used[key] <= limit {
 		return nil
 	}
-	msg := fmt.Sprintf("Quota exceeded for quota metric '%s' and limit '%s per minute per project' of service 'cloudkms.googleapis.com' for consumer 'project:%s'.", display, display, project)
+	msg := fmt.Sprintf("Quota exceeded for quota metric '%s' and limit '%s per minute' of service 'cloudkms.googleapis.com' for consumer 'project:%s'.", display, display, project)
 	st := status.New(codes.ResourceExhausted, msg)
 	if d, err := st.WithDetails(
 		&errdetails.ErrorInfo{Reason: "RATE_LIMIT_EXCEEDED", Domain: "googleapis.com", Metadata: map[string]string{
