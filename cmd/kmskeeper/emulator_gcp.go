@@ -32,32 +32,33 @@ type gcpEmulatorConfig struct {
 	quiet           bool
 }
 
-// parseEmulatorGCPFlags parses args; it returns flag.ErrHelp for --help.
-func parseEmulatorGCPFlags(args []string, stdout, stderr io.Writer) (*gcpEmulatorConfig, error) {
+// gcpFlagValues holds the flags that parseEmulatorGCPFlags turns into
+// options after parsing.
+type gcpFlagValues struct {
+	keyRings, hostnames, serviceAccounts repeatedFlag
+	logRequests                          bool
+}
+
+// newEmulatorGCPFlagSet declares every flag of `emulator gcp`, storing into
+// cfg and v, with the usage text --help prints.
+func newEmulatorGCPFlagSet(cfg *gcpEmulatorConfig, v *gcpFlagValues) *flag.FlagSet {
 	fs := flag.NewFlagSet("emulator gcp", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		cfg                 gcpEmulatorConfig
-		keyRings, hostnames repeatedFlag
-		serviceAccounts     repeatedFlag
-		logRequests         bool
-	)
 	fs.StringVar(&cfg.opts.Listen, "listen", "127.0.0.1:9010", "gRPC `address` to serve Cloud KMS on (port 0 picks a free port)")
 	fs.BoolVar(&cfg.opts.TLS, "tls", false, "serve gRPC over TLS with a generated CA (see --ca-file); needed by clients that refuse plaintext")
-	fs.Var(&hostnames, "hostname", "extra DNS `name` or IP for the TLS server certificate (repeatable); 127.0.0.1, ::1, localhost and cloudkms.googleapis.com are always included")
-	fs.Var(&keyRings, "key-ring", "key ring to create at start, projects/P/locations/L/keyRings/R (repeatable; default "+defaultGCPKeyRing+")")
+	fs.Var(&v.hostnames, "hostname", "extra DNS `name` or IP for the TLS server certificate (repeatable); 127.0.0.1, ::1, localhost and cloudkms.googleapis.com are always included")
+	fs.Var(&v.keyRings, "key-ring", "key ring to create at start, projects/P/locations/L/keyRings/R (repeatable; default "+defaultGCPKeyRing+")")
 	fs.BoolVar(&cfg.opts.AutoCreateKeyRings, "auto-create-key-rings", false, "let CreateCryptoKey create a missing key ring instead of answering NOT_FOUND like the service")
 	fs.DurationVar(&cfg.opts.PendingGeneration, "pending-generation", 0, "how long new key versions stay PENDING_GENERATION, e.g. 500ms (0s: ENABLED at once)")
 	fs.DurationVar(&cfg.opts.PendingGenerationHSM, "pending-generation-hsm", 0, "PENDING_GENERATION time for HSM keys (0s: same as --pending-generation)")
 	fs.StringVar(&cfg.opts.DataDir, "data-dir", "", "`directory` that keeps keys, IAM policies, service accounts and the CA across restarts (default: in memory only)")
 	fs.StringVar(&cfg.caFile, "ca-file", "", "write the CA certificate (PEM) to this `file` (requires --tls)")
 	fs.StringVar(&cfg.envFile, "env-file", "", "write the client settings (endpoint, CA, credentials, admin URL) as KEY=value lines to this `file`")
-	fs.Var(&serviceAccounts, "service-account", "create a service account and write its JSON key file; `email[=perm,...]` grants permissions or roles (default: all). Turns on identity and permission checks (repeatable)")
+	fs.Var(&v.serviceAccounts, "service-account", "create a service account and write its JSON key file; `email[=perm,...]` grants permissions or roles (default: all). Turns on identity and permission checks (repeatable)")
 	fs.StringVar(&cfg.credentialsDir, "credentials-dir", "", "`directory` for service account key files (default: --data-dir, else a new temporary directory)")
 	fs.StringVar(&cfg.opts.TokenListen, "token-listen", "127.0.0.1:0", "`address` of the OAuth2 token and tokeninfo endpoint (plain HTTP, loopback)")
 	fs.StringVar(&cfg.opts.AdminListen, "admin-listen", "", "serve the admin API (faults, clock, counters, quotas) on this `address`, e.g. 127.0.0.1:9011 (unauthenticated: keep it on loopback)")
 	fs.BoolVar(&cfg.opts.Quotas, "quotas", false, "enforce the published per-minute quotas (300 read, 60 write, 60000 crypto) with RESOURCE_EXHAUSTED")
-	fs.BoolVar(&logRequests, "log", false, "log every request to stderr")
+	fs.BoolVar(&v.logRequests, "log", false, "log every request to stderr")
 	fs.BoolVar(&cfg.quiet, "quiet", false, "print only the endpoint line at start")
 	fs.Usage = func() {
 		w := fs.Output()
@@ -77,6 +78,17 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
+	return fs
+}
+
+// parseEmulatorGCPFlags parses args; it returns flag.ErrHelp for --help.
+func parseEmulatorGCPFlags(args []string, stdout, stderr io.Writer) (*gcpEmulatorConfig, error) {
+	var (
+		cfg gcpEmulatorConfig
+		v   gcpFlagValues
+	)
+	fs := newEmulatorGCPFlagSet(&cfg, &v)
+	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			fs.SetOutput(stdout)
@@ -90,12 +102,12 @@ Flags:
 	if cfg.caFile != "" && !cfg.opts.TLS {
 		return nil, usageError{"emulator gcp: --ca-file needs --tls"}
 	}
-	if len(keyRings) == 0 {
-		keyRings = repeatedFlag{defaultGCPKeyRing}
+	if len(v.keyRings) == 0 {
+		v.keyRings = repeatedFlag{defaultGCPKeyRing}
 	}
-	cfg.opts.KeyRings = keyRings
-	cfg.opts.Hostnames = hostnames
-	for _, sa := range serviceAccounts {
+	cfg.opts.KeyRings = v.keyRings
+	cfg.opts.Hostnames = v.hostnames
+	for _, sa := range v.serviceAccounts {
 		email, perms, hasPerms := strings.Cut(sa, "=")
 		if !strings.Contains(email, "@") {
 			return nil, usageError{fmt.Sprintf("emulator gcp: --service-account %q: want an email, optionally =perm,...", sa)}
@@ -110,7 +122,7 @@ Flags:
 		cfg.opts.Principals[email] = grants
 		cfg.serviceAccounts = append(cfg.serviceAccounts, email)
 	}
-	if logRequests {
+	if v.logRequests {
 		cfg.opts.Logf = func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
 	}
 	return &cfg, nil

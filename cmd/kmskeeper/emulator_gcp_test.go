@@ -14,17 +14,55 @@ import (
 	"time"
 )
 
+// TestEmulatorGCPHelpDocumentsEveryFlag walks the flag set the command
+// parses with, so a flag added later is checked too: each one must appear in
+// --help with its usage text and default, and --help must show no flag the
+// command does not have.
 func TestEmulatorGCPHelpDocumentsEveryFlag(t *testing.T) {
 	var out, errOut bytes.Buffer
 	err := runEmulatorGCP(context.Background(), []string{"--help"}, &out, &errOut)
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("err = %v, want flag.ErrHelp", err)
 	}
-	for _, f := range []string{"listen", "tls", "hostname", "key-ring", "auto-create-key-rings", "pending-generation",
-		"pending-generation-hsm", "data-dir", "ca-file", "env-file", "service-account", "credentials-dir",
-		"token-listen", "admin-listen", "quotas", "log", "quiet"} {
-		if !strings.Contains(out.String(), "-"+f) {
-			t.Errorf("--help does not document -%s", f)
+	help := out.String()
+	fs := newEmulatorGCPFlagSet(&gcpEmulatorConfig{}, &gcpFlagValues{})
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) {
+		known[f.Name] = true
+		arg, usage := flag.UnquoteUsage(f)
+		if len(strings.Fields(usage)) < 3 {
+			t.Errorf("-%s has no real usage text: %q", f.Name, usage)
+		}
+		head := "  -" + f.Name
+		if arg != "" {
+			head += " " + arg
+		}
+		i := strings.Index(help, head+"\n")
+		if i < 0 {
+			t.Errorf("--help does not list -%s (as %q)", f.Name, head)
+			return
+		}
+		entry := help[i+len(head):]
+		if j := strings.Index(entry, "\n  -"); j >= 0 {
+			entry = entry[:j]
+		}
+		if !strings.Contains(entry, strings.ReplaceAll(usage, "\n", "\n    \t")) {
+			t.Errorf("--help entry of -%s lacks its usage %q:\n%s", f.Name, usage, entry)
+		}
+		switch f.DefValue {
+		case "", "false", "0", "0s", "[]":
+		default:
+			if !strings.Contains(entry, "(default ") || !strings.Contains(entry, f.DefValue) {
+				t.Errorf("--help entry of -%s does not show its default %q:\n%s", f.Name, f.DefValue, entry)
+			}
+		}
+	})
+	if len(known) < 17 {
+		t.Errorf("only %d flags walked", len(known))
+	}
+	for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9][a-z0-9-]*)(?: \S+)?$`).FindAllStringSubmatch(help, -1) {
+		if !known[m[1]] {
+			t.Errorf("--help shows -%s, which the flag set does not have", m[1])
 		}
 	}
 }
