@@ -3,6 +3,7 @@ package gcpkms
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -57,6 +58,9 @@ func cloudError(err error, method, resource string) error {
 		// meet (rule 8 keeps Internal for kmskeeper's own bugs).
 		return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed with an error inside Cloud KMS (INTERNAL), after a few retries if the call is safe to repeat; creations are not retried, as one may have taken effect: %w", method, resource, err)
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.Unknown:
+		if strings.HasPrefix(method, "Create") {
+			return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed (unreachable or failing) and was not retried, as a creation may have taken effect; a key it left is resumed by the next GenerateKey or retired by cleanup: %w", method, resource, err)
+		}
 		return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed until the call's time budget ran out (unreachable or failing, retried): %w", method, resource, err)
 	case codes.Canceled:
 		return keymanager.Errorf(codes.Canceled, "Cloud KMS %s on %s: cancelled: %w", method, resource, err)

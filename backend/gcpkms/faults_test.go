@@ -101,7 +101,7 @@ func TestQuotaRetries(t *testing.T) {
 	// UNAVAILABLE on a creating call is not retried: the version may exist.
 	srv.InjectFault(emu.Fault{Method: "CreateCryptoKeyVersion", Code: codes.Unavailable, Times: 1})
 	_, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
-	wantCode(t, err, codes.Unavailable, "CreateCryptoKeyVersion")
+	wantCode(t, err, codes.Unavailable, "CreateCryptoKeyVersion", "not retried, as a creation may have taken effect")
 
 	// Quota exhausted past the budget keeps its code.
 	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: codes.ResourceExhausted})
