@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
+	"google.golang.org/grpc/codes"
 
 	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
 	"github.com/kmskeeper/kmskeeper/keymanager"
@@ -168,5 +169,52 @@ func TestInactiveKeyRecovery(t *testing.T) {
 	restarted := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
 	if keys, _ := restarted.GetPublicKeys(callCtx(t)); len(keys) != 2 {
 		t.Errorf("after restart %d keys served, want 2", len(keys))
+	}
+}
+
+// TestAdoptSHA512Key checks a CryptoKey made elsewhere with
+// RSA_SIGN_PKCS1_4096_SHA512: it is served, signs SHA-512 digests (verified
+// with the standard library), refuses SHA-256 requests with InvalidArgument
+// naming its algorithm, and its rotation makes a SHA-256 version (what SPIRE
+// signs with), fixing the key's template.
+func TestAdoptSHA512Key(t *testing.T) {
+	srv, raw := startEmulator(t, emu.Options{})
+	now := srv.Clock().Now()
+	k, err := rsa.GenerateKey(rand.Reader, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := testRing + "/cryptoKeys/spire-key-server-a-JWT-Signer-A"
+	if _, err := srv.SeedCryptoKey(emu.SeedKey{
+		Name: name, Algorithm: kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_4096_SHA512, Labels: builtinLabels("server-a"),
+		CreateTime: now.Add(-time.Hour),
+		Versions:   []emu.SeedVersion{{CreateTime: now.Add(-time.Hour), Key: k}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
+	pk, err := m.GetPublicKey(callCtx(t), "JWT-Signer-A")
+	if err != nil || pk.Type != keymanager.RSA4096 || pk.Fingerprint != fingerprint(t, &k.PublicKey) {
+		t.Fatalf("GetPublicKey = %+v, %v; want the adopted RSA 4096 key", pk, err)
+	}
+	digest := digestOf(crypto.SHA512, "adopted")
+	sig, _, err := m.SignData(callCtx(t), "JWT-Signer-A", digest, crypto.SHA512)
+	if err != nil {
+		t.Fatalf("SignData(SHA-512): %v", err)
+	}
+	if err := rsa.VerifyPKCS1v15(&k.PublicKey, crypto.SHA512, digest, sig); err != nil {
+		t.Fatalf("the signature does not verify: %v", err)
+	}
+	_, _, err = m.SignData(callCtx(t), "JWT-Signer-A", digestOf(crypto.SHA256, "x"), crypto.SHA256)
+	wantCode(t, err, codes.InvalidArgument, "RSA_SIGN_PKCS1_4096_SHA512")
+
+	if _, err := m.GenerateKey(callCtx(t), "JWT-Signer-A", keymanager.RSA4096); err != nil {
+		t.Fatal(err)
+	}
+	if alg := getKey(t, raw, name).GetVersionTemplate().GetAlgorithm(); alg != kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_4096_SHA256 {
+		t.Errorf("template after rotation = %v, want RSA_SIGN_PKCS1_4096_SHA256", alg)
+	}
+	if _, _, err := m.SignData(callCtx(t), "JWT-Signer-A", digestOf(crypto.SHA256, "x"), crypto.SHA256); err != nil {
+		t.Errorf("SignData(SHA-256) after rotation: %v", err)
 	}
 }
