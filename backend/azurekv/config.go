@@ -82,6 +82,8 @@ func (c *Config) Check(trustDomain string) error {
 		return fmt.Errorf("tenant_id, app_id and app_secret go together (a client-secret credential): set all three, or none to use the default credential chain (environment, workload identity, managed identity)")
 	case set == 3 && c.UseMSI:
 		return fmt.Errorf("use_msi and the client-secret credential (tenant_id, app_id, app_secret) are both set: keep only one")
+	case c.TenantID != "" && !validTenantID(c.TenantID):
+		return fmt.Errorf("tenant_id %q is not a tenant ID: write the directory's GUID or a domain name such as contoso.onmicrosoft.com (letters, digits, '-' and '.')", c.TenantID)
 	}
 	switch p := strings.ToLower(strings.TrimSpace(c.KeyProtection)); p {
 	case "":
@@ -103,6 +105,18 @@ func (c *Config) Check(trustDomain string) error {
 		return fmt.Errorf("the trust domain is %d characters long; the spire-server-td tag holds at most %d", len(trustDomain), maxTagLen)
 	}
 	return checkTags(c.KeyTags)
+}
+
+// validTenantID reports whether id is what Entra accepts as a tenant: a
+// GUID or a domain name. azidentity refuses anything else when the
+// credential is built; checking it here lets SPIRE's Validate say so too.
+func validTenantID(id string) bool {
+	for _, r := range id {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return id != ""
 }
 
 // checkTags checks key_tags against Key Vault's limits, counting the tags

@@ -83,6 +83,13 @@ func (c *Config) Check(string) error {
 		return err
 	}
 	c.endpoint = ep
+	// The credentials file is read here too (no call is made), so that
+	// SPIRE's Validate reports a missing or wrong file as Configure would.
+	if c.ServiceAccountFile != "" {
+		if _, err := loadCredentials(c.ServiceAccountFile, ep, os.Getenv); err != nil {
+			return err
+		}
+	}
 	if c.KeyPolicyFile != "" {
 		if c.policy, err = readPolicyFile(c.KeyPolicyFile); err != nil {
 			return err

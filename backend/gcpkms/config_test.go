@@ -28,6 +28,8 @@ func writeFile(t *testing.T, name, content string) string {
 func TestParseConfig(t *testing.T) {
 	const base = "key_ring = \"projects/acme-prod/locations/europe-west1/keyRings/spire\"\nkey_identifier_value = \"server-a\"\n"
 	goodPolicy := writeFile(t, "policy.json", `{"bindings":[{"role":"roles/cloudkms.signerVerifier","members":["serviceAccount:spire@acme-prod.iam.gserviceaccount.com"]}],"version":3}`)
+	saFile := writeFile(t, "sa.json", `{"type":"service_account","client_email":"spire@acme-prod.iam.gserviceaccount.com"}`)
+	notJSON := writeFile(t, "notjson.json", `type = service_account`)
 	tests := []struct {
 		name    string
 		extra   string
@@ -45,7 +47,7 @@ rsa_signature_scheme = "pss"
 key_labels = { team = "platform", env = "prod" }
 endpoint = "private-kms.p.googleapis.com"
 key_policy_file = "` + goodPolicy + `"
-service_account_file = "/etc/spire/sa.json"
+service_account_file = "` + saFile + `"
 `, check: func(t *testing.T, c *Config) {
 			if c.protection != kmspb.ProtectionLevel_HSM || c.scheme != SchemePSS || c.KeyLabels["team"] != "platform" || c.KeyLabels["env"] != "prod" {
 				t.Errorf("decoded %+v", c)
@@ -56,7 +58,7 @@ service_account_file = "/etc/spire/sa.json"
 			if c.policy == nil || c.policy.GetVersion() != 3 {
 				t.Errorf("policy = %v", c.policy)
 			}
-			if f := c.Fixed(); !strings.Contains(f, "keyRings/spire") || !strings.Contains(f, "/etc/spire/sa.json") {
+			if f := c.Fixed(); !strings.Contains(f, "keyRings/spire") || !strings.Contains(f, saFile) {
 				t.Errorf("Fixed() = %q", f)
 			}
 		}},
@@ -65,6 +67,8 @@ service_account_file = "/etc/spire/sa.json"
 				t.Errorf("endpoint = %+v, want plaintext", c.endpoint)
 			}
 		}},
+		{name: "missing service account file", extra: `service_account_file = "/nonexistent/sa.json"`, wantErr: "service_account_file /nonexistent/sa.json cannot be read"},
+		{name: "service account file not JSON", extra: `service_account_file = "` + notJSON + `"`, wantErr: "is not a JSON credentials file"},
 		{name: "empty key ring", extra: "", wantErr: "key_ring is required"},
 		{name: "key ring format", wantErr: "not a key ring resource name"},
 		{name: "key protection", extra: `key_protection = "HSM"`, wantErr: `key_protection = "HSM"`},
