@@ -17,9 +17,11 @@ import (
 // --admin-listen` serves it on loopback. Every answer is JSON:
 //
 //	GET    /v1/counts              {"AsymmetricSign": 3, ...}
-//	DELETE /v1/counts              reset counters
+//	DELETE /v1/counts              reset counters and the request log
+//	GET    /v1/requests            the latest requests: [{"method":"AsymmetricSign","resource":"projects/...","received":"2026-...Z","code":"RESOURCE_EXHAUSTED","injected":true}, ...]
 //	GET    /v1/faults              active faults
 //	POST   /v1/faults              add a fault: {"method":"AsymmetricSign","code":"UNAVAILABLE","times":2,"latency":"100ms","tamper":"signature_crc32c"}
+//	                               or a throttle advising a delay: {"method":"AsymmetricSign","code":"RESOURCE_EXHAUSTED","retry_delay":"1.5s"}
 //	DELETE /v1/faults              clear faults
 //	GET    /v1/clock               {"now":"2026-...Z"}
 //	POST   /v1/clock/advance       {"duration":"720h"}
@@ -34,6 +36,7 @@ func (s *Server) AdminHandler() http.Handler {
 		s.ResetCounts()
 		writeJSON(w, http.StatusOK, map[string]any{})
 	})
+	mux.HandleFunc("GET /v1/requests", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Requests()) })
 	mux.HandleFunc("GET /v1/faults", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.Faults()) })
 	mux.HandleFunc("POST /v1/faults", func(w http.ResponseWriter, r *http.Request) {
 		var f Fault
@@ -193,7 +196,15 @@ func (c *AdminClient) Counts(ctx context.Context) (map[string]int, error) {
 	return out, err
 }
 
-// ResetCounts zeroes the request counters.
+// Requests returns the latest requests the emulator received (see
+// Server.Requests; Received has no monotonic reading across processes).
+func (c *AdminClient) Requests(ctx context.Context) ([]Request, error) {
+	var out []Request
+	err := c.do(ctx, http.MethodGet, "/v1/requests", nil, &out)
+	return out, err
+}
+
+// ResetCounts zeroes the request counters and empties the request log.
 func (c *AdminClient) ResetCounts(ctx context.Context) error {
 	return c.do(ctx, http.MethodDelete, "/v1/counts", nil, nil)
 }

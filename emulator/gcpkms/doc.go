@@ -15,7 +15,8 @@
 //   - IAM policies (version 3, etags) and, when principals are configured,
 //     permission checks per caller (service-account JWTs or access tokens from
 //     the emulator's own token endpoint);
-//   - opt-in quotas, fault injection, request counters and persistence.
+//   - opt-in quotas, fault injection (with RetryInfo advice), request counters,
+//     a request log and persistence.
 //
 // Start one with [Start]; [Server.ClientOptions] returns what an in-process
 // client needs. The same server runs as `kmskeeper emulator gcp`.

@@ -9,7 +9,11 @@ import (
 	"time"
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -43,27 +47,36 @@ const (
 // fails with Code and Message if Code is not OK, or lets the call run and
 // applies Tamper to its answer. Times > 0 limits how many calls it affects;
 // 0 means until ClearFaults.
+//
+// RetryDelay > 0 (with a Code) attaches a google.rpc.RetryInfo detail
+// advising the client to wait that long before trying again, as Google's
+// front end does when it throttles; on RESOURCE_EXHAUSTED a
+// google.rpc.QuotaFailure naming the project's request quota comes with it
+// (AIP-193's details for a quota error). Without it the status carries no
+// detail: a client is left to its own backoff.
 type Fault struct {
-	Method  string        `json:"method,omitempty"`
-	Code    codes.Code    `json:"-"`
-	Message string        `json:"message,omitempty"`
-	Latency time.Duration `json:"-"`
-	Times   int           `json:"times,omitempty"`
-	Tamper  Tamper        `json:"tamper,omitempty"`
+	Method     string        `json:"method,omitempty"`
+	Code       codes.Code    `json:"-"`
+	Message    string        `json:"message,omitempty"`
+	Latency    time.Duration `json:"-"`
+	RetryDelay time.Duration `json:"-"`
+	Times      int           `json:"times,omitempty"`
+	Tamper     Tamper        `json:"tamper,omitempty"`
 }
 
 // faultJSON is Fault's JSON form for the admin API: codes and durations as
 // readable strings ("RESOURCE_EXHAUSTED", "250ms").
 type faultJSON struct {
-	Method  string `json:"method,omitempty"`
-	Code    string `json:"code,omitempty"`
-	Message string `json:"message,omitempty"`
-	Latency string `json:"latency,omitempty"`
-	Times   int    `json:"times,omitempty"`
-	Tamper  Tamper `json:"tamper,omitempty"`
+	Method     string `json:"method,omitempty"`
+	Code       string `json:"code,omitempty"`
+	Message    string `json:"message,omitempty"`
+	Latency    string `json:"latency,omitempty"`
+	RetryDelay string `json:"retry_delay,omitempty"`
+	Times      int    `json:"times,omitempty"`
+	Tamper     Tamper `json:"tamper,omitempty"`
 }
 
-// MarshalJSON renders the code by name and the latency as a Go duration.
+// MarshalJSON renders the code by name and the durations as Go durations.
 func (f Fault) MarshalJSON() ([]byte, error) {
 	j := faultJSON{Method: f.Method, Message: f.Message, Times: f.Times, Tamper: f.Tamper}
 	if f.Code != codes.OK {
@@ -72,11 +85,14 @@ func (f Fault) MarshalJSON() ([]byte, error) {
 	if f.Latency > 0 {
 		j.Latency = f.Latency.String()
 	}
+	if f.RetryDelay > 0 {
+		j.RetryDelay = f.RetryDelay.String()
+	}
 	return json.Marshal(j)
 }
 
 // UnmarshalJSON accepts codes by name ("UNAVAILABLE") or number and
-// latencies as Go durations ("1.5s").
+// durations as Go durations ("1.5s").
 func (f *Fault) UnmarshalJSON(b []byte) error {
 	var j faultJSON
 	if err := json.Unmarshal(b, &j); err != nil {
@@ -96,6 +112,18 @@ func (f *Fault) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("latency: %w", err)
 		}
 		f.Latency = d
+	}
+	if j.RetryDelay != "" {
+		d, err := time.ParseDuration(j.RetryDelay)
+		switch {
+		case err != nil:
+			return fmt.Errorf("retry_delay: %w", err)
+		case d <= 0:
+			return fmt.Errorf("retry_delay %q: the advised delay must be positive", j.RetryDelay)
+		case f.Code == codes.OK:
+			return fmt.Errorf("retry_delay %q needs a code: it advises when to retry a failed call", j.RetryDelay)
+		}
+		f.RetryDelay = d
 	}
 	switch f.Tamper {
 	case TamperNone, TamperSignatureCRC, TamperSignature, TamperVerifiedDigest, TamperName, TamperPEMCRC, TamperPEM:
@@ -137,6 +165,30 @@ func defaultMessage(c codes.Code) string {
 		return "Deadline exceeded (injected fault)."
 	}
 	return "Injected fault."
+}
+
+// status is the error an injected fault answers a call about resource with.
+func (f *Fault) status(resource string) *status.Status {
+	msg := f.Message
+	if msg == "" {
+		msg = defaultMessage(f.Code)
+	}
+	st := status.New(f.Code, msg)
+	if f.RetryDelay <= 0 {
+		return st
+	}
+	details := []protoadapt.MessageV1{&errdetails.RetryInfo{RetryDelay: durationpb.New(f.RetryDelay)}}
+	if f.Code == codes.ResourceExhausted {
+		project := projectOf(resource)
+		details = append(details, &errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{
+			Subject:     "project:" + project,
+			Description: "Request rate quota of service 'cloudkms.googleapis.com' exceeded for consumer 'project:" + project + "' (injected fault).",
+		}}})
+	}
+	if d, err := st.WithDetails(details...); err == nil {
+		st = d
+	}
+	return st
 }
 
 // faultSet holds the active faults.
@@ -250,17 +302,94 @@ func (s *Server) Counts() map[string]int {
 	return out
 }
 
-// ResetCounts sets every counter back to zero.
+// ResetCounts sets every counter back to zero and empties the request log.
 func (s *Server) ResetCounts() {
 	s.counts.mu.Lock()
-	defer s.counts.mu.Unlock()
 	s.counts.m = map[string]int{}
+	s.counts.mu.Unlock()
+	s.requests.mu.Lock()
+	s.requests.reqs = nil
+	s.requests.mu.Unlock()
 }
 
 func (c *counters) inc(method string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.m[method]++
+}
+
+// Request is one call the emulator received, as Requests lists it.
+type Request struct {
+	// Method is the short method name ("AsymmetricSign").
+	Method string `json:"method"`
+	// Resource is the name the request is about (name, parent or resource).
+	Resource string `json:"resource,omitempty"`
+	// Received is when the call arrived, on the host's clock (not the
+	// emulator clock, which tests move): with its monotonic reading
+	// in-process, so that the time between two requests can be measured.
+	Received time.Time `json:"received"`
+	// Code is the answer's gRPC code.
+	Code codes.Code `json:"-"`
+	// Injected reports that an injected fault answered the call.
+	Injected bool `json:"injected,omitempty"`
+}
+
+// requestJSON is Request's JSON form: the code by name.
+type requestJSON struct {
+	Method   string    `json:"method"`
+	Resource string    `json:"resource,omitempty"`
+	Received time.Time `json:"received"`
+	Code     string    `json:"code"`
+	Injected bool      `json:"injected,omitempty"`
+}
+
+// MarshalJSON renders the code by name ("RESOURCE_EXHAUSTED").
+func (r Request) MarshalJSON() ([]byte, error) {
+	return json.Marshal(requestJSON{Method: r.Method, Resource: r.Resource, Received: r.Received, Code: codeName(r.Code), Injected: r.Injected})
+}
+
+// UnmarshalJSON reads the code by name or number.
+func (r *Request) UnmarshalJSON(b []byte) error {
+	var j requestJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	c, err := parseCode(j.Code)
+	if err != nil {
+		return err
+	}
+	*r = Request{Method: j.Method, Resource: j.Resource, Received: j.Received, Code: c, Injected: j.Injected}
+	return nil
+}
+
+// maxRequests bounds the request log: the oldest are dropped first.
+const maxRequests = 10000
+
+// requestLog keeps the latest requests in order of arrival.
+type requestLog struct {
+	mu   sync.Mutex
+	reqs []Request
+}
+
+func (l *requestLog) add(r Request) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.reqs) == maxRequests {
+		l.reqs = append(l.reqs[:0], l.reqs[maxRequests/2:]...)
+	}
+	l.reqs = append(l.reqs, r)
+}
+
+// Requests returns the latest requests the emulator received (at most
+// 10,000, older ones dropped), in order of arrival, with when each arrived
+// and how it was answered: a test can check that a client waited between
+// two attempts as an answer advised (Fault.RetryDelay).
+func (s *Server) Requests() []Request {
+	s.requests.mu.Lock()
+	defer s.requests.mu.Unlock()
+	out := make([]Request, len(s.requests.reqs))
+	copy(out, s.requests.reqs)
+	return out
 }
 
 // sortedMethods is used by the CLI/admin output for stable listings.

@@ -14,19 +14,23 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
-// intercept runs in front of every unary call: count it, authenticate the
-// caller, apply injected faults and quotas, run the method, tamper with the
-// answer if a fault says so.
+// intercept runs in front of every unary call: count and record it,
+// authenticate the caller, apply injected faults and quotas, run the method,
+// tamper with the answer if a fault says so.
 func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	method := path.Base(info.FullMethod)
 	s.counts.inc(method)
 	start := time.Now()
-	resp, err := s.handle(ctx, method, req, handler)
-	s.logf("gcpkms: %s %s -> %v (%v)", method, resourceOf(req), status.Code(err), time.Since(start).Round(time.Microsecond))
+	resource := resourceOf(req)
+	resp, injected, err := s.handle(ctx, method, resource, req, handler)
+	s.requests.add(Request{Method: method, Resource: resource, Received: start, Code: status.Code(err), Injected: injected})
+	s.logf("gcpkms: %s %s -> %v (%v)", method, resource, status.Code(err), time.Since(start).Round(time.Microsecond))
 	return resp, err
 }
 
-func (s *Server) handle(ctx context.Context, method string, req any, handler grpc.UnaryHandler) (any, error) {
+// handle runs one call; injected reports that an injected fault answered it
+// (its code, or its latency cut short by the caller's deadline).
+func (s *Server) handle(ctx context.Context, method, resource string, req any, handler grpc.UnaryHandler) (resp any, injected bool, err error) {
 	ctx = context.WithValue(ctx, callerKey{}, s.authenticate(ctx))
 	f := s.faults.take(method)
 	if f != nil {
@@ -36,28 +40,24 @@ func (s *Server) handle(ctx context.Context, method string, req any, handler grp
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
-				return nil, status.FromContextError(ctx.Err()).Err()
+				return nil, true, status.FromContextError(ctx.Err()).Err()
 			}
 		}
 		if f.Code != codes.OK {
-			msg := f.Message
-			if msg == "" {
-				msg = defaultMessage(f.Code)
-			}
-			return nil, status.Error(f.Code, msg)
+			return nil, true, f.status(resource).Err()
 		}
 	}
 	if _, err := s.caller(ctx); err != nil && s.auth.checking() {
-		return nil, err
+		return nil, false, err
 	}
-	if err := s.quotas.check(method, projectOf(resourceOf(req)), s.clock.Now()); err != nil {
-		return nil, err
+	if err := s.quotas.check(method, projectOf(resource), s.clock.Now()); err != nil {
+		return nil, false, err
 	}
-	resp, err := handler(ctx, req)
+	resp, err = handler(ctx, req)
 	if err == nil && f != nil && f.Tamper != TamperNone {
 		tamper(f.Tamper, resp)
 	}
-	return resp, err
+	return resp, false, err
 }
 
 // authenticate reads "authorization: Bearer ..." from the call's metadata.

@@ -28,7 +28,9 @@ type Server struct {
 	faults *faultSet
 	quotas *quotaState
 	counts *counters
-	ca     *tlsca.CA // nil unless Options.TLS
+	// requests logs the calls received, for Requests.
+	requests *requestLog
+	ca       *tlsca.CA // nil unless Options.TLS
 
 	grpcSrv  *grpc.Server
 	lis      net.Listener
@@ -65,6 +67,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		faults:   &faultSet{},
 		quotas:   newQuotaState(opts.Quotas, opts.QuotaLimits),
 		counts:   &counters{m: map[string]int{}},
+		requests: &requestLog{},
 		done:     make(chan struct{}),
 		serveErr: make(chan error, 2),
 	}
