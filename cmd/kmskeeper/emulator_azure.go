@@ -33,34 +33,36 @@ type azureEmulatorConfig struct {
 	federatedTokenFile string
 }
 
-// parseAzureEmulatorFlags turns the command line into emulator options.
-func parseAzureEmulatorFlags(args []string, stderr io.Writer) (azureEmulatorConfig, error) {
-	var (
-		cfg                     azureEmulatorConfig
-		vaults, hsms, hostnames listFlag
-		roles, clients, fics    listFlag
-		retention               int
-		purgeProtection         bool
-	)
+// azureFlagValues holds the flags that parseAzureEmulatorFlags turns into
+// options after parsing.
+type azureFlagValues struct {
+	vaults, hsms, hostnames listFlag
+	roles, clients, fics    listFlag
+	retention               int
+	purgeProtection         bool
+}
+
+// newEmulatorAzureFlagSet declares every flag of `emulator azure`, storing
+// into cfg and v, with the usage text --help prints.
+func newEmulatorAzureFlagSet(cfg *azureEmulatorConfig, v *azureFlagValues) *flag.FlagSet {
 	fs := flag.NewFlagSet("emulator azure", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.opts.Listen, "listen", "127.0.0.1:8443", "HTTPS `address` of the main port: Entra token endpoints, admin API (/_emulator/), host-name routing and the first vault (port 0 picks a free port)")
-	fs.Var(&vaults, "vault", "serve a Key Vault: `name[:standard|premium][@host:port]` (repeatable; default one premium vault \"kmskeeper\"); vaults after the first get their own port unless @host:port fixes it")
-	fs.Var(&hsms, "managed-hsm", "serve a Managed HSM `name` on its own port (repeatable)")
-	fs.Var(&hostnames, "hostname", "extra DNS `name` or IP for the TLS certificate, e.g. host.docker.internal (repeatable); requests for it reach the first vault")
+	fs.Var(&v.vaults, "vault", "serve a Key Vault: `name[:standard|premium][@host:port]` (repeatable; default one premium vault \"kmskeeper\"); vaults after the first get their own port unless @host:port fixes it")
+	fs.Var(&v.hsms, "managed-hsm", "serve a Managed HSM `name` on its own port (repeatable)")
+	fs.Var(&v.hostnames, "hostname", "extra DNS `name` or IP for the TLS certificate, e.g. host.docker.internal (repeatable); requests for it reach the first vault")
 	fs.StringVar(&cfg.opts.DataDir, "data-dir", "", "`directory` that keeps keys, the CA and the credentials across restarts (default: memory only)")
 	fs.StringVar(&cfg.caFile, "ca-file", "", "write the CA certificate (PEM) to this `file` (default: ca.pem in --data-dir, else in a new temporary directory)")
 	fs.StringVar(&cfg.envFile, "env-file", "", "write the client environment (SSL_CERT_FILE, AZURE_*, IDENTITY_*) to this `file` (default: azure.env next to the CA file)")
-	fs.Var(&roles, "role", "restrict a client: `clientid=perm,perm` with permissions like keys/get, keys/sign, keys/create, keys/delete, keys/purge, keys/* (repeatable; unlisted clients may do everything)")
-	fs.Var(&clients, "client", "accept another client-credentials app: `clientid=secret` (repeatable)")
-	fs.Var(&fics, "federated-credential", "trust an identity provider's tokens for an app (workload identity federation): `[client=id,]issuer=url,subject=sub` (repeatable; client defaults to --client-id). For the main app's first one, a token is kept in federated-token next to the env file (AZURE_FEDERATED_TOKEN_FILE), renewed every 48 minutes")
+	fs.Var(&v.roles, "role", "restrict a client: `clientid=perm,perm` with permissions like keys/get, keys/sign, keys/create, keys/delete, keys/purge, keys/* (repeatable; unlisted clients may do everything)")
+	fs.Var(&v.clients, "client", "accept another client-credentials app: `clientid=secret` (repeatable)")
+	fs.Var(&v.fics, "federated-credential", "trust an identity provider's tokens for an app (workload identity federation): `[client=id,]issuer=url,subject=sub` (repeatable; client defaults to --client-id). For the main app's first one, a token is kept in federated-token next to the env file (AZURE_FEDERATED_TOKEN_FILE), renewed every 48 minutes")
 	fs.StringVar(&cfg.opts.TenantID, "tenant-id", azurekv.DefaultTenantID, "directory (tenant) `ID`")
 	fs.StringVar(&cfg.opts.ClientID, "client-id", azurekv.DefaultClientID, "client `ID` of the main client-credentials app")
 	fs.StringVar(&cfg.opts.ClientSecret, "client-secret", "", "`secret` of the main app (default: random, kept in --data-dir)")
 	fs.StringVar(&cfg.opts.ManagedIdentityClientID, "managed-identity-client-id", azurekv.DefaultMSIClientID, "client `ID` of the managed identity served at IDENTITY_ENDPOINT")
 	fs.StringVar(&cfg.opts.MSIListen, "msi-listen", "", "plain-HTTP `address` of the managed-identity endpoint and admin API (default: the --listen host, free port)")
-	fs.IntVar(&retention, "retention-days", 90, "soft-delete retention of the vaults, 7 to 90 `days`")
-	fs.BoolVar(&purgeProtection, "purge-protection", false, "enable purge protection on the vaults (purge is refused until the retention ends)")
+	fs.IntVar(&v.retention, "retention-days", 90, "soft-delete retention of the vaults, 7 to 90 `days`")
+	fs.BoolVar(&v.purgeProtection, "purge-protection", false, "enable purge protection on the vaults (purge is refused until the retention ends)")
 	fs.BoolVar(&cfg.throttling, "throttling", false, "enforce the published per-vault limits (weighted 10-second windows; 429 Throttled with Retry-After)")
 	fs.BoolVar(&cfg.logRequests, "log-requests", false, "log every request to stderr")
 	fs.StringVar(&cfg.keyIDValue, "key-identifier", "kmskeeper-emulator", "key_identifier_value `value` shown in the SPIRE plugin_data snippet")
@@ -78,27 +80,38 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
+	return fs
+}
+
+// parseAzureEmulatorFlags turns the command line into emulator options.
+func parseAzureEmulatorFlags(args []string, stderr io.Writer) (azureEmulatorConfig, error) {
+	var (
+		cfg azureEmulatorConfig
+		v   azureFlagValues
+	)
+	fs := newEmulatorAzureFlagSet(&cfg, &v)
+	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, usageError{fmt.Sprintf("emulator azure: unexpected argument %q", fs.Arg(0))}
 	}
-	for _, v := range vaults {
-		spec := azurekv.VaultSpec{RetentionDays: retention, PurgeProtection: purgeProtection}
-		rest, listen, hasListen := strings.Cut(v, "@")
+	for _, arg := range v.vaults {
+		spec := azurekv.VaultSpec{RetentionDays: v.retention, PurgeProtection: v.purgeProtection}
+		rest, listen, hasListen := strings.Cut(arg, "@")
 		if hasListen {
 			spec.Listen = listen
 		}
 		spec.Name, spec.SKU, _ = strings.Cut(rest, ":")
 		cfg.opts.Vaults = append(cfg.opts.Vaults, spec)
 	}
-	if len(vaults) == 0 && len(hsms) == 0 && (retention != 90 || purgeProtection) {
-		cfg.opts.Vaults = []azurekv.VaultSpec{{Name: azurekv.DefaultVaultName, SKU: azurekv.SKUPremium, RetentionDays: retention, PurgeProtection: purgeProtection}}
+	if len(v.vaults) == 0 && len(v.hsms) == 0 && (v.retention != 90 || v.purgeProtection) {
+		cfg.opts.Vaults = []azurekv.VaultSpec{{Name: azurekv.DefaultVaultName, SKU: azurekv.SKUPremium, RetentionDays: v.retention, PurgeProtection: v.purgeProtection}}
 	}
-	cfg.opts.ManagedHSMs = hsms
-	cfg.opts.Hostnames = hostnames
-	for _, r := range roles {
+	cfg.opts.ManagedHSMs = v.hsms
+	cfg.opts.Hostnames = v.hostnames
+	for _, r := range v.roles {
 		id, perms, ok := strings.Cut(r, "=")
 		if !ok || id == "" {
 			return cfg, usageError{fmt.Sprintf("emulator azure: --role %q: want clientid=perm,perm", r)}
@@ -114,7 +127,7 @@ Flags:
 		}
 		cfg.opts.Roles[id] = append(cfg.opts.Roles[id], list...)
 	}
-	for _, c := range clients {
+	for _, c := range v.clients {
 		id, secret, ok := strings.Cut(c, "=")
 		if !ok || id == "" || secret == "" {
 			return cfg, usageError{fmt.Sprintf("emulator azure: --client %q: want clientid=secret", c)}
@@ -124,7 +137,7 @@ Flags:
 		}
 		cfg.opts.ExtraClients[id] = secret
 	}
-	for _, f := range fics {
+	for _, f := range v.fics {
 		fic, err := parseFederatedCredential(f)
 		if err != nil {
 			return cfg, usageError{fmt.Sprintf("emulator azure: --federated-credential %q: %v", f, err)}

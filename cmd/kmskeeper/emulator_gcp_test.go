@@ -24,8 +24,15 @@ func TestEmulatorGCPHelpDocumentsEveryFlag(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("err = %v, want flag.ErrHelp", err)
 	}
-	help := out.String()
-	fs := newEmulatorGCPFlagSet(&gcpEmulatorConfig{}, &gcpFlagValues{})
+	checkHelpDocumentsFlags(t, out.String(), newEmulatorGCPFlagSet(&gcpEmulatorConfig{}, &gcpFlagValues{}), 17)
+}
+
+// checkHelpDocumentsFlags checks a command's --help output against the flag
+// set it parses with: each flag must appear with its usage text and default,
+// and help must show no flag that fs does not have. minFlags guards against
+// walking a set that lost its flags.
+func checkHelpDocumentsFlags(t *testing.T, help string, fs *flag.FlagSet, minFlags int) {
+	t.Helper()
 	known := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) {
 		known[f.Name] = true
@@ -57,8 +64,8 @@ func TestEmulatorGCPHelpDocumentsEveryFlag(t *testing.T) {
 			}
 		}
 	})
-	if len(known) < 17 {
-		t.Errorf("only %d flags walked", len(known))
+	if len(known) < minFlags {
+		t.Errorf("only %d flags walked, want at least %d", len(known), minFlags)
 	}
 	for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9][a-z0-9-]*)(?: \S+)?$`).FindAllStringSubmatch(help, -1) {
 		if !known[m[1]] {
