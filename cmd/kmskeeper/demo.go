@@ -102,9 +102,9 @@ Flags:
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
-	if !*keep {
-		defer os.RemoveAll(dir)
-	}
+	// Removed in every case: with --keep the demo returns only once the
+	// emulator that the files (CA, env file, server ID) serve has stopped.
+	defer os.RemoveAll(dir)
 
 	d := &demo{out: stdout}
 	target, err := setUp(ctx, dir)

@@ -26,7 +26,14 @@ import (
 
 // TestMain makes the process trust the Key Vault emulator's CA before any
 // test runs (see trustAzureEmulatorCA).
+//
+// Launched as a plugin, it serves the plugin protocol as the kmskeeper
+// binary does: the demo launches os.Executable() as its plugin, which in
+// the demo tests that call runDemo in process is this test binary.
 func TestMain(m *testing.M) {
+	if isPluginMode() {
+		os.Exit(servePlugin())
+	}
 	dir, err := os.MkdirTemp("", "kmskeeper-cmd-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
