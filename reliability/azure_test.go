@@ -279,9 +279,21 @@ func (v *azureVault) slow(t *testing.T, o op, d time.Duration) {
 
 func (v *azureVault) clear(*testing.T) { v.srv.ClearFaults() }
 
-// absorbs: azcore retries 408, 429, 5xx and dropped connections, honouring
-// Retry-After, within the call's budget.
-func (v *azureVault) absorbs(faultKind) bool { return true }
+func (v *azureVault) faultsSpent(*testing.T) bool {
+	for _, f := range v.srv.Faults() {
+		if f.Count > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// absorbs: azcore retries 408, 429, 5xx and dropped connections of every
+// request, honouring Retry-After, within the call's budget.
+func (v *azureVault) absorbs(op, faultKind) bool { return true }
+
+// fetchesAfterCreate: CreateKey's answer carries the public key.
+func (v *azureVault) fetchesAfterCreate() bool { return false }
 
 func (v *azureVault) persistentCode(kind faultKind) codes.Code {
 	switch kind {

@@ -55,7 +55,7 @@ func signFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 	if !lasting {
 		h.v.inject(t, opSign, kind, transientCount)
 		attempts := 1
-		if !h.v.absorbs(kind) {
+		if !h.v.absorbs(opSign, kind) {
 			// Nothing absorbs the fault: each request it fails is one
 			// SignData failing with the cause's code.
 			attempts = transientCount + 1
@@ -70,6 +70,7 @@ func signFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 		if err != nil {
 			t.Fatalf("SignData once a transient %s cleared = %v, want a signature", kind, err)
 		}
+		checkAdvised(t, h, p, opSign, kind)
 	} else {
 		h.v.inject(t, opSign, kind, 0)
 		// A lasting fault must be reported before the caller's deadline.
@@ -82,6 +83,23 @@ func signFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 		h.v.clear(t)
 	}
 	stillWorks(t, h, p, pk)
+}
+
+// advisedRetries is a vault whose throttling answers advise when to retry
+// and which records when each request arrived (Cloud KMS's RetryInfo).
+type advisedRetries interface {
+	// checkAdvisedWait checks that every request of o a throttle advising
+	// a delay answered was retried no sooner than advised.
+	checkAdvisedWait(t *testing.T, p *pluginhost.Plugin, o op)
+}
+
+// checkAdvised checks, where the vault can tell, that p retried a transient
+// "429 with Retry-After" on o no sooner than the answer advised.
+func checkAdvised(t *testing.T, h *harness, p *pluginhost.Plugin, o op, kind faultKind) {
+	t.Helper()
+	if a, ok := h.v.(advisedRetries); ok && kind == throttledRetryAfter {
+		a.checkAdvisedWait(t, p, o)
+	}
 }
 
 func createFault(t *testing.T, s setup, kind faultKind) {

@@ -29,6 +29,7 @@ import (
 
 	"github.com/kmskeeper/kmskeeper/emulator/gcpkms"
 	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
 // The Cloud KMS setup's key rings and service accounts.
@@ -286,17 +287,25 @@ func (v *gcpVault) hold(t *testing.T, o op, after bool, d time.Duration) func() 
 	}
 }
 
+// gcpRetryAfter is the delay a "429 with Retry-After" advises on Cloud KMS:
+// longer than any first pause of the backend's own quota backoff (at most
+// 1 s), so that a retry that honours the advice is told apart from one that
+// does not (checkAdvisedWait).
+const gcpRetryAfter = 1500 * time.Millisecond
+
 // inject maps the suite's faults to gRPC codes as Google's front end
-// answers them. Two cannot be had exactly: the emulator attaches no
-// RetryInfo (Cloud KMS's Retry-After) to RESOURCE_EXHAUSTED, so both 429s are
-// plain RESOURCE_EXHAUSTED; and it cannot drop a gRPC stream, which a client
-// sees as UNAVAILABLE, so a dropped connection is UNAVAILABLE with the
-// transport's message.
+// answers them. A 429 with Retry-After is RESOURCE_EXHAUSTED with a
+// google.rpc.RetryInfo advising gcpRetryAfter (and a QuotaFailure), without
+// it plain RESOURCE_EXHAUSTED. One cannot be had exactly: the emulator cannot
+// drop a gRPC stream, which a client sees as UNAVAILABLE, so a dropped
+// connection is UNAVAILABLE with the transport's message.
 func (v *gcpVault) inject(t *testing.T, o op, kind faultKind, count int) {
 	t.Helper()
 	f := gcpkms.Fault{Times: count}
 	switch kind {
-	case throttledRetryAfter, throttled:
+	case throttledRetryAfter:
+		f.Code, f.RetryDelay = codes.ResourceExhausted, gcpRetryAfter
+	case throttled:
 		f.Code = codes.ResourceExhausted
 	case serverError:
 		f.Code = codes.Internal
@@ -322,10 +331,80 @@ func (v *gcpVault) slow(t *testing.T, o op, d time.Duration) {
 
 func (v *gcpVault) clear(*testing.T) { v.srv.ClearFaults() }
 
+func (v *gcpVault) faultsSpent(*testing.T) bool {
+	for _, f := range v.srv.Faults() {
+		if f.Times > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // absorbs: the backend retries RESOURCE_EXHAUSTED and UNAVAILABLE of
-// idempotent calls (signing is) with backoff until the budget ends, and
-// INTERNAL (the suite's 500) a few times, more than transientCount.
-func (v *gcpVault) absorbs(faultKind) bool { return true }
+// idempotent calls (all but creations) with backoff until the budget ends,
+// and INTERNAL (the suite's 500) a few times, more than transientCount. A
+// creation is retried on RESOURCE_EXHAUSTED only: the request was refused
+// before anything was made, whereas another failure may hide a version that
+// was, and a second try would make another.
+func (v *gcpVault) absorbs(o op, kind faultKind) bool {
+	if o == opCreate {
+		return kind == throttled || kind == throttledRetryAfter
+	}
+	return true
+}
+
+// fetchesAfterCreate: the public key of a new version is read with
+// GetPublicKey once it is generated.
+func (v *gcpVault) fetchesAfterCreate() bool { return true }
+
+// checkAdvisedWait checks, from the emulator's request log, that the plugin
+// honoured the RetryInfo of every request of o a "429 with Retry-After"
+// answered: the next request for the same method and resource arrived no
+// earlier than the advised delay after it, and the backend counted each such
+// retry (kmskeeper.gcpkms.retries with reason resource_exhausted). Both are
+// orderings, not timings: a client that honours the advice cannot come back
+// sooner.
+func (v *gcpVault) checkAdvisedWait(t *testing.T, p *pluginhost.Plugin, o op) {
+	t.Helper()
+	methods := map[string]bool{}
+	for _, m := range v.methods(t, o) {
+		methods[m] = true
+	}
+	reqs := v.srv.Requests()
+	throttled := map[string]int{}
+	for i, r := range reqs {
+		if !methods[r.Method] || !r.Injected || r.Code != codes.ResourceExhausted {
+			continue
+		}
+		throttled[r.Method]++
+		for _, next := range reqs[i+1:] {
+			if next.Method != r.Method || next.Resource != r.Resource {
+				continue
+			}
+			if gap := next.Received.Sub(r.Received); gap < gcpRetryAfter {
+				t.Errorf("%s on %s was retried %v after an answer advising %v", r.Method, r.Resource, gap, gcpRetryAfter)
+			}
+			break
+		}
+	}
+	if len(throttled) == 0 {
+		t.Errorf("no %s request was answered by the throttle advising a delay", o)
+		return
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for m, n := range throttled {
+		seen := 0
+		if _, err := p.WaitMetric(ctx, func(mt pluginhost.Metric) bool {
+			if mt.Name() == "kmskeeper.gcpkms.retries" && mt.Label("method") == m && mt.Label("reason") == "resource_exhausted" {
+				seen++
+			}
+			return seen >= n
+		}); err != nil {
+			t.Errorf("the plugin counted %d retries of %s for resource_exhausted, want %d (one per throttled answer): %v", seen, m, n, err)
+		}
+	}
+}
 
 func (v *gcpVault) persistentCode(kind faultKind) codes.Code {
 	switch kind {

@@ -87,10 +87,18 @@ type vault interface {
 	// slow delays every request of op by d until clear.
 	slow(t *testing.T, o op, d time.Duration)
 	clear(t *testing.T)
-	// absorbs reports whether the backend retries kind itself within the
-	// call's budget (the cloud backends do, for what their SDKs and the
-	// cloud's guidance call transient; the memory backend does not).
-	absorbs(kind faultKind) bool
+	// faultsSpent reports whether every fault injected with a count has
+	// been used up by the requests it was injected for.
+	faultsSpent(t *testing.T) bool
+	// absorbs reports whether the backend retries kind on o itself within
+	// the call's budget (the cloud backends do, for what their SDKs and the
+	// cloud's guidance call transient and safe to repeat; the memory
+	// backend does not).
+	absorbs(o op, kind faultKind) bool
+	// fetchesAfterCreate reports whether a creation reads the new key's
+	// public key with a Fetch request (Cloud KMS) rather than getting it in
+	// the create's own answer.
+	fetchesAfterCreate() bool
 	// persistentCode is the gRPC code SignData returns when kind does not
 	// clear within the budget.
 	persistentCode(kind faultKind) codes.Code
@@ -241,7 +249,18 @@ func (v *memoryVault) clear(t *testing.T) {
 	}
 }
 
-func (v *memoryVault) absorbs(faultKind) bool { return false }
+func (v *memoryVault) faultsSpent(*testing.T) bool {
+	for _, f := range v.store.Faults() {
+		if f.Count > 0 && f.Hits < f.Count {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *memoryVault) absorbs(op, faultKind) bool { return false }
+
+func (v *memoryVault) fetchesAfterCreate() bool { return false }
 
 // persistentCode is the code the memory backend's injected fault carries:
 // the one a cloud backend gives the same failure.
