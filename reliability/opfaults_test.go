@@ -270,27 +270,8 @@ func checkWarnings(t *testing.T, h *harness, p *pluginhost.Plugin, o op, kind fa
 // (lasting).
 func fetchFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 	h := newHarness(t, s)
-	pk := restartWithKeys(t, h)
+	p, pk := loadUnderFault(t, h, opFetch, "the public-key read", kind, lasting)
 	want := h.v.persistentCode(kind)
-
-	h.v.inject(t, opFetch, kind, faultCount(lasting))
-	p := h.launch()
-	if lasting {
-		ctx, cancel := context.WithTimeout(t.Context(), suite.lastingDeadline())
-		err := h.configureCtx(ctx, p, faultExtra)
-		cancel()
-		if status.Code(err) != want {
-			t.Errorf("Configure under a lasting %s on the public-key read = %v, want %v", kind, err, want)
-		}
-		h.v.clear(t)
-		if err := h.configureCtx(callCtx(t), p, faultExtra); err != nil {
-			t.Fatalf("Configure of the same process once the fault cleared: %v", err)
-		}
-	} else {
-		throughTransient(t, h, opFetch, kind, "Configure", func() error { return h.configureCtx(callCtx(t), p, faultExtra) })
-		h.v.clear(t)
-	}
-	servesExactly(t, h, p, pk)
 
 	if h.v.fetchesAfterCreate() {
 		h.v.inject(t, opFetch, kind, faultCount(lasting))
@@ -320,6 +301,35 @@ func fetchFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 	stillWorks(t, h, p, pk)
 }
 
+// loadUnderFault restarts a process with keys in the vault and configures
+// it while o (what names it in messages) fails: a transient fault lets
+// Configure succeed, a lasting one fails it with the documented code and a
+// later Configure of the same process succeeds. It returns the process,
+// checked to serve exactly the key the first process made, and that key.
+func loadUnderFault(t *testing.T, h *harness, o op, what string, kind faultKind, lasting bool) (*pluginhost.Plugin, keymanager.PublicKey) {
+	t.Helper()
+	pk := restartWithKeys(t, h)
+	h.v.inject(t, o, kind, faultCount(lasting))
+	p := h.launch()
+	if lasting {
+		ctx, cancel := context.WithTimeout(t.Context(), suite.lastingDeadline())
+		err := h.configureCtx(ctx, p, faultExtra)
+		cancel()
+		if want := h.v.persistentCode(kind); status.Code(err) != want {
+			t.Errorf("Configure under a lasting %s on %s = %v, want %v", kind, what, err, want)
+		}
+		h.v.clear(t)
+		if err := h.configureCtx(callCtx(t), p, faultExtra); err != nil {
+			t.Fatalf("Configure of the same process once the fault cleared: %v", err)
+		}
+	} else {
+		throughTransient(t, h, o, kind, "Configure", func() error { return h.configureCtx(callCtx(t), p, faultExtra) })
+		h.v.clear(t)
+	}
+	servesExactly(t, h, p, pk)
+	return p, pk
+}
+
 // listFault faults the listing, at Load or in the cleanup pass. At Load,
 // in a restarted process, as fetchFault. In the cleanup pass of a running
 // process: a transient fault is absorbed or fails the passes it reaches, and
@@ -328,26 +338,7 @@ func fetchFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 func listFault(t *testing.T, s setup, kind faultKind, lasting, atLoad bool) {
 	h := newHarness(t, s)
 	if atLoad {
-		pk := restartWithKeys(t, h)
-		want := h.v.persistentCode(kind)
-		h.v.inject(t, opList, kind, faultCount(lasting))
-		p := h.launch()
-		if lasting {
-			ctx, cancel := context.WithTimeout(t.Context(), suite.lastingDeadline())
-			err := h.configureCtx(ctx, p, faultExtra)
-			cancel()
-			if status.Code(err) != want {
-				t.Errorf("Configure under a lasting %s on the listing = %v, want %v", kind, err, want)
-			}
-			h.v.clear(t)
-			if err := h.configureCtx(callCtx(t), p, faultExtra); err != nil {
-				t.Fatalf("Configure of the same process once the fault cleared: %v", err)
-			}
-		} else {
-			throughTransient(t, h, opList, kind, "Configure", func() error { return h.configureCtx(callCtx(t), p, faultExtra) })
-			h.v.clear(t)
-		}
-		servesExactly(t, h, p, pk)
+		p, pk := loadUnderFault(t, h, opList, "the listing", kind, lasting)
 		stillWorks(t, h, p, pk)
 		return
 	}
