@@ -202,7 +202,7 @@ func TestDemoFailingStep(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer that the demo may write while a test reads.
+// syncBuffer is a bytes.Buffer that a command may write while a test reads.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

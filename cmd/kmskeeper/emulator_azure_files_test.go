@@ -204,8 +204,8 @@ func TestEmulatorAzureWritesCAAndEnvFiles(t *testing.T) {
 func runAzureEmulatorUntilReady(t *testing.T, args []string) (string, string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	var out gcpSyncBuffer
-	var stderr gcpSyncBuffer
+	var out syncBuffer
+	var stderr syncBuffer
 	done := make(chan error, 1)
 	go func() { done <- runEmulatorAzure(ctx, args, &out, &stderr) }()
 	t.Cleanup(func() {

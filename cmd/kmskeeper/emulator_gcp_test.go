@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -103,7 +102,7 @@ func TestEmulatorGCPFlagErrors(t *testing.T) {
 func TestEmulatorGCPRunsUntilCancelled(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out gcpSyncBuffer
+	var out syncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- runEmulatorGCP(ctx, []string{"--listen", "127.0.0.1:0", "--tls", "--ca-file", filepath.Join(dir, "ca.pem"),
@@ -133,22 +132,4 @@ func TestEmulatorGCPRunsUntilCancelled(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("emulator did not stop after cancel")
 	}
-}
-
-// gcpSyncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type gcpSyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *gcpSyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *gcpSyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
