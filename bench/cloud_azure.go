@@ -10,9 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	azcloud "github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
 	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
@@ -43,19 +40,7 @@ func startAzure(ctx context.Context, dir string) (*azureCloud, error) {
 		return nil, fmt.Errorf("writing the Key Vault emulator's files: %w", err)
 	}
 	c := &azureCloud{srv: srv, vault: azurekv.DefaultVaultName, latencies: map[op]time.Duration{}}
-	copts := azcore.ClientOptions{
-		Transport: srv.HTTPClient(),
-		Cloud:     azcloud.Configuration{ActiveDirectoryAuthorityHost: srv.AuthorityHost()},
-	}
-	cred, err := azidentity.NewClientSecretCredential(srv.TenantID(), srv.ClientID(), srv.ClientSecret(),
-		&azidentity.ClientSecretCredentialOptions{ClientOptions: copts, DisableInstanceDiscovery: true})
-	if err != nil {
-		srv.Close()
-		return nil, fmt.Errorf("azure SDK credential: %w", err)
-	}
-	c.client, err = azkeys.NewClient(srv.VaultURL(c.vault), cred,
-		&azkeys.ClientOptions{ClientOptions: copts, DisableChallengeResourceVerification: true})
-	if err != nil {
+	if c.client, err = srv.KeysClient(srv.VaultURL(c.vault)); err != nil {
 		srv.Close()
 		return nil, fmt.Errorf("azure SDK client: %w", err)
 	}

@@ -5,9 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
 	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
@@ -74,18 +71,7 @@ func TestCreatedKeyOps(t *testing.T) {
 // authority.
 func rawClient(t *testing.T, srv *azurekv.Server, vault string) *azkeys.Client {
 	t.Helper()
-	o := azcore.ClientOptions{
-		Transport: srv.HTTPClient(),
-		Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: srv.AuthorityHost()},
-	}
-	cred, err := azidentity.NewClientSecretCredential(srv.TenantID(), srv.ClientID(), srv.ClientSecret(), &azidentity.ClientSecretCredentialOptions{
-		ClientOptions:            o,
-		DisableInstanceDiscovery: true, // the authority is the emulator on loopback
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := azkeys.NewClient(srv.VaultURL(vault), cred, &azkeys.ClientOptions{ClientOptions: o, DisableChallengeResourceVerification: true})
+	c, err := srv.KeysClient(srv.VaultURL(vault))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
 	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
@@ -29,7 +26,7 @@ func startAzureDemo(ctx context.Context, dir string) (*demoTarget, error) {
 	}
 	vault := srv.VaultURL(azurekv.DefaultVaultName)
 	idFile := filepath.Join(dir, "server_id")
-	client, err := demoAzureClient(srv, vault)
+	client, err := srv.KeysClient(vault)
 	if err != nil {
 		srv.Close()
 		return nil, err
@@ -60,23 +57,6 @@ app's client secret for DefaultAzureCredential):
 		},
 		close: func() { srv.Close() },
 	}, nil
-}
-
-// demoAzureClient is the demo's own view of the vault, through the official
-// SDK, for the table of keys: it trusts the emulator's CA and authority.
-func demoAzureClient(srv *azurekv.Server, vault string) (*azkeys.Client, error) {
-	o := azcore.ClientOptions{
-		Transport: srv.HTTPClient(),
-		Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: srv.AuthorityHost()},
-	}
-	cred, err := azidentity.NewClientSecretCredential(srv.TenantID(), srv.ClientID(), srv.ClientSecret(), &azidentity.ClientSecretCredentialOptions{
-		ClientOptions:            o,
-		DisableInstanceDiscovery: true, // the authority is the emulator on loopback
-	})
-	if err != nil {
-		return nil, err
-	}
-	return azkeys.NewClient(vault, cred, &azkeys.ClientOptions{ClientOptions: o, DisableChallengeResourceVerification: true})
 }
 
 // listAzureKeys lists the vault's live keys with their tags.
