@@ -19,9 +19,10 @@ type Backend interface {
 	// generation retires the whole group.
 	ListGenerations(ctx context.Context) ([]Generation, error)
 
-	// Create makes a new generation for keyID. The returned generation has
-	// Public set.
-	Create(ctx context.Context, keyID string, keyType KeyType) (Generation, error)
+	// Create makes a new generation for keyID, recording lease (the
+	// creating process's, its Ref left empty) on it. The returned generation
+	// has Public set.
+	Create(ctx context.Context, keyID string, keyType KeyType, lease Lease) (Generation, error)
 
 	// Fetch completes a listed generation: it returns g with Public set,
 	// and Ref, Type and Disabled refined where the listing could not tell
@@ -34,8 +35,16 @@ type Backend interface {
 	Sign(ctx context.Context, g Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error)
 
 	// KeepAlive marks a generation in use so that other servers' cleanup
-	// does not consider it stale. It returns the new Updated time.
+	// does not consider it stale, and records g.Leases on it: the leases
+	// naming g replace those recorded on g; leases on other generations are
+	// kept. It may rewrite the object's labels whole from g.Labels. It
+	// returns g with the new Updated time and, when the cloud answers with
+	// them, its Public key and Version.
 	KeepAlive(ctx context.Context, g Generation) (Generation, error)
+
+	// Refresh reads g's leases and labels again, so that a keep-alive or a
+	// retirement decides on what the cloud holds now.
+	Refresh(ctx context.Context, g Generation) (Generation, error)
 
 	// Retire removes a generation that is no longer in use (deletes or
 	// schedules its destruction). Retiring a generation that is already gone

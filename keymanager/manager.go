@@ -55,6 +55,9 @@ type Options struct {
 	// Predecessor, if set, serves the keys of a migration source for the
 	// key IDs the backend does not hold yet.
 	Predecessor Predecessor
+	// Holder names this process in the leases it records. Empty means a
+	// random one; tests set it to recognise a process's leases.
+	Holder string
 }
 
 // entry is one key served under a SPIRE key ID. Entries are immutable once
@@ -75,6 +78,7 @@ type entry struct {
 // never held across a backend call.
 type Manager struct {
 	serverID    string
+	holder      string
 	budget      time.Duration
 	log         hclog.Logger
 	metrics     Metrics
@@ -92,6 +96,8 @@ type Manager struct {
 	leftovers     []Generation    // superseded generations found at load
 	failed        []failedCreate  // creations that failed, whose keys may exist
 	migrationDone bool            // the completion of the migration was logged
+	startedAt     time.Time       // the cloud's time at Load, as estimated
+	duplicates    map[string]bool // holders reported as sharing this server ID
 
 	bg       sync.WaitGroup
 	stop     chan struct{}
@@ -110,6 +116,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	m := &Manager{
 		serverID:    opts.ServerID,
+		holder:      opts.Holder,
 		budget:      opts.Budget,
 		log:         opts.Logger,
 		metrics:     opts.Metrics,
@@ -120,11 +127,15 @@ func New(opts Options) (*Manager, error) {
 		entries:     make(map[string]*entry),
 		known:       make(map[string]bool),
 		inFlight:    make(map[string]int),
+		duplicates:  make(map[string]bool),
 		stop:        make(chan struct{}),
 		resched:     make(chan struct{}, 1),
 	}
 	if m.budget <= 0 {
 		m.budget = DefaultBudget
+	}
+	if m.holder == "" {
+		m.holder = newHolder()
 	}
 	if m.log == nil {
 		m.log = hclog.NewNullLogger()
@@ -145,6 +156,9 @@ func New(opts Options) (*Manager, error) {
 
 // ServerID returns the server identity the manager serves keys for.
 func (m *Manager) ServerID() string { return m.serverID }
+
+// Holder returns the name this process records in its leases.
+func (m *Manager) Holder() string { return m.holder }
 
 // callCtx derives the context for one backend call: it ends after the
 // budget, and at least deadlineMargin before the caller's own deadline.
@@ -173,14 +187,11 @@ func (m *Manager) Load(ctx context.Context) error {
 	if err != nil {
 		return wrap(err, "loading keys: listing the backend")
 	}
-	byID := make(map[string][]Generation)
-	for _, g := range gens {
-		if g.ServerID == m.serverID {
-			byID[g.KeyID] = append(byID[g.KeyID], g)
-		}
-	}
+	m.observe(gens...)
+	byID := keyGroups(gens, m.serverID)
 	var winners, losers []Generation
 	for _, list := range byID {
+		list = slices.Clone(list)
 		sortNewestFirst(list)
 		winners = append(winners, list[0])
 		losers = append(losers, list[1:]...)
@@ -190,6 +201,28 @@ func (m *Manager) Load(ctx context.Context) error {
 			return Errorf(codes.FailedPrecondition, "key %s: its current generation %s is disabled in the cloud; enable it, or delete it so that SPIRE prepares a new key", w.KeyID, w.Ref)
 		}
 	}
+	m.mu.Lock()
+	now := m.cloudNow()
+	m.startedAt = now
+	ttl := m.schedule.leaseTTL()
+	m.mu.Unlock()
+	// A superseded generation another live process still holds is not
+	// retired: that process may be a duplicate serving it.
+	served := make(map[string]bool, len(winners))
+	for _, w := range winners {
+		served[w.Ref] = true
+	}
+	check := holdCheck{groups: byID, self: m.holder, mine: func(ref string) bool { return served[ref] }, now: now, ttl: ttl}
+	free := losers[:0:0]
+	for _, g := range losers {
+		if l, held := check.blocked(g); held {
+			m.log.Info("Keeping a superseded key generation: another process holds a lease on it", "key_id", g.KeyID, "ref", g.Ref, "holder", l.Holder, "lease_renewed", l.Renewed.UTC().Format(time.RFC3339))
+			continue
+		}
+		free = append(free, g)
+	}
+	losers = free
+	winners = m.claimAll(ctx, b, winners, now)
 	entries, err := m.fetchAll(ctx, b, winners)
 	if err != nil {
 		return err
@@ -200,15 +233,10 @@ func (m *Manager) Load(ctx context.Context) error {
 		}
 	}
 
-	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.entries = entries
-	for _, g := range gens {
-		if off := g.Created.Sub(now); off > m.cloudOffset {
-			m.cloudOffset = off
-		}
-	}
+	now = m.clock.Now()
 	for _, g := range gens {
 		if g.ServerID == m.serverID {
 			m.known[g.Ref] = true
@@ -224,8 +252,40 @@ func (m *Manager) Load(ctx context.Context) error {
 	for _, g := range losers {
 		m.log.Info("Found superseded key generation; it will be retired", "key_id", g.KeyID, "ref", g.Ref)
 	}
-	m.log.Debug("Loaded keys", "served", len(entries), "superseded", len(losers), "listed", len(gens))
+	m.log.Debug("Loaded keys", "served", len(entries), "superseded", len(losers), "listed", len(gens), "holder", m.holder)
 	return nil
+}
+
+// claimAll records this process's lease on the generations it adopts, so
+// that a live process that made them (another one using this server ID by
+// mistake) never retires what this one serves. A claim that fails is logged
+// and retried by the first liveness pass: the generation's Updated is
+// zeroed, which makes it due.
+func (m *Manager) claimAll(ctx context.Context, b Backend, gens []Generation, now time.Time) []Generation {
+	m.mu.RLock()
+	ttl := m.schedule.leaseTTL()
+	m.mu.RUnlock()
+	out := make([]Generation, len(gens))
+	sem := make(chan struct{}, fetchParallelism)
+	var wg sync.WaitGroup
+	for i, g := range gens {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			claimed, err := b.KeepAlive(ctx, withLease(g, m.holder, now, ttl))
+			if err != nil || claimed.Ref != g.Ref || claimed.KeyID != g.KeyID {
+				m.log.Warn("Could not record this process's lease on an adopted key; the first liveness pass tries again", "key_id", g.KeyID, "ref", g.Ref, "error", err)
+				g.Updated = time.Time{}
+				out[i] = g
+				return
+			}
+			out[i] = claimed
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // fetchAll fetches the public keys of gens with bounded parallelism.
@@ -342,7 +402,7 @@ func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (Public
 	m.mu.RLock()
 	from := m.cloudNow()
 	m.mu.RUnlock()
-	g, err := b.Create(cctx, id, t)
+	g, err := b.Create(cctx, id, t, Lease{Holder: m.holder, Renewed: from.Truncate(time.Millisecond)})
 	if err != nil {
 		m.noteFailedCreate(id, from)
 		m.metrics.IncrCounter([]string{"kmskeeper", "keys", "create_errors"}, 1, Label{"code", Code(err).String()})
@@ -399,8 +459,53 @@ func (m *Manager) retireAsync(old *entry) {
 			case <-tick.C:
 			}
 		}
+		if m.heldElsewhere(ctx, old.gen) {
+			return
+		}
 		m.retire(ctx, old.gen, string(StateSuperseded))
 	}()
+}
+
+// heldElsewhere reads the leases of a generation this process no longer
+// serves and reports whether another live process holds it. When the
+// leases cannot be read it answers true: the cleanup pass decides later.
+func (m *Manager) heldElsewhere(ctx context.Context, g Generation) bool {
+	cctx, cancel := m.callCtx(ctx)
+	fresh, err := m.currentBackend().Refresh(cctx, g)
+	cancel()
+	if err != nil {
+		m.log.Warn("Could not read the leases of a superseded key generation; the next cleanup pass retires it if no other process holds it", "key_id", g.KeyID, "ref", g.Ref, "error", err)
+		return true
+	}
+	m.mu.Lock()
+	now := m.cloudNow()
+	ttl := m.schedule.leaseTTL()
+	m.noteDuplicates(fresh.Leases)
+	m.mu.Unlock()
+	check := holdCheck{groups: map[string][]Generation{g.KeyID: {fresh}}, self: m.holder, now: now, ttl: ttl}
+	if l, held := check.blocked(fresh); held {
+		m.log.Info("Keeping a superseded key generation: another process holds a lease on it; a cleanup pass retires it once that process moves on or its lease ends", "key_id", g.KeyID, "ref", g.Ref, "holder", l.Holder, "lease_renewed", l.Renewed.UTC().Format(time.RFC3339))
+		return true
+	}
+	return false
+}
+
+// noteDuplicates reports, once per holder, the leases another process wrote
+// on this server's generations after this process started: two processes
+// are then serving with one server ID. The caller holds m.mu.
+func (m *Manager) noteDuplicates(leases []Lease) {
+	if m.startedAt.IsZero() {
+		return
+	}
+	for _, l := range leases {
+		if l.Holder == m.holder || m.duplicates[l.Holder] || !l.Renewed.After(m.startedAt.Add(duplicateMargin)) {
+			continue
+		}
+		m.duplicates[l.Holder] = true
+		m.log.Error("Another process is serving keys with this server's ID: it recorded a lease on one of them after this process started. Two SPIRE servers use the same key_identifier_value or identifier file; neither retires a key the other holds, but each rotation leaves keys behind and their CAs diverge. Give every server its own identifier",
+			"server_id", m.serverID, "holder", m.holder, "other_holder", l.Holder, "ref", l.Ref, "lease_renewed", l.Renewed.UTC().Format(time.RFC3339))
+		m.metrics.IncrCounter([]string{"kmskeeper", "keys", "conflicts"}, 1)
+	}
 }
 
 func (m *Manager) retire(ctx context.Context, g Generation, why string) error {

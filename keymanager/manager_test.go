@@ -588,8 +588,8 @@ func TestCleanupSparesKeyBeingCreated(t *testing.T) {
 
 type noPublic struct{ keymanager.Backend }
 
-func (n noPublic) Create(ctx context.Context, id string, t keymanager.KeyType) (keymanager.Generation, error) {
-	g, err := n.Backend.Create(ctx, id, t)
+func (n noPublic) Create(ctx context.Context, id string, t keymanager.KeyType, l keymanager.Lease) (keymanager.Generation, error) {
+	g, err := n.Backend.Create(ctx, id, t, l)
 	g.Public = nil
 	return g, err
 }
@@ -745,13 +745,13 @@ func TestPlan(t *testing.T) {
 		{KeyID: "a", Ref: "o2", ServerID: "other2", Created: now.Add(-30 * day), Updated: now.Add(-13 * day)},
 	}
 	want := map[string]keymanager.State{"a1": keymanager.StateSuperseded, "a2": keymanager.StateInUse, "b1": keymanager.StateInUse, "o1": keymanager.StateStale, "o2": keymanager.StateForeign}
-	for _, a := range keymanager.Plan(gens, "me", now, 0) {
+	for _, a := range keymanager.Plan(gens, "me", now, keymanager.Schedule{}) {
 		if a.State != want[a.Ref] || a.Retire != (a.State == keymanager.StateSuperseded || a.State == keymanager.StateStale) {
 			t.Errorf("%s: state %s retire %v; want %s", a.Ref, a.State, a.Retire, want[a.Ref])
 		}
 	}
 	// A local clock 20 days behind the cloud still sees o1 as stale.
-	for _, a := range keymanager.Plan(gens, "me", now.Add(-20*day), 0) {
+	for _, a := range keymanager.Plan(gens, "me", now.Add(-20*day), keymanager.Schedule{}) {
 		if a.Ref == "o1" && a.State != keymanager.StateStale {
 			t.Errorf("o1 with a slow clock: %s", a.State)
 		}

@@ -29,6 +29,11 @@ const (
 	// StateStale is another server's generation not kept alive for longer
 	// than the stale period: that server is gone.
 	StateStale State = "stale"
+	// StateHeld is a generation of this server that would be retired, but
+	// that another process holds a live lease on: a process that started
+	// after a crash of this one's predecessor (until the predecessor's
+	// lease ends), or another process wrongly using this server ID.
+	StateHeld State = "held"
 )
 
 // Assessment is one listed generation and what cleanup does with it.
@@ -36,6 +41,8 @@ type Assessment struct {
 	Generation
 	State  State
 	Retire bool
+	// HeldBy is the lease that keeps a StateHeld generation.
+	HeldBy Lease
 }
 
 // observe notes times the cloud reported (creation times, which the cloud
@@ -70,10 +77,11 @@ func (m *Manager) Assess(ctx context.Context) ([]Assessment, error) {
 	}
 	m.observe(gens...)
 
-	m.mu.RLock()
+	m.mu.Lock()
 	now := m.cloudNow()
-	defer m.mu.RUnlock()
+	defer m.mu.Unlock()
 	stale := m.schedule.StaleAfter
+	check := holdCheck{groups: keyGroups(gens, m.serverID), self: m.holder, mine: func(ref string) bool { return m.known[ref] }, now: now, ttl: m.schedule.leaseTTL()}
 	out := make([]Assessment, 0, len(gens))
 	for _, g := range gens {
 		a := Assessment{Generation: g}
@@ -97,6 +105,14 @@ func (m *Manager) Assess(ctx context.Context) ([]Assessment, error) {
 		default:
 			a.State = StateConflict
 		}
+		if g.ServerID == m.serverID {
+			m.noteDuplicates(g.Leases)
+			if a.Retire {
+				if l, held := check.blocked(g); held {
+					a.State, a.Retire, a.HeldBy = StateHeld, false, l
+				}
+			}
+		}
 		out = append(out, a)
 	}
 	return out, nil
@@ -104,14 +120,15 @@ func (m *Manager) Assess(ctx context.Context) ([]Assessment, error) {
 
 // Plan assesses a listing without a running Manager, as a restarted server
 // would: the newest generation of each of serverID's key IDs is in use, its
-// other generations are superseded, and other servers' generations are stale
-// once their Updated time is older than staleAfter (zero means
-// DefaultStaleAfter). now is the local time; it is moved forward to the
-// newest creation time listed, as the engine does. Operator tools use it.
-func Plan(gens []Generation, serverID string, now time.Time, staleAfter time.Duration) []Assessment {
-	if staleAfter <= 0 {
-		staleAfter = DefaultStaleAfter
-	}
+// other generations are superseded unless a process holds a live lease on
+// them (schedule gives the lease period), and other servers' generations are
+// stale once their Updated time is older than schedule.StaleAfter. Zero
+// schedule fields take the defaults. now is the local time; it is moved
+// forward to the newest creation time listed, as the engine does. Operator
+// tools use it.
+func Plan(gens []Generation, serverID string, now time.Time, schedule Schedule) []Assessment {
+	schedule = schedule.withDefaults()
+	staleAfter := schedule.StaleAfter
 	newest := make(map[string]Generation)
 	for _, g := range gens {
 		if g.Created.After(now) {
@@ -140,6 +157,14 @@ func Plan(gens []Generation, serverID string, now time.Time, staleAfter time.Dur
 		}
 		out = append(out, a)
 	}
+	check := holdCheck{groups: keyGroups(gens, serverID), now: now, ttl: schedule.leaseTTL()}
+	for i, a := range out {
+		if a.Retire && a.ServerID == serverID {
+			if l, held := check.blocked(a.Generation); held {
+				out[i].State, out[i].Retire, out[i].HeldBy = StateHeld, false, l
+			}
+		}
+	}
 	return out
 }
 
@@ -152,6 +177,9 @@ func (m *Manager) Cleanup(ctx context.Context, apply bool) ([]Assessment, error)
 	}
 	var firstErr error
 	for _, a := range as {
+		if a.State == StateHeld {
+			m.log.Info("Keeping a superseded key generation: another process holds a lease on it", "key_id", a.KeyID, "ref", a.Ref, "holder", a.HeldBy.Holder, "lease_renewed", a.HeldBy.Renewed.UTC().Format(time.RFC3339))
+		}
 		if a.State == StateConflict {
 			m.log.Error("A key carries this server's ID but was not created by this process: another SPIRE server uses the same key_identifier_value or identifier file. It is left alone; give every server its own identifier",
 				"key_id", a.KeyID, "ref", a.Ref, "server_id", m.serverID)
@@ -187,7 +215,7 @@ func (m *Manager) KeepAlive(ctx context.Context) error {
 	var firstErr error
 	for _, g := range due {
 		cctx, cancel := m.callCtx(ctx)
-		ng, err := b.KeepAlive(cctx, g)
+		ng, err := m.keepAlive(cctx, b, g)
 		cancel()
 		if err != nil {
 			m.log.Warn("Could not keep key alive; will retry at the next liveness pass", "key_id", g.KeyID, "ref", g.Ref, "error", err)
@@ -199,13 +227,33 @@ func (m *Manager) KeepAlive(ctx context.Context) error {
 		m.mu.Lock()
 		if e := m.entries[g.KeyID]; e != nil && e.gen.Ref == g.Ref {
 			ne := *e
-			ne.gen.Updated = ng.Updated
+			ne.gen.Updated, ne.gen.Leases, ne.gen.Labels = ng.Updated, ng.Leases, ng.Labels
 			m.entries[g.KeyID] = &ne
 		}
 		m.mu.Unlock()
 		m.metrics.IncrCounter([]string{"kmskeeper", "keys", "kept_alive"}, 1)
 	}
 	return firstErr
+}
+
+// keepAlive reads g's leases again and writes them back with this process's
+// renewed: a lease another process recorded since g was last read is kept.
+func (m *Manager) keepAlive(ctx context.Context, b Backend, g Generation) (Generation, error) {
+	fresh, err := b.Refresh(ctx, g)
+	if err != nil {
+		return g, err
+	}
+	fresh.Public, fresh.Version, fresh.Algorithm, fresh.Type = g.Public, g.Version, g.Algorithm, g.Type
+	m.mu.Lock()
+	now := m.cloudNow()
+	ttl := m.schedule.leaseTTL()
+	m.noteDuplicates(fresh.Leases)
+	m.mu.Unlock()
+	ng, err := b.KeepAlive(ctx, withLease(fresh, m.holder, now, ttl))
+	if err != nil {
+		return g, err
+	}
+	return ng, nil
 }
 
 // Start runs the background passes until Close: first the retirement of

@@ -125,4 +125,30 @@ type Generation struct {
 	// unchanged, so the backend keeps no per-key state to answer a request
 	// the key cannot serve.
 	Algorithm string
+	// Leases are the serving leases the backend read with the generation:
+	// those on it and, where the cloud records them together (a Cloud KMS
+	// CryptoKey holds its versions' leases), on the other generations of
+	// its key ID. Each names the generation it holds.
+	Leases []Lease
+	// Labels are the cloud object's tags or labels as the backend last read
+	// them, for a backend that must rewrite them whole to record a lease.
+	// The engine carries them back to KeepAlive unchanged.
+	Labels map[string]string
+}
+
+// Lease records that a serving process holds a generation: it serves it, so
+// no other process may retire it. Leases let two processes that wrongly share
+// a server ID notice each other instead of retiring the keys the other
+// serves. A process writes its lease when it creates a generation, when it
+// adopts one at start, and at every keep-alive; it never removes it (a
+// process may die at any time), so a lease counts only while it is younger
+// than the lease period, or until its holder holds a newer generation.
+type Lease struct {
+	// Holder identifies the process: random, new at every start.
+	Holder string
+	// Ref is the generation held.
+	Ref string
+	// Renewed is when the holder last wrote the lease, in its estimate of
+	// the cloud's time (millisecond precision).
+	Renewed time.Time
 }

@@ -39,7 +39,7 @@ func ListKeys(ctx context.Context, s *Session, o Options, now time.Time) ([]KeyR
 		return nil, nil, fmt.Errorf("listing keys: %w", err)
 	}
 	o.progress("Listed %d keys.", len(gens))
-	plan := keymanager.Plan(gens, s.ServerID, now, s.Config.Live().Schedule.StaleAfter)
+	plan := keymanager.Plan(gens, s.ServerID, now, s.Config.Live().Schedule)
 	if o.Decommissioned {
 		if err := decommission(plan, s, now); err != nil {
 			return nil, nil, err

@@ -67,7 +67,7 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 			if parsed.keyID == "" {
 				continue
 			}
-			g := keymanager.Generation{KeyID: parsed.keyID, Ref: name, ServerID: parsed.serverID}
+			g := keymanager.Generation{KeyID: parsed.keyID, Ref: name, ServerID: parsed.serverID, Leases: decodeLeases(kp.Tags, name), Labels: labelsOf(kp.Tags)}
 			if a := kp.Attributes; a != nil {
 				g.Created = timeOf(a.Created)
 				g.Updated = timeOf(a.Updated)
@@ -80,15 +80,16 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 	return out, nil
 }
 
-// Create creates a new key object spire-key-<UUIDv4>-<key ID> with the
-// built-in plugin's tags and the user's key_tags.
-func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType) (keymanager.Generation, error) {
+// Create creates a new key object spire-key-<UUIDv7>-<key ID> with the
+// built-in plugin's tags, the user's key_tags and the creator's lease.
+func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType, lease keymanager.Lease) (keymanager.Generation, error) {
 	name := keyName(keyID)
 	c := &call{op: "CreateKey", key: name, perm: "create"}
 	ctx = withCall(ctx, c)
+	lease.Ref = name
 	params := azkeys.CreateKeyParameters{
 		KeyOps:        keyOps,
-		Tags:          keyTags(b.tags, b.trustDomain, b.serverID, keyID),
+		Tags:          b.leaseTags(keymanager.Generation{KeyID: keyID, Ref: name, Leases: []keymanager.Lease{lease}}),
 		KeyAttributes: &azkeys.KeyAttributes{Enabled: ptr(true)},
 	}
 	kty := azkeys.KeyTypeEC
@@ -157,6 +158,7 @@ func (b *Backend) complete(g *keymanager.Generation, kb azkeys.KeyBundle) error 
 		return fmt.Errorf("the vault returned key %s", got)
 	}
 	g.Public, g.Type, g.Version = pub, t, kb.Key.KID.Version()
+	g.Leases, g.Labels = decodeLeases(kb.Tags, g.Ref), labelsOf(kb.Tags)
 	if a := kb.Attributes; a != nil {
 		if a.Created != nil {
 			g.Created = *a.Created
@@ -204,19 +206,35 @@ func hashName(opts crypto.SignerOpts) string {
 
 // KeepAlive moves the key's updated time with one UpdateKey that sets the
 // same key operations, as the built-in plugin does, so that its 14-day rule
-// on other servers never takes the key for abandoned. Unlike the built-in,
-// it reads nothing first.
+// on other servers never takes the key for abandoned. The same update writes
+// the key's tags: those last read (g.Labels), the plugin's own and the
+// leases in g.Leases. It reads nothing itself; the answer carries the key,
+// so a key adopted at start needs no separate fetch.
 func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
 	c := &call{op: "UpdateKey", key: g.Ref, perm: "update"}
 	ctx = withCall(ctx, c)
-	resp, err := b.client.UpdateKey(ctx, g.Ref, "", azkeys.UpdateKeyParameters{KeyOps: keyOps}, nil)
+	resp, err := b.client.UpdateKey(ctx, g.Ref, "", azkeys.UpdateKeyParameters{KeyOps: keyOps, Tags: b.leaseTags(g)}, nil)
 	if err != nil {
 		return g, b.fail(ctx, c, err)
 	}
+	if err := b.complete(&g, resp.KeyBundle); err != nil {
+		return g, keymanager.Errorf(codes.FailedPrecondition, "%s: key %s cannot serve SPIRE: %v", b.vault.url, g.Ref, err)
+	}
+	return g, nil
+}
+
+// Refresh reads the key's tags again: its leases, and the tags the next
+// keep-alive writes back.
+func (b *Backend) Refresh(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+	c := &call{op: "GetKey", key: g.Ref, perm: "get"}
+	ctx = withCall(ctx, c)
+	resp, err := b.client.GetKey(ctx, g.Ref, "", nil)
+	if err != nil {
+		return g, b.fail(ctx, c, err)
+	}
+	g.Leases, g.Labels = decodeLeases(resp.Tags, g.Ref), labelsOf(resp.Tags)
 	if a := resp.Attributes; a != nil && a.Updated != nil {
 		g.Updated = *a.Updated
-	} else {
-		g.Updated = time.Now()
 	}
 	return g, nil
 }

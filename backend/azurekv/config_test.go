@@ -121,7 +121,7 @@ key_tags = { spire-server-id = "x" }`, wantErr: "reserved prefix"},
 		{name: "reserved azure tag", hcl: `key_vault_uri = "https://v.vault.azure.net/"
 key_identifier_value = "s"
 key_tags = { "Azure:x" = "x" }`, wantErr: "reserved prefix"},
-		{name: "too many tags", hcl: "key_vault_uri = \"https://v.vault.azure.net/\"\nkey_identifier_value = \"s\"\n" + many, wantErr: "at most 12 are allowed"},
+		{name: "too many tags", hcl: "key_vault_uri = \"https://v.vault.azure.net/\"\nkey_identifier_value = \"s\"\n" + many, wantErr: "at most 11 are allowed"},
 		{name: "long tag value", hcl: "key_vault_uri = \"https://v.vault.azure.net/\"\nkey_identifier_value = \"s\"\nkey_tags = { a = \"" + strings.Repeat("x", 257) + "\" }", wantErr: "at most 256"},
 		{name: "unknown key", hcl: `key_vault_uri = "https://v.vault.azure.net/"
 key_identifier_value = "s"

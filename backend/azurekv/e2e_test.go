@@ -259,8 +259,8 @@ func TestAdoptBuiltinKeys(t *testing.T) {
 			t.Errorf("signature of adopted %s does not verify with the seeded key: %v", k.keyID, err)
 		}
 	}
-	if c := srv.Counts(); c["GetKey"] != 3 || c["CreateKey"] != 0 {
-		t.Errorf("counts %v: want 3 GetKey (the newest generation of each key ID) and no CreateKey", c)
+	if c := srv.Counts(); c["UpdateKey"] != 3 || c["GetKey"] != 0 || c["CreateKey"] != 0 {
+		t.Errorf("counts %v: want 3 UpdateKey (the lease on the newest generation of each key ID, whose answer carries the public key), no GetKey and no CreateKey", c)
 	}
 	// The older x509-CA-A generation is retired in the background.
 	waitFor(t, func() bool { return slices.Contains(srv.DeletedKeyNames(azurekv.DefaultVaultName), keys[1].name) })
@@ -312,9 +312,9 @@ func TestStartupManyForeignKeys(t *testing.T) {
 			if n != pages {
 				t.Errorf("ListKeys requests = %d, want %d (one pass over %d keys, 25 per page)", n, pages, len(keys)+len(mine))
 			}
-		case "GetKey":
+		case "UpdateKey":
 			if n != len(mine) {
-				t.Errorf("GetKey requests = %d, want %d (own keys only)", n, len(mine))
+				t.Errorf("UpdateKey requests = %d, want %d (the lease on each own key, whose answer carries its public key)", n, len(mine))
 			}
 		case "Challenge", "Token":
 		default:

@@ -105,3 +105,8 @@ func (m *recordedMetrics) get(name string) float32 {
 	defer m.mu.Unlock()
 	return m.counters[name]
 }
+
+// testLease is the lease of a backend test's process.
+func testLease() keymanager.Lease {
+	return keymanager.Lease{Holder: "testproc", Renewed: time.Now().Truncate(time.Millisecond)}
+}

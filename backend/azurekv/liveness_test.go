@@ -11,11 +11,11 @@ import (
 	"github.com/kmskeeper/kmskeeper/keymanager"
 )
 
-// TestLivenessNoGetKey runs the engine's liveness pass over an adopted key
-// and a created one, two days later on the vault's clock: each costs one
-// UpdateKey and nothing else (the built-in plugin reads the key with GetKey
-// before each update), and a pass with every key fresh costs no call.
-func TestLivenessNoGetKey(t *testing.T) {
+// TestLivenessCalls runs the engine's liveness pass over an adopted key and a
+// created one, two days later on the vault's clock: each costs one GetKey
+// (the leases other processes may have written since) and one UpdateKey, as
+// the built-in plugin's does, and a pass with every key fresh costs no call.
+func TestLivenessCalls(t *testing.T) {
 	t.Parallel()
 	srv := startEmulator(t, azurekv.Options{})
 	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -49,18 +49,18 @@ func TestLivenessNoGetKey(t *testing.T) {
 		}
 		for op, n := range srv.Counts() {
 			switch op {
-			case "UpdateKey", "Challenge", "Token": // the SDK's authentication
+			case "UpdateKey", "GetKey", "Challenge", "Token": // the SDK's authentication
 			default:
 				t.Errorf("liveness pass: %d %s requests, want none", n, op)
 			}
 		}
-		if n := srv.Counts()["UpdateKey"]; n != wantUpdates {
-			t.Errorf("liveness pass: %d UpdateKey, want %d", n, wantUpdates)
+		if c := srv.Counts(); c["UpdateKey"] != wantUpdates || c["GetKey"] != wantUpdates {
+			t.Errorf("liveness pass: %d GetKey and %d UpdateKey, want %d of each", c["GetKey"], c["UpdateKey"], wantUpdates)
 		}
 	}
 	pass(0) // both keys fresh
 	srv.Clock().Advance(2 * 24 * time.Hour)
-	pass(2) // both due: one UpdateKey each, no GetKey
+	pass(2) // both due: one GetKey and one UpdateKey each
 	pass(0) // kept alive just now
 
 	gens, err := b.ListGenerations(callCtx(t))

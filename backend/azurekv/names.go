@@ -29,8 +29,8 @@ const (
 const tagKeyID = "spire-key-id"
 
 // ownTags is how many tags the plugin may write on one key: the built-in's
-// two plus tagKeyID. key_tags must leave room for them.
-const ownTags = 3
+// two, tagKeyID and tagLeases. key_tags must leave room for them.
+const ownTags = 4
 
 // nameSafe reports whether a SPIRE key ID can be the tail of a key name as
 // is: letters, digits and '-' only, and short enough.

@@ -248,7 +248,7 @@ func TestStampsFollowTheCloudClock(t *testing.T) {
 	srv, raw := startEmulator(t, emu.Options{})
 	srv.Clock().Advance(72 * time.Hour)
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.Now = time.Now })
-	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,10 +21,10 @@ func TestOpenedBackendStampsFollowTheCloudClock(t *testing.T) {
 			b := openWithServiceAccount(t, srv, "")
 			srv.Clock().Advance(lead)
 			// The first creation shows the backend the cloud's time.
-			if _, err := b.Create(callCtx(t), "JWT-Signer-A", keymanager.ECP256); err != nil {
+			if _, err := b.Create(callCtx(t), "JWT-Signer-A", keymanager.ECP256, testLease()); err != nil {
 				t.Fatalf("Create: %v", err)
 			}
-			g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256)
+			g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
 			if err != nil {
 				t.Fatalf("Create: %v", err)
 			}

@@ -18,7 +18,7 @@ import (
 // the CryptoKey itself (with version 1 and its IAM policy) the first time.
 // A CryptoKey that cleanup marked inactive, or that lost its labels, is
 // brought back into use (labels fixed), never answered with AlreadyExists.
-func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType) (keymanager.Generation, error) {
+func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType, lease keymanager.Lease) (keymanager.Generation, error) {
 	defer b.calls.start()()
 	id := cryptoKeyID(b.opts.ServerID, keyID)
 	if !cryptoKeyIDPattern.MatchString(id) {
@@ -31,7 +31,7 @@ func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType
 	name := b.opts.KeyRing + "/cryptoKeys/" + id
 	key, err := b.client.GetCryptoKey(ctx, &kmspb.GetCryptoKeyRequest{Name: name}, b.callOptions(ctx, "GetCryptoKey", idempotent)...)
 	if status.Code(err) == codes.NotFound {
-		g, err := b.createKey(ctx, name, id, keyID, alg)
+		g, err := b.createKey(ctx, name, id, keyID, alg, lease)
 		if status.Code(err) != codes.AlreadyExists {
 			return g, err
 		}
@@ -41,13 +41,19 @@ func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType
 	if err != nil {
 		return keymanager.Generation{}, cloudError(err, "GetCryptoKey", name)
 	}
-	return b.addVersion(ctx, key, keyID, alg)
+	return b.addVersion(ctx, key, keyID, alg, lease)
 }
 
 // createKey creates the CryptoKey of a SPIRE key, sets its IAM policy and
 // waits for version 1.
-func (b *Backend) createKey(ctx context.Context, name, id, keyID string, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm) (keymanager.Generation, error) {
+func (b *Backend) createKey(ctx context.Context, name, id, keyID string, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm, lease keymanager.Lease) (keymanager.Generation, error) {
 	stamp := b.clock.Now()
+	// CreateCryptoKey makes version 1; its name is derived as Cloud KMS
+	// documents (the response carries no primary for signing keys).
+	version := name + "/cryptoKeyVersions/1"
+	lease.Ref = version
+	labels := b.ownKeyLabels(nil, unixLabel(stamp))
+	setLeases(labels, name, version, []keymanager.Lease{lease})
 	key, err := b.client.CreateCryptoKey(ctx, &kmspb.CreateCryptoKeyRequest{
 		Parent:      b.opts.KeyRing,
 		CryptoKeyId: id,
@@ -57,7 +63,7 @@ func (b *Backend) createKey(ctx context.Context, name, id, keyID string, alg kms
 			// spire-last-update is set at creation (the built-in plugin
 			// waits for its first liveness pass), so a server that dies
 			// young leaves keys that other servers can tell are stale.
-			Labels: b.ownKeyLabels(nil, unixLabel(stamp)),
+			Labels: labels,
 		},
 	}, b.callOptions(ctx, "CreateCryptoKey", creating)...)
 	if status.Code(err) == codes.AlreadyExists {
@@ -69,16 +75,15 @@ func (b *Backend) createKey(ctx context.Context, name, id, keyID string, alg kms
 	if err := b.setPolicy(ctx, key.GetName()); err != nil {
 		return keymanager.Generation{}, err
 	}
-	// CreateCryptoKey makes version 1; its name is derived as Cloud KMS
-	// documents (the response carries no primary for signing keys).
-	version := key.GetName() + "/cryptoKeyVersions/1"
-	return b.finishVersion(ctx, key.GetName(), keyID, version, key.GetCreateTime().AsTime(), time.Unix(stamp.Unix(), 0))
+	g, err := b.finishVersion(ctx, key.GetName(), keyID, version, key.GetCreateTime().AsTime(), time.Unix(stamp.Unix(), 0))
+	g.Leases, g.Labels = leasesOf(name, labels), labels
+	return g, err
 }
 
 // addVersion adds a version to an existing CryptoKey of this server, first
 // fixing its algorithm (the key type or rsa_signature_scheme changed) and
 // labels (inactive, missing, key_labels changed) in one update.
-func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, keyID string, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm) (keymanager.Generation, error) {
+func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, keyID string, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm, lease keymanager.Lease) (keymanager.Generation, error) {
 	name := key.GetName()
 	labels := key.GetLabels()
 	if id, ok := labels[labelServerID]; ok && id != b.opts.ServerID {
@@ -95,49 +100,65 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, keyID st
 			"key", name, "key_protection_level", pl.String(), "configured", b.opts.Protection.String())
 	}
 
-	var paths []string
-	update := &kmspb.CryptoKey{Name: name}
 	if key.GetVersionTemplate().GetAlgorithm() != alg {
-		paths = append(paths, "version_template.algorithm")
-		update.VersionTemplate = &kmspb.CryptoKeyVersionTemplate{Algorithm: alg, ProtectionLevel: key.GetVersionTemplate().GetProtectionLevel()}
+		_, err := b.client.UpdateCryptoKey(ctx, &kmspb.UpdateCryptoKeyRequest{
+			CryptoKey: &kmspb.CryptoKey{Name: name, VersionTemplate: &kmspb.CryptoKeyVersionTemplate{Algorithm: alg, ProtectionLevel: key.GetVersionTemplate().GetProtectionLevel()}},
+			UpdateMask: mask("version_template.algorithm"),
+		}, b.callOptions(ctx, "UpdateCryptoKey", idempotent)...)
+		if err != nil {
+			return keymanager.Generation{}, cloudError(err, "UpdateCryptoKey", name)
+		}
 	}
-	// Other servers judge a key by its liveness stamp alone, so a rotation
-	// stamps it too (in the same update as any other fix): the key is then
-	// never seen older than its newest version.
 	if labels[labelActive] != "true" {
 		b.log.Info("Bringing an inactive key back into use", "key", name, "key_id", keyID)
-	}
-	now := b.clock.Now()
-	update.Labels = b.ownKeyLabels(labels, unixLabel(now))
-	updated := time.Unix(now.Unix(), 0)
-	paths = append(paths, "labels")
-	_, err := b.client.UpdateCryptoKey(ctx, &kmspb.UpdateCryptoKeyRequest{CryptoKey: update, UpdateMask: mask(paths...)},
-		b.callOptions(ctx, "UpdateCryptoKey", idempotent)...)
-	if err != nil {
-		return keymanager.Generation{}, cloudError(err, "UpdateCryptoKey", name)
 	}
 
 	// A version still PENDING_GENERATION was made by a creation of this
 	// process whose time budget ran out (HSM RSA keys can take long): wait
 	// for it rather than leave it behind and make another.
+	var g keymanager.Generation
+	var err error
 	if _, resume := b.unfinished.Load(name); resume {
-		pending, err := b.pendingVersion(ctx, name, alg)
-		if err != nil {
-			return keymanager.Generation{}, err
+		pending, perr := b.pendingVersion(ctx, name, alg)
+		if perr != nil {
+			return keymanager.Generation{}, perr
 		}
 		if pending != nil {
 			b.log.Info("Resuming a key version still being generated by an earlier attempt", "version", pending.GetName())
-			return b.finishVersion(ctx, name, keyID, pending.GetName(), pending.GetCreateTime().AsTime(), updated)
+			g, err = b.finishVersion(ctx, name, keyID, pending.GetName(), pending.GetCreateTime().AsTime(), time.Time{})
 		}
 	}
-	v, err := b.client.CreateCryptoKeyVersion(ctx, &kmspb.CreateCryptoKeyVersionRequest{Parent: name, CryptoKeyVersion: &kmspb.CryptoKeyVersion{}},
-		b.callOptions(ctx, "CreateCryptoKeyVersion", creating)...)
-	if err != nil {
-		// The version may exist even though the answer was lost.
-		b.unfinished.Store(name, true)
-		return keymanager.Generation{}, cloudError(err, "CreateCryptoKeyVersion", name)
+	if g.Ref == "" && err == nil {
+		v, cerr := b.client.CreateCryptoKeyVersion(ctx, &kmspb.CreateCryptoKeyVersionRequest{Parent: name, CryptoKeyVersion: &kmspb.CryptoKeyVersion{}},
+			b.callOptions(ctx, "CreateCryptoKeyVersion", creating)...)
+		if cerr != nil {
+			// The version may exist even though the answer was lost.
+			b.unfinished.Store(name, true)
+			return keymanager.Generation{}, cloudError(cerr, "CreateCryptoKeyVersion", name)
+		}
+		g, err = b.finishVersion(ctx, name, keyID, v.GetName(), v.GetCreateTime().AsTime(), time.Time{})
 	}
-	return b.finishVersion(ctx, name, keyID, v.GetName(), v.GetCreateTime().AsTime(), updated)
+	if err != nil {
+		return g, err
+	}
+
+	// Other servers judge a key by its liveness stamp alone, so a rotation
+	// stamps it too, in the update that fixes the plugin's labels (inactive,
+	// missing, key_labels changed) and records the creator's lease on the
+	// new version: the key is then never seen older than its newest version.
+	// The update comes after the creation because only then is the version's
+	// number known; if it fails, the creation fails, and the version it
+	// made is retired by a later cleanup pass.
+	now := b.clock.Now()
+	update := b.ownKeyLabels(labels, unixLabel(now))
+	lease.Ref = g.Ref
+	setLeases(update, name, g.Ref, []keymanager.Lease{lease})
+	if err := b.updateLabels(ctx, name, update); err != nil {
+		return keymanager.Generation{}, err
+	}
+	g.Updated = time.Unix(now.Unix(), 0)
+	g.Leases, g.Labels = leasesOf(name, update), update
+	return g, nil
 }
 
 // finishVersion waits for a version of keyName to be ready, and remembers

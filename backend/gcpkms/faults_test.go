@@ -53,11 +53,11 @@ func TestPendingGeneration(t *testing.T) {
 	// one waits for the same version instead of creating another.
 	short, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()
-	_, err := b.Create(short, "x509-CA-A", keymanager.ECP256)
+	_, err := b.Create(short, "x509-CA-A", keymanager.ECP256, testLease())
 	if err == nil {
 		t.Fatal("Create returned before the version could be ready")
 	}
-	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
 	if err != nil {
 		t.Fatalf("Create after a timed-out one: %v", err)
 	}
@@ -294,11 +294,11 @@ func TestProjectQuota(t *testing.T) {
 func TestRotationCalls(t *testing.T) {
 	srv, _ := startEmulator(t, emu.Options{})
 	b := newBackend(t, srv, "server-a")
-	if _, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	if _, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease()); err != nil {
 		t.Fatal(err)
 	}
 	before := srv.Counts()
-	if _, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	if _, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease()); err != nil {
 		t.Fatal(err)
 	}
 	after := srv.Counts()

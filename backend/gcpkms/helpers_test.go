@@ -213,3 +213,8 @@ func adminClient(t *testing.T, srv *emu.Server) *kms.KeyManagementClient {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// testLease is the lease of a backend test's process.
+func testLease() keymanager.Lease {
+	return keymanager.Lease{Holder: "testproc", Renewed: time.Now().Truncate(time.Millisecond)}
+}

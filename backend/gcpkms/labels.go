@@ -6,6 +6,8 @@ import (
 	"slices"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
 )
 
 // Cloud KMS label rules (doc "Labeling keys").
@@ -13,8 +15,9 @@ const (
 	maxLabels      = 64
 	maxLabelKeyLen = 63
 	maxLabelValLen = 63
-	// ownLabels is how many labels the plugin writes itself.
-	ownLabels = 4
+	// ownLabels is how many labels the plugin writes itself: four, and
+	// up to keymanager.MaxLeases leases.
+	ownLabels = 4 + keymanager.MaxLeases
 )
 
 // labelRune reports whether r may appear in a label key or value: lowercase

@@ -48,7 +48,9 @@ func TestStartupCallCounts(t *testing.T) {
 	srv.ResetCounts()
 	restarted := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
 	got := srv.Counts()
-	wantCounts := map[string]int{"ListCryptoKeys": 1, "ListCryptoKeyVersions": len(spireKeys), "GetPublicKey": len(spireKeys)}
+	// One listing pass, one public key each, and the lease each adopted key
+	// gets (written on the labels the listing returned: no read).
+	wantCounts := map[string]int{"ListCryptoKeys": 1, "ListCryptoKeyVersions": len(spireKeys), "GetPublicKey": len(spireKeys), "UpdateCryptoKey": len(spireKeys)}
 	if fmt.Sprint(got) != fmt.Sprint(wantCounts) {
 		t.Errorf("start-up calls = %v, want %v", got, wantCounts)
 	}
@@ -103,7 +105,7 @@ func TestGenerateSignRotate(t *testing.T) {
 func TestRetireIsIdempotent(t *testing.T) {
 	srv, raw := startEmulator(t, emu.Options{})
 	b := newBackend(t, srv, "server-a")
-	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,17 +128,17 @@ func TestCreateRefuses(t *testing.T) {
 	srv, _ := startEmulator(t, emu.Options{})
 	// Server "a" and server "a-b" both map "b-x509-CA-A"/"x509-CA-A" to
 	// spire-key-a-b-x509-CA-A: the labels say whose it is.
-	if _, err := newBackend(t, srv, "a-b").Create(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	if _, err := newBackend(t, srv, "a-b").Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease()); err != nil {
 		t.Fatal(err)
 	}
-	_, err := newBackend(t, srv, "a").Create(callCtx(t), "b-x509-CA-A", keymanager.ECP256)
+	_, err := newBackend(t, srv, "a").Create(callCtx(t), "b-x509-CA-A", keymanager.ECP256, testLease())
 	wantCode(t, err, codes.FailedPrecondition, `belongs to server "a-b"`)
 
 	other := newBackend(t, srv, "a-b", func(o *Options) { o.TrustDomain = "other.org" })
-	_, err = other.Create(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	_, err = other.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
 	wantCode(t, err, codes.FailedPrecondition, "another trust domain")
 
-	_, err = newBackend(t, srv, "server-a").Create(callCtx(t), "x509.CA", keymanager.ECP256)
+	_, err = newBackend(t, srv, "server-a").Create(callCtx(t), "x509.CA", keymanager.ECP256, testLease())
 	wantCode(t, err, codes.InvalidArgument, `key ID "x509.CA"`)
 }
 
@@ -145,7 +147,7 @@ func TestCreateRefuses(t *testing.T) {
 func TestCloseWaitsForCalls(t *testing.T) {
 	srv, _ := startEmulator(t, emu.Options{})
 	b := newBackend(t, srv, "server-a")
-	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +175,7 @@ func TestCreationStampsLastUpdate(t *testing.T) {
 
 	srv.ResetCounts()
 	before := srv.Clock().Now().Truncate(time.Second)
-	g, err := b.Create(callCtx(t), "JWT-Signer-A", keymanager.ECP256)
+	g, err := b.Create(callCtx(t), "JWT-Signer-A", keymanager.ECP256, testLease())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,6 +130,7 @@ const liveVersions = "state = ENABLED OR state = PENDING_GENERATION"
 func (b *Backend) listVersions(ctx context.Context, key *kmspb.CryptoKey) ([]keymanager.Generation, error) {
 	keyID, _ := spireKeyID(key.GetName(), b.opts.ServerID)
 	lastUpdate, hasLastUpdate := parseUnixLabel(key.GetLabels()[labelLastUpdate])
+	leases := leasesOf(key.GetName(), key.GetLabels())
 	it := b.client.ListCryptoKeyVersions(ctx, &kmspb.ListCryptoKeyVersionsRequest{Parent: key.GetName(), Filter: liveVersions},
 		b.callOptions(ctx, "ListCryptoKeyVersions", idempotent)...)
 	var out []keymanager.Generation
@@ -146,6 +147,8 @@ func (b *Backend) listVersions(ctx context.Context, key *kmspb.CryptoKey) ([]key
 			Ref:      v.GetName(),
 			ServerID: b.opts.ServerID,
 			Created:  v.GetCreateTime().AsTime(),
+			Leases:   leases,
+			Labels:   key.GetLabels(),
 		}
 		// Other servers judge the key by its liveness stamp (or, without
 		// one, by its versions), so that is what liveness must keep fresh.

@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -60,6 +61,9 @@ type record struct {
 	Updated     time.Time `json:"updated"`
 	Disabled    bool      `json:"disabled,omitempty"`
 	PKCS8       []byte    `json:"pkcs8"`
+	// Leases are the serving leases recorded on the key, as a cloud
+	// records them in a tag.
+	Leases []keymanager.Lease `json:"leases,omitempty"`
 }
 
 // NewStore returns an empty store kept in memory.
@@ -229,7 +233,7 @@ func (b *Backend) hook(ctx context.Context, op, keyID string) error {
 }
 
 func (b *Backend) generation(r *record) keymanager.Generation {
-	return keymanager.Generation{KeyID: r.KeyID, Ref: r.Ref, ServerID: r.ServerID, Created: r.Created, Updated: r.Updated, Disabled: r.Disabled}
+	return keymanager.Generation{KeyID: r.KeyID, Ref: r.Ref, ServerID: r.ServerID, Created: r.Created, Updated: r.Updated, Disabled: r.Disabled, Leases: slices.Clone(r.Leases)}
 }
 
 func (b *Backend) find(ref string) (*record, error) {
@@ -259,7 +263,7 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 }
 
 // Create implements keymanager.Backend.
-func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType) (keymanager.Generation, error) {
+func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType, lease keymanager.Lease) (keymanager.Generation, error) {
 	if err := b.hook(ctx, "Create", keyID); err != nil {
 		return keymanager.Generation{}, err
 	}
@@ -276,6 +280,8 @@ func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType
 		now := b.store.cloudNow()
 		b.store.state.Seq++
 		r := &record{Ref: fmt.Sprintf("mem-%06d-%s", b.store.state.Seq, keyID), KeyID: keyID, TrustDomain: b.td, ServerID: b.serverID, Created: now, Updated: now, PKCS8: der}
+		lease.Ref = r.Ref
+		r.Leases = []keymanager.Lease{lease}
 		b.store.state.Keys = append(b.store.state.Keys, r)
 		g = b.generation(r)
 		return nil
@@ -362,11 +368,38 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 			return err
 		}
 		r.Updated = b.store.cloudNow()
+		r.Leases = r.Leases[:0]
+		for _, l := range g.Leases {
+			if l.Ref == r.Ref {
+				r.Leases = append(r.Leases, l)
+			}
+		}
+		pub := g.Public
 		g = b.generation(r)
+		g.Public = pub
 		return nil
 	})
 	if err == nil {
 		err = b.store.fault(ctx, "KeepAlive", PhaseAfter)
+	}
+	return g, err
+}
+
+// Refresh implements keymanager.Backend.
+func (b *Backend) Refresh(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+	if err := b.hook(ctx, "Refresh", g.KeyID); err != nil {
+		return g, err
+	}
+	err := b.store.withFile(false, func() error {
+		r, err := b.find(g.Ref)
+		if err != nil {
+			return err
+		}
+		g.Leases, g.Updated = slices.Clone(r.Leases), r.Updated
+		return nil
+	})
+	if err == nil {
+		err = b.store.fault(ctx, "Refresh", PhaseAfter)
 	}
 	return g, err
 }
