@@ -102,7 +102,7 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, keyID st
 
 	if key.GetVersionTemplate().GetAlgorithm() != alg {
 		_, err := b.client.UpdateCryptoKey(ctx, &kmspb.UpdateCryptoKeyRequest{
-			CryptoKey: &kmspb.CryptoKey{Name: name, VersionTemplate: &kmspb.CryptoKeyVersionTemplate{Algorithm: alg, ProtectionLevel: key.GetVersionTemplate().GetProtectionLevel()}},
+			CryptoKey:  &kmspb.CryptoKey{Name: name, VersionTemplate: &kmspb.CryptoKeyVersionTemplate{Algorithm: alg, ProtectionLevel: key.GetVersionTemplate().GetProtectionLevel()}},
 			UpdateMask: mask("version_template.algorithm"),
 		}, b.callOptions(ctx, "UpdateCryptoKey", idempotent)...)
 		if err != nil {
