@@ -91,6 +91,7 @@ type Manager struct {
 	schedule      Schedule
 	entries       map[string]*entry
 	known         map[string]bool // refs this manager created, adopted or superseded
+	created       map[string]bool // refs this manager created
 	inFlight      map[string]int  // GenerateKey calls running, per key ID
 	cloudOffset   time.Duration   // how far the cloud's clock is ahead of ours
 	leftovers     []Generation    // superseded generations found at load
@@ -126,6 +127,7 @@ func New(opts Options) (*Manager, error) {
 		schedule:    opts.Schedule.withDefaults(),
 		entries:     make(map[string]*entry),
 		known:       make(map[string]bool),
+		created:     make(map[string]bool),
 		inFlight:    make(map[string]int),
 		duplicates:  make(map[string]bool),
 		stop:        make(chan struct{}),
@@ -208,11 +210,7 @@ func (m *Manager) Load(ctx context.Context) error {
 	m.mu.Unlock()
 	// A superseded generation another live process still holds is not
 	// retired: that process may be a duplicate serving it.
-	served := make(map[string]bool, len(winners))
-	for _, w := range winners {
-		served[w.Ref] = true
-	}
-	check := holdCheck{groups: byID, self: m.holder, mine: func(ref string) bool { return served[ref] }, now: now, ttl: ttl}
+	check := holdCheck{groups: byID, self: m.holder, now: now, ttl: ttl}
 	free := losers[:0:0]
 	for _, g := range losers {
 		if l, held := check.blocked(g); held {
@@ -260,11 +258,17 @@ func (m *Manager) Load(ctx context.Context) error {
 // that a live process that made them (another one using this server ID by
 // mistake) never retires what this one serves. A claim that fails is logged
 // and retried by the first liveness pass: the generation's Updated is
-// zeroed, which makes it due.
+// zeroed, which makes it due. Claims get half of what is left of ctx's
+// time, so that a cloud refusing them leaves the fetches time to answer.
 func (m *Manager) claimAll(ctx context.Context, b Backend, gens []Generation, now time.Time) []Generation {
 	m.mu.RLock()
 	ttl := m.schedule.leaseTTL()
 	m.mu.RUnlock()
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)/2))
+		defer cancel()
+	}
 	out := make([]Generation, len(gens))
 	sem := make(chan struct{}, fetchParallelism)
 	var wg sync.WaitGroup
@@ -424,6 +428,7 @@ func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (Public
 	old := m.entries[id]
 	m.entries[id] = e
 	m.known[g.Ref] = true
+	m.created[g.Ref] = true
 	m.noteMigrationProgress(old)
 	m.mu.Unlock()
 

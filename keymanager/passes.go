@@ -81,7 +81,7 @@ func (m *Manager) Assess(ctx context.Context) ([]Assessment, error) {
 	now := m.cloudNow()
 	defer m.mu.Unlock()
 	stale := m.schedule.StaleAfter
-	check := holdCheck{groups: keyGroups(gens, m.serverID), self: m.holder, mine: func(ref string) bool { return m.known[ref] }, now: now, ttl: m.schedule.leaseTTL()}
+	check := holdCheck{groups: keyGroups(gens, m.serverID), self: m.holder, mine: func(ref string) bool { return m.created[ref] }, now: now, ttl: m.schedule.leaseTTL()}
 	out := make([]Assessment, 0, len(gens))
 	for _, g := range gens {
 		a := Assessment{Generation: g}

@@ -295,6 +295,9 @@ func (v *azureVault) absorbs(op, faultKind) bool { return true }
 // fetchesAfterCreate: CreateKey's answer carries the public key.
 func (v *azureVault) fetchesAfterCreate() bool { return false }
 
+// leaseCarriesKey: UpdateKey's answer carries the public key.
+func (v *azureVault) leaseCarriesKey() bool { return true }
+
 func (v *azureVault) persistentCode(kind faultKind) codes.Code {
 	switch kind {
 	case throttled, throttledRetryAfter:

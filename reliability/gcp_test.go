@@ -357,6 +357,10 @@ func (v *gcpVault) absorbs(o op, kind faultKind) bool {
 // GetPublicKey once it is generated.
 func (v *gcpVault) fetchesAfterCreate() bool { return true }
 
+// leaseCarriesKey: UpdateCryptoKey answers with the CryptoKey, not a
+// version's public key.
+func (v *gcpVault) leaseCarriesKey() bool { return false }
+
 // checkAdvisedWait checks, from the emulator's request log, that the plugin
 // honoured the RetryInfo of every request of o a "429 with Retry-After"
 // answered: the next request for the same method and resource arrived no

@@ -309,7 +309,19 @@ func fetchFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 func loadUnderFault(t *testing.T, h *harness, o op, what string, kind faultKind, lasting bool) (*pluginhost.Plugin, keymanager.PublicKey) {
 	t.Helper()
 	pk := restartWithKeys(t, h)
-	h.v.inject(t, o, kind, faultCount(lasting))
+	ops := []op{o}
+	if o == opFetch && h.v.leaseCarriesKey() {
+		// The lease written on each adopted key brings its public key; a
+		// read follows only when that write fails. A lasting fault must
+		// reach both, a transient one meets the first.
+		ops = []op{opKeepAlive}
+		if lasting {
+			ops = append(ops, opFetch)
+		}
+	}
+	for _, o := range ops {
+		h.v.inject(t, o, kind, faultCount(lasting))
+	}
 	p := h.launch()
 	if lasting {
 		ctx, cancel := context.WithTimeout(t.Context(), suite.lastingDeadline())

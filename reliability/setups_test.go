@@ -99,6 +99,11 @@ type vault interface {
 	// public key with a Fetch request (Cloud KMS) rather than getting it in
 	// the create's own answer.
 	fetchesAfterCreate() bool
+	// leaseCarriesKey reports whether the lease a process writes at Load on
+	// each key it adopts answers with the key's public key (Key Vault's
+	// UpdateKey does), so that the key is read separately only when that
+	// write fails.
+	leaseCarriesKey() bool
 	// persistentCode is the gRPC code SignData returns when kind does not
 	// clear within the budget.
 	persistentCode(kind faultKind) codes.Code
@@ -261,6 +266,8 @@ func (v *memoryVault) faultsSpent(*testing.T) bool {
 func (v *memoryVault) absorbs(op, faultKind) bool { return false }
 
 func (v *memoryVault) fetchesAfterCreate() bool { return false }
+
+func (v *memoryVault) leaseCarriesKey() bool { return false }
 
 // persistentCode is the code the memory backend's injected fault carries:
 // the one a cloud backend gives the same failure.
