@@ -262,3 +262,70 @@ func hasLog(p *pluginhost.Plugin, level, s string) bool {
 	}
 	return false
 }
+
+// TestSharedIdentifierAdoption starts a second process with the identifier
+// of a running one, ten minutes later on the cloud's clock: it adopts the
+// first one's key, as a restarted server would. Neither process retires the
+// generation the other still serves when it rotates; the first reports the
+// second with a clear error; both keep signing throughout; and once both
+// have moved on, the generation neither serves is retired and the two they
+// serve are kept.
+func TestSharedIdentifierAdoption(t *testing.T) {
+	forEachSetup(t, func(t *testing.T, s setup) {
+		h := newHarness(t, s)
+		p1 := h.start("shared", haExtra)
+		k1 := h.mustGenerate(p1, "x509-CA-A")
+		// A key another server makes ten minutes later shows the second
+		// process the cloud's time.
+		h.v.advance(t, 10*time.Minute)
+		h.v.seed(t, otherServer, "x509-CA-A", h.v.now(t), h.v.now(t))
+		p2 := h.start("shared", haExtra)
+		if served := h.mustSignAll(p2); len(served) != 1 || served[0].Fingerprint != k1.Fingerprint {
+			t.Fatalf("the second process serves %v, want the adopted %s", served, k1.Fingerprint)
+		}
+
+		k2 := h.mustGenerate(p1, "x509-CA-A")
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		_, err := p1.WaitLog(ctx, func(l pluginhost.LogLine) bool {
+			return l.Level == "error" && strings.Contains(l.Message, "Another process is serving keys with this server's ID")
+		})
+		cancel()
+		if err != nil {
+			t.Errorf("the first process did not report the second: %v", err)
+		}
+		waitAllPasses(t, map[string]*pluginhost.Plugin{"first": p1, "second": p2})
+		if _, ok := byFingerprint(own(h.v.keys(t), "shared"), k1.Fingerprint); !ok {
+			t.Fatalf("the generation the second process serves was retired when the first rotated")
+		}
+		for _, c := range []struct {
+			p  *pluginhost.Plugin
+			pk keymanager.PublicKey
+		}{{p2, k1}, {p1, k2}} {
+			if err := h.sign(callCtx(t), c.p, c.pk); err != nil {
+				t.Errorf("signing with %s after the first rotation: %v", c.pk.Fingerprint, err)
+			}
+		}
+
+		k3 := h.mustGenerate(p2, "x509-CA-A")
+		plugins := map[string]*pluginhost.Plugin{"first": p1, "second": p2}
+		waitAllPasses(t, plugins)
+		waitAllPasses(t, plugins)
+		left := own(h.v.keys(t), "shared")
+		for _, pk := range []keymanager.PublicKey{k2, k3} {
+			if _, ok := byFingerprint(left, pk.Fingerprint); !ok {
+				t.Errorf("the served generation %s was retired", pk.Fingerprint)
+			}
+		}
+		if _, ok := byFingerprint(left, k1.Fingerprint); ok || len(left) != 2 {
+			t.Errorf("after both rotated and cleaned up the vault holds %v of the shared ID, want only the 2 served", refs(left))
+		}
+		for _, c := range []struct {
+			p  *pluginhost.Plugin
+			pk keymanager.PublicKey
+		}{{p1, k2}, {p2, k3}} {
+			if err := h.sign(callCtx(t), c.p, c.pk); err != nil {
+				t.Errorf("signing with %s after both rotated: %v", c.pk.Fingerprint, err)
+			}
+		}
+	})
+}
