@@ -52,6 +52,15 @@ type Backend interface {
 	Retire(ctx context.Context, g Generation) error
 }
 
+// SiblingLeases is implemented by backends whose cloud records the leases
+// of all generations of a key ID in one place (a Cloud KMS CryptoKey): the
+// Leases of a generation they return then cover the key ID's other
+// generations too, so after a creation the engine reads nothing more to
+// decide whether the superseded generation may be retired.
+type SiblingLeases interface {
+	LeasesCoverKeyID() bool
+}
+
 // Closer is implemented by backends that hold clients to close at shutdown.
 type Closer interface {
 	Close() error

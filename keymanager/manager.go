@@ -436,7 +436,7 @@ func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (Public
 	m.metrics.MeasureSince([]string{"kmskeeper", "keys", "create_latency"}, start, Label{"key_type", t.String()})
 	m.log.Info("Generated key", "key_id", id, "ref", g.Ref, "version", g.Version, "type", t.String(), "fingerprint", e.pub.Fingerprint)
 	if old != nil && !old.inherited && old.gen.Ref != g.Ref {
-		m.retireAsync(old)
+		m.retireAsync(old, e.gen)
 	}
 	return e.pub, nil
 }
@@ -445,7 +445,7 @@ func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (Public
 // signatures still in flight with it are done (no new one can start: the entry
 // is no longer served). If retiring fails, or the process dies first, the
 // cleanup pass finds the generation again by listing.
-func (m *Manager) retireAsync(old *entry) {
+func (m *Manager) retireAsync(old *entry, newer Generation) {
 	m.bg.Add(1)
 	go func() {
 		defer m.bg.Done()
@@ -464,7 +464,7 @@ func (m *Manager) retireAsync(old *entry) {
 			case <-tick.C:
 			}
 		}
-		if m.heldElsewhere(ctx, old.gen) {
+		if m.heldElsewhere(ctx, old.gen, newer) {
 			return
 		}
 		m.retire(ctx, old.gen, string(StateSuperseded))
@@ -472,12 +472,19 @@ func (m *Manager) retireAsync(old *entry) {
 }
 
 // heldElsewhere reads the leases of a generation this process no longer
-// serves and reports whether another live process holds it. When the
-// leases cannot be read it answers true: the cleanup pass decides later.
-func (m *Manager) heldElsewhere(ctx context.Context, g Generation) bool {
-	cctx, cancel := m.callCtx(ctx)
-	fresh, err := m.currentBackend().Refresh(cctx, g)
-	cancel()
+// serves, unless the creation of newer (its successor) already read them,
+// and reports whether another live process holds it. When the leases cannot
+// be read it answers true: the cleanup pass decides later.
+func (m *Manager) heldElsewhere(ctx context.Context, g, newer Generation) bool {
+	b := m.currentBackend()
+	fresh, err := g, error(nil)
+	if s, ok := b.(SiblingLeases); ok && s.LeasesCoverKeyID() {
+		fresh.Leases = newer.Leases
+	} else {
+		cctx, cancel := m.callCtx(ctx)
+		fresh, err = b.Refresh(cctx, g)
+		cancel()
+	}
 	if err != nil {
 		m.log.Warn("Could not read the leases of a superseded key generation; the next cleanup pass retires it if no other process holds it", "key_id", g.KeyID, "ref", g.Ref, "error", err)
 		return true

@@ -15,6 +15,11 @@ import (
 // at most keymanager.MaxLeases are kept on a key.
 const labelLeasePrefix = "spire-lease-"
 
+// LeasesCoverKeyID reports that the leases of a generation the backend
+// returns cover every version of its CryptoKey (keymanager.SiblingLeases):
+// they are all labels of the one CryptoKey.
+func (b *Backend) LeasesCoverKeyID() bool { return true }
+
 // leasesOf reads the leases recorded on a CryptoKey. Malformed labels are
 // skipped: a lease only ever keeps a version, so losing one can at worst let
 // a version be retired as it would have been without leases.
