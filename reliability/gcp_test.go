@@ -296,9 +296,9 @@ const gcpRetryAfter = 1500 * time.Millisecond
 // inject maps the suite's faults to gRPC codes as Google's front end
 // answers them. A 429 with Retry-After is RESOURCE_EXHAUSTED with a
 // google.rpc.RetryInfo advising gcpRetryAfter (and a QuotaFailure), without
-// it plain RESOURCE_EXHAUSTED. One cannot be had exactly: the emulator cannot
-// drop a gRPC stream, which a client sees as UNAVAILABLE, so a dropped
-// connection is UNAVAILABLE with the transport's message.
+// it plain RESOURCE_EXHAUSTED. A dropped connection is one: the emulator
+// closes the TCP connection the call came on, and the client's transport
+// fails the call with UNAVAILABLE.
 func (v *gcpVault) inject(t *testing.T, o op, kind faultKind, count int) {
 	t.Helper()
 	f := gcpkms.Fault{Times: count}
@@ -312,7 +312,7 @@ func (v *gcpVault) inject(t *testing.T, o op, kind faultKind, count int) {
 	case unavailable:
 		f.Code = codes.Unavailable
 	case dropped:
-		f.Code, f.Message = codes.Unavailable, "connection error: desc = \"transport is closing\" (injected)"
+		f.Drop = true
 	default:
 		t.Fatalf("unknown fault %s", kind)
 	}

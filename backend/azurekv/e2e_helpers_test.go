@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -64,21 +65,29 @@ func pluginEnv(t *testing.T, srv *azurekv.Server, keep ...string) []string {
 var allEnv = []string{""}
 
 // launch starts the built binary with env and closes it after the test,
-// failing the test if the plugin panicked.
-func launch(t *testing.T, env []string) *pluginhost.Plugin {
+// failing the test if the plugin panicked or logged one of secrets or a
+// secret of env.
+func launch(t *testing.T, env []string, secrets ...string) *pluginhost.Plugin {
 	t.Helper()
 	path, err := pluginBinary()
 	if err != nil {
 		t.Fatalf("building kmskeeper: %v", err)
 	}
-	return plugintest.Start(t, pluginhost.Options{Path: path, Env: env})
+	return plugintest.Start(t, pluginhost.Options{Path: path, Env: env}, secrets...)
 }
+
+// appSecret finds the app_secret of plugin_data, for the secrets scan.
+var appSecret = regexp.MustCompile(`app_secret\s*=\s*"([^"]+)"`)
 
 // configured launches the binary and configures it with plugin_data built
 // from the vault URI, the server ID and extra lines.
 func configured(t *testing.T, env []string, vaultURL, serverID, extra string) *pluginhost.Plugin {
 	t.Helper()
-	p := launch(t, env)
+	var secrets []string
+	if m := appSecret.FindStringSubmatch(extra); m != nil {
+		secrets = append(secrets, m[1])
+	}
+	p := launch(t, env, secrets...)
 	if err := p.Configure(spireCtx(t), testTD, pluginData(vaultURL, serverID, extra)); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}

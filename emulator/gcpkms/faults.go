@@ -62,6 +62,10 @@ type Fault struct {
 	RetryDelay time.Duration `json:"-"`
 	Times      int           `json:"times,omitempty"`
 	Tamper     Tamper        `json:"tamper,omitempty"`
+	// Drop closes the connection the call came on instead of answering
+	// (after Latency): the client's stream breaks, and it sees UNAVAILABLE
+	// from its own transport. Code is then ignored.
+	Drop bool `json:"drop,omitempty"`
 }
 
 // faultJSON is Fault's JSON form for the admin API: codes and durations as
@@ -74,11 +78,12 @@ type faultJSON struct {
 	RetryDelay string `json:"retry_delay,omitempty"`
 	Times      int    `json:"times,omitempty"`
 	Tamper     Tamper `json:"tamper,omitempty"`
+	Drop       bool   `json:"drop,omitempty"`
 }
 
 // MarshalJSON renders the code by name and the durations as Go durations.
 func (f Fault) MarshalJSON() ([]byte, error) {
-	j := faultJSON{Method: f.Method, Message: f.Message, Times: f.Times, Tamper: f.Tamper}
+	j := faultJSON{Method: f.Method, Message: f.Message, Times: f.Times, Tamper: f.Tamper, Drop: f.Drop}
 	if f.Code != codes.OK {
 		j.Code = codeName(f.Code)
 	}
@@ -98,7 +103,7 @@ func (f *Fault) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*f = Fault{Method: j.Method, Message: j.Message, Times: j.Times, Tamper: j.Tamper}
+	*f = Fault{Method: j.Method, Message: j.Message, Times: j.Times, Tamper: j.Tamper, Drop: j.Drop}
 	if j.Code != "" {
 		c, err := parseCode(j.Code)
 		if err != nil {

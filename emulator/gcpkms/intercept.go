@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -42,6 +43,9 @@ func (s *Server) handle(ctx context.Context, method, resource string, req any, h
 				t.Stop()
 				return nil, true, status.FromContextError(ctx.Err()).Err()
 			}
+		}
+		if f.Drop {
+			return nil, true, s.drop(ctx)
 		}
 		if f.Code != codes.OK {
 			return nil, true, f.status(resource).Err()
@@ -101,3 +105,13 @@ func resourceOf(req any) string {
 }
 
 func protoName(s string) protoreflect.Name { return protoreflect.Name(s) }
+
+// drop closes the connection the call in ctx came on. The answer it returns
+// never reaches the client, whose transport fails the call first.
+func (s *Server) drop(ctx context.Context) error {
+	if p, ok := peer.FromContext(ctx); ok && s.conns.drop(p.Addr.String()) {
+		<-ctx.Done() // the server cancels the call once the connection is gone
+		return status.Error(codes.Unavailable, "connection dropped (injected)")
+	}
+	return status.Error(codes.Unavailable, "connection dropped (injected): the call's connection was not found")
+}

@@ -34,6 +34,7 @@ type Server struct {
 
 	grpcSrv  *grpc.Server
 	lis      net.Listener
+	conns    *connListener // lis, tracking connections for Fault.Drop
 	tokenSrv *http.Server
 	tokenLis net.Listener
 	adminSrv *http.Server // nil unless Options.AdminListen
@@ -129,7 +130,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		s.adminSrv = &http.Server{Handler: s.AdminHandler()}
 		go func() { s.serveErr <- s.adminSrv.Serve(s.adminLis) }()
 	}
-	go func() { s.serveErr <- s.grpcSrv.Serve(s.lis) }()
+	s.conns = newConnListener(s.lis)
+	go func() { s.serveErr <- s.grpcSrv.Serve(s.conns) }()
 	go func() { s.serveErr <- s.tokenSrv.Serve(s.tokenLis) }()
 	go func() {
 		select {

@@ -17,8 +17,9 @@ const StartTimeout = 30 * time.Second
 
 // Start launches the plugin with opts. At the end of the test it closes
 // the plugin and fails the test if the process reported a panic, a fatal
-// error or a data race.
-func Start(t testing.TB, opts pluginhost.Options) *pluginhost.Plugin {
+// error or a data race, or if any line it wrote holds a secret: one of
+// secrets, or one SecretsFromEnv finds in opts.Env.
+func Start(t testing.TB, opts pluginhost.Options, secrets ...string) *pluginhost.Plugin {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), StartTimeout)
 	defer cancel()
@@ -32,6 +33,13 @@ func Start(t testing.TB, opts pluginhost.Options) *pluginhost.Plugin {
 		}
 		for _, l := range p.Crashes() {
 			t.Errorf("the plugin process reported: %s", l)
+		}
+		var lines []string
+		for _, l := range p.Logs() {
+			lines = append(lines, l.Raw)
+		}
+		if leak := findSecret(lines, append(SecretsFromEnv(opts.Env), secrets...)); leak != "" {
+			t.Error(leak)
 		}
 	})
 	return p
