@@ -156,3 +156,46 @@ func TestRestartKeepsPredecessorsGenerationUntilItsLeaseEnds(t *testing.T) {
 	}
 
 }
+
+// TestPlanKeepsHeldGenerations checks that operator gc (Plan) keeps a
+// superseded generation a process holds a live lease on, and retires it
+// once the lease has ended or its holder moved on.
+func TestPlanKeepsHeldGenerations(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	ttl := keymanager.LeaseTTL(keymanager.Schedule{})
+	gen := func(ref string, created time.Time, leases ...keymanager.Lease) keymanager.Generation {
+		return keymanager.Generation{KeyID: "x", Ref: ref, ServerID: "me", Created: created, Updated: created, Leases: leases}
+	}
+	lease := func(holder, ref string, at time.Time) keymanager.Lease {
+		return keymanager.Lease{Holder: holder, Ref: ref, Renewed: at}
+	}
+	tests := []struct {
+		name string
+		old  keymanager.Lease
+		also []keymanager.Lease // on the newest generation
+		want keymanager.State
+	}{
+		{name: "live lease", old: lease("b", "x1", now.Add(-time.Hour)), want: keymanager.StateHeld},
+		{name: "lease ended", old: lease("b", "x1", now.Add(-ttl-time.Minute)), want: keymanager.StateSuperseded},
+		{name: "holder moved on", old: lease("b", "x1", now.Add(-time.Hour)), also: []keymanager.Lease{lease("b", "x2", now.Add(-time.Minute))}, want: keymanager.StateSuperseded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gens := []keymanager.Generation{
+				gen("x1", now.Add(-2*time.Hour), tt.old),
+				gen("x2", now.Add(-time.Minute), append([]keymanager.Lease{lease("a", "x2", now.Add(-time.Minute))}, tt.also...)...),
+			}
+			for _, a := range keymanager.Plan(gens, "me", now, keymanager.Schedule{}) {
+				if a.Ref != "x1" {
+					continue
+				}
+				if a.State != tt.want || a.Retire != (tt.want == keymanager.StateSuperseded) {
+					t.Errorf("x1 is %s (retire %v), want %s", a.State, a.Retire, tt.want)
+				}
+				if tt.want == keymanager.StateHeld && a.HeldBy.Holder != "b" {
+					t.Errorf("held by %q, want b", a.HeldBy.Holder)
+				}
+			}
+		})
+	}
+}

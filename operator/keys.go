@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -24,6 +25,9 @@ type KeyRow struct {
 	State      string    `json:"state"`
 	// Cleanup says what the plugin's cleanup does with the key.
 	Cleanup string `json:"cleanup"`
+	// Holders are the processes holding a serving lease on the key, as
+	// "<holder> since <time>" (this server's keys only).
+	Holders []string `json:"holders,omitempty"`
 	// Error is set by gc --apply when retiring the key failed.
 	Error string `json:"error,omitempty"`
 }
@@ -56,6 +60,13 @@ func ListKeys(ctx context.Context, s *Session, o Options, now time.Time) ([]KeyR
 		}
 		if a.Retire {
 			r.Cleanup = "retire"
+		}
+		if r.ThisServer {
+			for _, l := range a.Leases {
+				if l.Ref == a.Ref {
+					r.Holders = append(r.Holders, l.Holder+" since "+l.Renewed.UTC().Format(time.RFC3339))
+				}
+			}
 		}
 		rows = append(rows, r)
 	}
@@ -146,6 +157,9 @@ func PrintKeys(w io.Writer, rows []KeyRow, asJSON bool) error {
 		cleanup := r.Cleanup
 		if r.Error != "" {
 			cleanup += " FAILED: " + r.Error
+		}
+		if r.State == string(keymanager.StateHeld) && len(r.Holders) > 0 {
+			cleanup += " (leased by " + strings.Join(r.Holders, ", ") + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.KeyID, typ, server, r.Updated.UTC().Format(time.RFC3339), r.State, cleanup, r.Ref)
 	}
