@@ -270,26 +270,35 @@ func (m *Manager) claimAll(ctx context.Context, b Backend, gens []Generation, no
 		defer cancel()
 	}
 	out := make([]Generation, len(gens))
+	inParallel(len(gens), func(i int) {
+		g := gens[i]
+		claimed, err := b.KeepAlive(ctx, withLease(g, m.holder, now, ttl))
+		if err != nil || claimed.Ref != g.Ref || claimed.KeyID != g.KeyID {
+			m.log.Warn("Could not record this process's lease on an adopted key; the first liveness pass tries again", "key_id", g.KeyID, "ref", g.Ref, "error", err)
+			g.Updated = time.Time{}
+			out[i] = g
+			return
+		}
+		out[i] = claimed
+	})
+	return out
+}
+
+// inParallel runs f(0) to f(n-1), at most fetchParallelism at a time, and
+// returns when all have.
+func inParallel(n int, f func(i int)) {
 	sem := make(chan struct{}, fetchParallelism)
 	var wg sync.WaitGroup
-	for i, g := range gens {
+	for i := range n {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			claimed, err := b.KeepAlive(ctx, withLease(g, m.holder, now, ttl))
-			if err != nil || claimed.Ref != g.Ref || claimed.KeyID != g.KeyID {
-				m.log.Warn("Could not record this process's lease on an adopted key; the first liveness pass tries again", "key_id", g.KeyID, "ref", g.Ref, "error", err)
-				g.Updated = time.Time{}
-				out[i] = g
-				return
-			}
-			out[i] = claimed
+			f(i)
 		}()
 	}
 	wg.Wait()
-	return out
 }
 
 // fetchAll fetches the public keys of gens with bounded parallelism.
@@ -297,27 +306,19 @@ func (m *Manager) fetchAll(ctx context.Context, b Backend, gens []Generation) (m
 	entries := make(map[string]*entry, len(gens))
 	var mu sync.Mutex
 	var firstErr error
-	sem := make(chan struct{}, fetchParallelism)
-	var wg sync.WaitGroup
-	for _, g := range gens {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			e, err := m.newEntry(ctx, b, g)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
-				return
+	inParallel(len(gens), func(i int) {
+		g := gens[i]
+		e, err := m.newEntry(ctx, b, g)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
 			}
-			entries[g.KeyID] = e
-		}()
-	}
-	wg.Wait()
+			return
+		}
+		entries[g.KeyID] = e
+	})
 	return entries, firstErr
 }
 
