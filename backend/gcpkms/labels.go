@@ -30,7 +30,7 @@ func labelRune(r rune) bool {
 // plugin's reserved prefix.
 func checkUserLabels(labels map[string]string) error {
 	if n := len(labels); n > maxLabels-ownLabels {
-		return fmt.Errorf("key_labels has %d labels; Cloud KMS allows %d per key and the plugin writes %d of its own, so at most %d fit", n, maxLabels, ownLabels, maxLabels-ownLabels)
+		return fmt.Errorf("key_labels has %d labels; Cloud KMS allows %d per key and the plugin writes up to %d of its own (4, and up to %d serving leases), so at most %d fit", n, maxLabels, ownLabels, keymanager.MaxLeases, maxLabels-ownLabels)
 	}
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		v := labels[k]
