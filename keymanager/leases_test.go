@@ -199,3 +199,24 @@ func TestPlanKeepsHeldGenerations(t *testing.T) {
 		})
 	}
 }
+
+// TestCleanStopReleasesLeases stops a process cleanly: its successor, once
+// it has superseded the generation the first one served, retires it at
+// once instead of keeping it until the first one's lease ends.
+func TestCleanStopReleasesLeases(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, keymanager.Options{})
+	if _, err := e.m.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	x1 := e.store.Refs()[0]
+	if err := e.m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Minute)
+	m := e.open(t, "server-a", keymanager.Options{})
+	if _, err := m.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return !slices.Contains(e.store.Refs(), x1) })
+}

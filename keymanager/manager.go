@@ -222,13 +222,20 @@ func (m *Manager) Load(ctx context.Context) error {
 	losers = free
 	winners = m.claimAll(ctx, b, winners, now)
 	entries, err := m.fetchAll(ctx, b, winners)
-	if err != nil {
-		return err
+	if err == nil && m.predecessor != nil {
+		err = m.loadPredecessor(ctx, entries)
 	}
-	if m.predecessor != nil {
-		if err := m.loadPredecessor(ctx, entries); err != nil {
-			return err
+	if err != nil {
+		// Nothing is served: the leases just written would only keep a
+		// successor from retiring these generations.
+		var claimed []Generation
+		for _, w := range winners {
+			if !w.Updated.IsZero() {
+				claimed = append(claimed, w)
+			}
 		}
+		m.release(b, claimed)
+		return err
 	}
 
 	m.mu.Lock()
@@ -282,6 +289,38 @@ func (m *Manager) claimAll(ctx context.Context, b Backend, gens []Generation, no
 		out[i] = claimed
 	})
 	return out
+}
+
+// releaseBudget bounds the lease releases of a stop (or the call budget,
+// if shorter): a stop must not hang on a cloud that does not answer.
+const releaseBudget = 5 * time.Second
+
+// release removes this process's lease from gens, so that a successor
+// started after a clean stop may retire them as soon as it supersedes them.
+// It is best effort: a lease left behind only delays that retirement until
+// the lease ends.
+func (m *Manager) release(b Backend, gens []Generation) {
+	if len(gens) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(releaseBudget, m.budget))
+	defer cancel()
+	var released atomic.Int64
+	inParallel(len(gens), func(i int) {
+		g := gens[i]
+		fresh, err := b.Refresh(ctx, g)
+		if err == nil {
+			fresh.Leases = slices.DeleteFunc(slices.Clone(fresh.Leases), func(l Lease) bool { return l.Holder == m.holder || l.Ref != g.Ref })
+			fresh.Public, fresh.Version, fresh.Algorithm, fresh.Type = g.Public, g.Version, g.Algorithm, g.Type
+			_, err = b.KeepAlive(ctx, fresh)
+		}
+		if err != nil {
+			m.log.Debug("Could not release this process's lease on a key; it ends on its own", "key_id", g.KeyID, "ref", g.Ref, "error", err)
+			return
+		}
+		released.Add(1)
+	})
+	m.log.Debug("Released this process's leases", "released", released.Load(), "keys", len(gens), "holder", m.holder)
 }
 
 // inParallel runs f(0) to f(n-1), at most fetchParallelism at a time, and
@@ -680,8 +719,21 @@ func (m *Manager) Reconfigure(l Live, backend Backend) {
 
 // Close stops background work, waits for it, and closes the backend.
 func (m *Manager) Close() error {
-	m.stopOnce.Do(func() { close(m.stop) })
+	first := false
+	m.stopOnce.Do(func() { close(m.stop); first = true })
 	m.bg.Wait()
+	if first {
+		m.mu.RLock()
+		var served []Generation
+		for _, e := range m.entries {
+			if !e.inherited {
+				served = append(served, e.gen)
+			}
+		}
+		b := m.backend
+		m.mu.RUnlock()
+		m.release(b, served)
+	}
 	var err error
 	if c, ok := m.predecessor.(Closer); ok {
 		err = c.Close()

@@ -329,3 +329,27 @@ func TestSharedIdentifierAdoption(t *testing.T) {
 		}
 	})
 }
+
+// TestCleanRestartRetiresAtOnce stops a server cleanly (Deinit, as SPIRE
+// does at shutdown) and starts it again: the new process supersedes the key
+// the old one served with its first rotation and retires it at once, since
+// the old process released its lease when it stopped.
+func TestCleanRestartRetiresAtOnce(t *testing.T) {
+	forEachSetup(t, func(t *testing.T, s setup) {
+		h := newHarness(t, s)
+		p1 := h.start("restarted", "")
+		k1 := h.mustGenerate(p1, "x509-CA-A")
+		if err := p1.Close(); err != nil {
+			t.Fatalf("stopping the first process: %v", err)
+		}
+		p2 := h.start("restarted", "")
+		k2 := h.mustGenerate(p2, "x509-CA-A")
+		waitVault(t, "the superseded key to be retired", func() bool {
+			_, ok := byFingerprint(own(h.v.keys(t), "restarted"), k1.Fingerprint)
+			return !ok
+		})
+		if left := own(h.v.keys(t), "restarted"); len(left) != 1 || left[0].Fingerprint != k2.Fingerprint {
+			t.Errorf("the vault holds %v of the server, want only the key it serves", refs(left))
+		}
+	})
+}
