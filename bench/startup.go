@@ -46,11 +46,13 @@ func (r *runner) startup(ctx context.Context, c cloud) []Row {
 			return fail(i, err)
 		}
 		keys, err := p.GetPublicKeys(ctx)
+		// Counted before the stop: a clean stop releases the process's
+		// leases (a read and a write per key), which is not start-up.
+		tl := tallyOf(c)
 		p.Close()
 		if err != nil {
 			return fail(i, err)
 		}
-		tl := tallyOf(c)
 		list, what := c.listPass(4)
 		want := list + 4
 		rows = append(rows, Row{ID: 5, Measurement: startupLabel(n), Backend: c.name(),
