@@ -175,6 +175,35 @@ func TestInternalRetries(t *testing.T) {
 	}
 }
 
+// TestServiceDeadlineRetries injects a DEADLINE_EXCEEDED answered by the
+// service: signing retries it within its budget, a creation does not (the
+// version may have been made).
+func TestServiceDeadlineRetries(t *testing.T) {
+	srv, _ := startEmulator(t, emu.Options{})
+	metrics := &counter{}
+	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics })
+	fastRetries(b)
+	m := newManager(t, srv, b, "server-a", metrics)
+	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: codes.DeadlineExceeded, Times: 1})
+	if _, _, err := m.SignData(callCtx(t), "x509-CA-A", digestOf(crypto.SHA256, "x"), crypto.SHA256); err != nil {
+		t.Fatalf("SignData after one DEADLINE_EXCEEDED from the service: %v", err)
+	}
+	if got := metrics.get("retries,method=AsymmetricSign,reason=deadline_exceeded"); got != 1 {
+		t.Errorf("AsymmetricSign DEADLINE_EXCEEDED retries counted = %v, want 1", got)
+	}
+	srv.ResetCounts()
+	srv.InjectFault(emu.Fault{Method: "CreateCryptoKeyVersion", Code: codes.DeadlineExceeded, Times: 1})
+	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err == nil {
+		t.Error("GenerateKey succeeded through a DEADLINE_EXCEEDED on the creation; it must not be retried")
+	}
+	if got := srv.Counts()["CreateCryptoKeyVersion"]; got != 1 {
+		t.Errorf("CreateCryptoKeyVersion was tried %d times after DEADLINE_EXCEEDED, want 1", got)
+	}
+}
+
 // TestIntegrityChecks tampers with responses as a corrupting network would:
 // one bad response is asked again; a persistent one is Internal naming the
 // check.

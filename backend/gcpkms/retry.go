@@ -18,8 +18,9 @@ type retryClass int
 
 const (
 	// idempotent calls (reads, label updates, destructions, signing) retry
-	// RESOURCE_EXHAUSTED and UNAVAILABLE until the budget ends, and INTERNAL
-	// up to maxInternalRetries times.
+	// RESOURCE_EXHAUSTED, UNAVAILABLE and a DEADLINE_EXCEEDED the service
+	// answered until the budget ends, and INTERNAL up to
+	// maxInternalRetries times.
 	idempotent retryClass = iota
 	// creating calls retry only RESOURCE_EXHAUSTED: the request was refused
 	// before anything was made, whereas an UNAVAILABLE or INTERNAL answer
@@ -90,6 +91,11 @@ func (r *retryer) Retry(err error) (time.Duration, bool) {
 		bo, reason = &r.quota, "resource_exhausted"
 	case code == codes.Unavailable && r.class != creating:
 		bo, reason = &r.unavailable, "unavailable"
+	case code == codes.DeadlineExceeded && r.class != creating:
+		// The service ran out of its own time; the call's budget (checked
+		// below) may leave room for another try. A creation is not tried
+		// again: the first may have made the version.
+		bo, reason = &r.unavailable, "deadline_exceeded"
 	case code == codes.Internal && r.class != creating && r.internals < maxInternalRetries:
 		bo, reason = &r.internal, "internal"
 	case r.class == awaitingKey && isPendingGeneration(err):
