@@ -1,6 +1,7 @@
 package azurekv
 
 import (
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,17 +59,19 @@ func validHolder(h string) bool {
 	return h != "" && len(h) <= 32 && !strings.ContainsAny(h, ":; ")
 }
 
-// leaseTags returns the tags to write on a key: the tags it carries (as last
-// read), the plugin's own, and the leases on it.
+// leaseTags returns the tags to write on a key: the plugin's own, the
+// configured key_tags, the leases on it, and the other tags it carries (as
+// last read) as far as Key Vault's 15 fit: a key tagged before key_tags was
+// shortened must still be kept alive.
 func (b *Backend) leaseTags(g keymanager.Generation) map[string]*string {
 	tags := keyTags(b.tags, b.trustDomain, b.serverID, g.KeyID)
-	for k, v := range g.Labels {
-		if _, own := tags[k]; !own && k != tagLeases {
-			tags[k] = ptr(v)
-		}
-	}
 	if v := encodeLeases(g.Leases, g.Ref); v != "" {
 		tags[tagLeases] = ptr(v)
+	}
+	for _, k := range slices.Sorted(maps.Keys(g.Labels)) {
+		if _, own := tags[k]; !own && k != tagLeases && len(tags) < maxTags {
+			tags[k] = ptr(g.Labels[k])
+		}
 	}
 	return tags
 }

@@ -45,7 +45,9 @@ func leasesOf(keyName string, labels map[string]string) []keymanager.Lease {
 // setLeases records in labels (a key's whole label set, changed in place)
 // the leases on version that g.Leases holds: those of other holders on the
 // version that g.Leases no longer holds are dropped, leases on other
-// versions are kept, and beyond keymanager.MaxLeases the oldest go.
+// versions are kept, and beyond keymanager.MaxLeases (or beyond Cloud KMS's
+// 64 labels, on a key labelled before key_labels was shortened) the oldest
+// go: a key that cannot be kept alive is worse than a lease fewer.
 func setLeases(labels map[string]string, keyName, version string, leases []keymanager.Lease) {
 	_, num, _ := strings.Cut(version, "/cryptoKeyVersions/")
 	for _, l := range leasesOf(keyName, labels) {
@@ -60,7 +62,7 @@ func setLeases(labels map[string]string, keyName, version string, leases []keyma
 	}
 	all := leasesOf(keyName, labels)
 	slices.SortFunc(all, func(a, b keymanager.Lease) int { return a.Renewed.Compare(b.Renewed) })
-	for len(all) > keymanager.MaxLeases {
+	for len(all) > keymanager.MaxLeases || (len(labels) > maxLabels && len(all) > 1) {
 		delete(labels, labelLeasePrefix+all[0].Holder)
 		all = all[1:]
 	}
