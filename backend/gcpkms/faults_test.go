@@ -114,13 +114,10 @@ func TestQuotaRetries(t *testing.T) {
 	_ = raw
 }
 
-// TestInternalRetries checks, against the emulator through the real client,
-// that INTERNAL is retried a bounded number of times on idempotent calls
-// (signing, reads, label updates) and counted, and never on a creation,
-// whose outcome is unknown: a transient 500 on signing is absorbed, a lasting
-// one fails with Unavailable after 1+maxInternalRetries attempts, and one on
-// CreateCryptoKeyVersion fails the rotation at once.
-func TestInternalRetries(t *testing.T) {
+// retryingManager starts an emulator and an engine over a backend with
+// short retry pauses, serving x509-CA-A, and returns a SignData with it.
+func retryingManager(t *testing.T) (*emu.Server, *counter, *keymanager.Manager, func() error) {
+	t.Helper()
 	srv, _ := startEmulator(t, emu.Options{})
 	metrics := &counter{}
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics })
@@ -133,6 +130,17 @@ func TestInternalRetries(t *testing.T) {
 		_, _, err := m.SignData(callCtx(t), "x509-CA-A", digestOf(crypto.SHA256, "x"), crypto.SHA256)
 		return err
 	}
+	return srv, metrics, m, sign
+}
+
+// TestInternalRetries checks, against the emulator through the real client,
+// that INTERNAL is retried a bounded number of times on idempotent calls
+// (signing, reads, label updates) and counted, and never on a creation,
+// whose outcome is unknown: a transient 500 on signing is absorbed, a lasting
+// one fails with Unavailable after 1+maxInternalRetries attempts, and one on
+// CreateCryptoKeyVersion fails the rotation at once.
+func TestInternalRetries(t *testing.T) {
+	srv, metrics, m, sign := retryingManager(t)
 
 	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: codes.Internal, Times: 2})
 	if err := sign(); err != nil {
@@ -179,16 +187,9 @@ func TestInternalRetries(t *testing.T) {
 // service: signing retries it within its budget, a creation does not (the
 // version may have been made).
 func TestServiceDeadlineRetries(t *testing.T) {
-	srv, _ := startEmulator(t, emu.Options{})
-	metrics := &counter{}
-	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics })
-	fastRetries(b)
-	m := newManager(t, srv, b, "server-a", metrics)
-	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
-		t.Fatal(err)
-	}
+	srv, metrics, m, sign := retryingManager(t)
 	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: codes.DeadlineExceeded, Times: 1})
-	if _, _, err := m.SignData(callCtx(t), "x509-CA-A", digestOf(crypto.SHA256, "x"), crypto.SHA256); err != nil {
+	if err := sign(); err != nil {
 		t.Fatalf("SignData after one DEADLINE_EXCEEDED from the service: %v", err)
 	}
 	if got := metrics.get("retries,method=AsymmetricSign,reason=deadline_exceeded"); got != 1 {
