@@ -98,7 +98,9 @@ type Manager struct {
 	failed        []failedCreate  // creations that failed, whose keys may exist
 	migrationDone bool            // the completion of the migration was logged
 	startedAt     time.Time       // the cloud's time at Load, as estimated
-	duplicates    map[string]bool // holders reported as sharing this server ID
+
+	dupMu      sync.Mutex
+	duplicates map[string]bool // holders reported as sharing this server ID
 
 	bg       sync.WaitGroup
 	stop     chan struct{}
@@ -529,11 +531,11 @@ func (m *Manager) heldElsewhere(ctx context.Context, g, newer Generation) bool {
 		m.log.Warn("Could not read the leases of a superseded key generation; the next cleanup pass retires it if no other process holds it", "key_id", g.KeyID, "ref", g.Ref, "error", err)
 		return true
 	}
-	m.mu.Lock()
-	now := m.cloudNow()
+	m.mu.RLock()
+	now, started := m.cloudNow(), m.startedAt
 	ttl := m.schedule.leaseTTL()
-	m.noteDuplicates(fresh.Leases)
-	m.mu.Unlock()
+	m.mu.RUnlock()
+	m.noteDuplicates(started, fresh.Leases)
 	check := holdCheck{groups: map[string][]Generation{g.KeyID: {fresh}}, self: m.holder, now: now, ttl: ttl}
 	if l, held := check.blocked(fresh); held {
 		m.log.Info("Keeping a superseded key generation: another process holds a lease on it; a cleanup pass retires it once that process moves on or its lease ends", "key_id", g.KeyID, "ref", g.Ref, "holder", l.Holder, "lease_renewed", l.Renewed.UTC().Format(time.RFC3339))
@@ -543,14 +545,16 @@ func (m *Manager) heldElsewhere(ctx context.Context, g, newer Generation) bool {
 }
 
 // noteDuplicates reports, once per holder, the leases another process wrote
-// on this server's generations after this process started: two processes
-// are then serving with one server ID. The caller holds m.mu.
-func (m *Manager) noteDuplicates(leases []Lease) {
-	if m.startedAt.IsZero() {
+// on this server's generations after this process started (at started, in
+// the cloud's time): two processes are then serving with one server ID.
+func (m *Manager) noteDuplicates(started time.Time, leases []Lease) {
+	if started.IsZero() {
 		return
 	}
+	m.dupMu.Lock()
+	defer m.dupMu.Unlock()
 	for _, l := range leases {
-		if l.Holder == m.holder || m.duplicates[l.Holder] || !l.Renewed.After(m.startedAt.Add(duplicateMargin)) {
+		if l.Holder == m.holder || m.duplicates[l.Holder] || !l.Renewed.After(started.Add(duplicateMargin)) {
 			continue
 		}
 		m.duplicates[l.Holder] = true

@@ -77,12 +77,12 @@ func (m *Manager) Assess(ctx context.Context) ([]Assessment, error) {
 	}
 	m.observe(gens...)
 
-	m.mu.Lock()
-	now := m.cloudNow()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	now, started := m.cloudNow(), m.startedAt
 	stale := m.schedule.StaleAfter
 	check := holdCheck{groups: keyGroups(gens, m.serverID), self: m.holder, mine: func(ref string) bool { return m.created[ref] }, now: now, ttl: m.schedule.leaseTTL()}
 	out := make([]Assessment, 0, len(gens))
+	var own []Lease // leases on this server's generations, for noteDuplicates
 	for _, g := range gens {
 		a := Assessment{Generation: g}
 		switch {
@@ -106,7 +106,7 @@ func (m *Manager) Assess(ctx context.Context) ([]Assessment, error) {
 			a.State = StateConflict
 		}
 		if g.ServerID == m.serverID {
-			m.noteDuplicates(g.Leases)
+			own = append(own, g.Leases...)
 			if a.Retire {
 				if l, held := check.blocked(g); held {
 					a.State, a.Retire, a.HeldBy = StateHeld, false, l
@@ -115,6 +115,8 @@ func (m *Manager) Assess(ctx context.Context) ([]Assessment, error) {
 		}
 		out = append(out, a)
 	}
+	m.mu.RUnlock()
+	m.noteDuplicates(started, own)
 	return out, nil
 }
 
@@ -244,11 +246,11 @@ func (m *Manager) keepAlive(ctx context.Context, b Backend, g Generation) (Gener
 		return g, err
 	}
 	fresh.Public, fresh.Version, fresh.Algorithm, fresh.Type = g.Public, g.Version, g.Algorithm, g.Type
-	m.mu.Lock()
-	now := m.cloudNow()
+	m.mu.RLock()
+	now, started := m.cloudNow(), m.startedAt
 	ttl := m.schedule.leaseTTL()
-	m.noteDuplicates(fresh.Leases)
-	m.mu.Unlock()
+	m.mu.RUnlock()
+	m.noteDuplicates(started, fresh.Leases)
 	ng, err := b.KeepAlive(ctx, withLease(fresh, m.holder, now, ttl))
 	if err != nil {
 		return g, err
