@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -222,11 +223,16 @@ func (m *Manager) Load(ctx context.Context) error {
 		free = append(free, g)
 	}
 	losers = free
+	// A migration that must be refused is refused before anything is
+	// written to the cloud.
+	var inherited map[string]*entry
+	if m.predecessor != nil {
+		if inherited, err = m.loadPredecessor(ctx, winners); err != nil {
+			return err
+		}
+	}
 	winners = m.claimAll(ctx, b, winners, now)
 	entries, err := m.fetchAll(ctx, b, winners)
-	if err == nil && m.predecessor != nil {
-		err = m.loadPredecessor(ctx, entries)
-	}
 	if err != nil {
 		// Nothing is served: the leases just written would only keep a
 		// successor from retiring these generations.
@@ -239,6 +245,7 @@ func (m *Manager) Load(ctx context.Context) error {
 		m.release(b, claimed)
 		return err
 	}
+	maps.Copy(entries, inherited)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()

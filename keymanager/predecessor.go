@@ -29,34 +29,40 @@ type Predecessor interface {
 // not serve. An ID the backend holds a generation of that is older than the
 // predecessor's key existed in the backend before the migration: the
 // operator must decide which key SPIRE's journal names, so it is an error.
-// The caller holds no lock; entries is the map Load is about to install.
-func (m *Manager) loadPredecessor(ctx context.Context, entries map[string]*entry) error {
+// served are the backend generations Load is about to serve; the entries
+// returned serve the other IDs from the predecessor. The caller holds no lock.
+func (m *Manager) loadPredecessor(ctx context.Context, served []Generation) (map[string]*entry, error) {
 	p := m.predecessor
 	keys, err := p.Keys(ctx)
 	if err != nil {
-		return wrap(err, "migration: reading the keys of %s", p.Name())
+		return nil, wrap(err, "migration: reading the keys of %s", p.Name())
 	}
+	byID := make(map[string]Generation, len(served))
+	for _, g := range served {
+		byID[g.KeyID] = g
+	}
+	entries := make(map[string]*entry)
 	for _, g := range keys {
-		if cur := entries[g.KeyID]; cur != nil {
-			if migratedAfter(cur.gen, g) {
-				m.log.Info("Key already migrated; the predecessor's key for it is no longer used", "key_id", g.KeyID, "from", p.Name(), "ref", cur.gen.Ref)
+		if cur, ok := byID[g.KeyID]; ok {
+			if migratedAfter(cur, g) {
+				m.log.Info("Key already migrated; the predecessor's key for it is no longer used", "key_id", g.KeyID, "from", p.Name(), "ref", cur.Ref)
 				continue
 			}
-			return Errorf(codes.FailedPrecondition,
+			return nil, Errorf(codes.FailedPrecondition,
 				"migration: key %s exists both in %s and in the backend (%s), and the backend's key is older: it was there before the migration started. Remove one of them (the one SPIRE's journal does not name) and start again",
-				g.KeyID, p.Name(), cur.gen.Ref)
+				g.KeyID, p.Name(), cur.Ref)
 		}
 		if g.Public == nil {
-			return Errorf(codes.Internal, "migration: %s returned key %s without a public key", p.Name(), g.KeyID)
+			return nil, Errorf(codes.Internal, "migration: %s returned key %s without a public key", p.Name(), g.KeyID)
 		}
 		e, err := m.newEntry(ctx, nil, g)
 		if err != nil {
-			return wrap(err, "migration: key %s from %s", g.KeyID, p.Name())
+			return nil, wrap(err, "migration: key %s from %s", g.KeyID, p.Name())
 		}
 		e.inherited = true
 		entries[g.KeyID] = e
 	}
-	return nil
+	return entries, nil
 }
 
 // migratedAfter reports whether the backend's generation b was made after
