@@ -135,20 +135,13 @@ func retryingManager(t *testing.T) (*emu.Server, *counter, *keymanager.Manager, 
 
 // TestInternalRetries checks, against the emulator through the real client,
 // that INTERNAL is retried a bounded number of times on idempotent calls
-// (signing, reads, label updates) and counted, and never on a creation,
-// whose outcome is unknown: a transient 500 on signing is absorbed, a lasting
-// one fails with Unavailable after 1+maxInternalRetries attempts, and one on
-// CreateCryptoKeyVersion fails the rotation at once.
+// (reads and label updates of a rotation; signing in TestRetriedServerErrors)
+// and counted, and never on a creation, whose outcome is unknown: a lasting
+// one on signing fails with Unavailable after 1+maxInternalRetries attempts,
+// and one on CreateCryptoKeyVersion fails the rotation at once with a message
+// saying so.
 func TestInternalRetries(t *testing.T) {
 	srv, metrics, m, sign := retryingManager(t)
-
-	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: codes.Internal, Times: 2})
-	if err := sign(); err != nil {
-		t.Fatalf("SignData with 2 INTERNAL answers: %v", err)
-	}
-	if got := metrics.get("retries,method=AsymmetricSign,reason=internal"); got != 2 {
-		t.Errorf("AsymmetricSign INTERNAL retries counted = %v, want 2", got)
-	}
 
 	// A rotation reads the key and rewrites its labels before it creates a
 	// version: both are safe to repeat.
@@ -183,25 +176,37 @@ func TestInternalRetries(t *testing.T) {
 	}
 }
 
-// TestServiceDeadlineRetries injects a DEADLINE_EXCEEDED answered by the
-// service: signing retries it within its budget, a creation does not (the
+// TestRetriedServerErrors injects server errors that a call safe to repeat
+// retries (INTERNAL, and a DEADLINE_EXCEEDED the service answered): signing
+// absorbs them and counts each retry, and a creation tries once only (the
 // version may have been made).
-func TestServiceDeadlineRetries(t *testing.T) {
-	srv, metrics, m, sign := retryingManager(t)
-	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: codes.DeadlineExceeded, Times: 1})
-	if err := sign(); err != nil {
-		t.Fatalf("SignData after one DEADLINE_EXCEEDED from the service: %v", err)
-	}
-	if got := metrics.get("retries,method=AsymmetricSign,reason=deadline_exceeded"); got != 1 {
-		t.Errorf("AsymmetricSign DEADLINE_EXCEEDED retries counted = %v, want 1", got)
-	}
-	srv.ResetCounts()
-	srv.InjectFault(emu.Fault{Method: "CreateCryptoKeyVersion", Code: codes.DeadlineExceeded, Times: 1})
-	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err == nil {
-		t.Error("GenerateKey succeeded through a DEADLINE_EXCEEDED on the creation; it must not be retried")
-	}
-	if got := srv.Counts()["CreateCryptoKeyVersion"]; got != 1 {
-		t.Errorf("CreateCryptoKeyVersion was tried %d times after DEADLINE_EXCEEDED, want 1", got)
+func TestRetriedServerErrors(t *testing.T) {
+	for _, tt := range []struct {
+		code   codes.Code
+		reason string
+		times  int
+	}{
+		{codes.Internal, "internal", 2},
+		{codes.DeadlineExceeded, "deadline_exceeded", 1},
+	} {
+		t.Run(tt.reason, func(t *testing.T) {
+			srv, metrics, m, sign := retryingManager(t)
+			srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: tt.code, Times: tt.times})
+			if err := sign(); err != nil {
+				t.Fatalf("SignData with %d %v answers: %v", tt.times, tt.code, err)
+			}
+			if got := metrics.get("retries,method=AsymmetricSign,reason=" + tt.reason); got != float32(tt.times) {
+				t.Errorf("AsymmetricSign %v retries counted = %v, want %d", tt.code, got, tt.times)
+			}
+			srv.ResetCounts()
+			srv.InjectFault(emu.Fault{Method: "CreateCryptoKeyVersion", Code: tt.code, Times: 1})
+			if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err == nil {
+				t.Errorf("GenerateKey succeeded through a %v on the creation; it must not be retried", tt.code)
+			}
+			if got := srv.Counts()["CreateCryptoKeyVersion"]; got != 1 {
+				t.Errorf("CreateCryptoKeyVersion was tried %d times after %v, want 1", got, tt.code)
+			}
+		})
 	}
 }
 
