@@ -1,39 +1,20 @@
 package keymanager_test
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/kmskeeper/kmskeeper/internal/syncbuf"
 	"github.com/kmskeeper/kmskeeper/keymanager"
 )
 
-// logBuffer collects a Manager's logs.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func bufferLogger(b *logBuffer) hclog.Logger {
+func bufferLogger(b *syncbuf.Buffer) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{Output: b, Level: hclog.Debug})
 }
 
@@ -52,7 +33,7 @@ func mustSign(t *testing.T, m *keymanager.Manager, id string) {
 // have moved on a cleanup pass retires the generation neither serves.
 func TestDuplicateServerIDKeepsKeysTheOtherServes(t *testing.T) {
 	ctx := context.Background()
-	var logA, logB logBuffer
+	var logA, logB syncbuf.Buffer
 	e := newEnv(t, keymanager.Options{Holder: "aaaaaaaa", Logger: bufferLogger(&logA)})
 	a := e.m
 	first, err := a.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256)
@@ -127,7 +108,7 @@ func TestRestartKeepsPredecessorsGenerationUntilItsLeaseEnds(t *testing.T) {
 	}
 	x1 := e.store.Refs()[0]
 	e.clock.Advance(time.Minute)
-	var logs logBuffer
+	var logs syncbuf.Buffer
 	m := e.open(t, "server-a", keymanager.Options{Logger: bufferLogger(&logs)})
 	if _, err := m.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package azurekv
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -9,7 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 
 	"github.com/kmskeeper/kmskeeper/config"
 	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/internal/syncbuf"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -153,7 +152,7 @@ func TestOddKeyWarnings(t *testing.T) {
 		}
 	}
 
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	b, err := open(context.Background(), testConfig(t, srv, azurekv.DefaultVaultName, nil), config.OpenParams{
 		TrustDomain: testTD,
 		ServerID:    "server-a",
@@ -207,22 +206,4 @@ func TestOddKeyWarnings(t *testing.T) {
 	if len(warned) != 0 {
 		t.Errorf("warnings about keys not in the vault: %v", warned)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

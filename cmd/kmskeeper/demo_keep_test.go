@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,10 +11,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/kmskeeper/kmskeeper/internal/syncbuf"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 	"github.com/kmskeeper/kmskeeper/pluginhost/plugintest"
 )
@@ -33,7 +32,7 @@ func TestDemoKeep(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() { done <- runCLI(ctx, []string{"demo", "--keep"}, &out, &out) }()
 
@@ -177,7 +176,7 @@ func TestDemoFailingStep(t *testing.T) {
 				}
 				ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 				defer cancel()
-				var out syncBuffer
+				var out syncbuf.Buffer
 				err := runCLI(ctx, args, &out, &out)
 				text := out.String()
 				if code := exitCode(err); code != 1 {
@@ -200,22 +199,4 @@ func TestDemoFailingStep(t *testing.T) {
 			})
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a command may write while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

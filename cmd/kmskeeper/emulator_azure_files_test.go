@@ -22,6 +22,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/internal/syncbuf"
 )
 
 // TestEmulatorAzureWritesCAAndEnvFiles runs `kmskeeper emulator azure` with
@@ -204,8 +205,8 @@ func TestEmulatorAzureWritesCAAndEnvFiles(t *testing.T) {
 func runAzureEmulatorUntilReady(t *testing.T, args []string) (string, string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	var out syncBuffer
-	var stderr syncBuffer
+	var out syncbuf.Buffer
+	var stderr syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() { done <- runEmulatorAzure(ctx, args, &out, &stderr) }()
 	t.Cleanup(func() {

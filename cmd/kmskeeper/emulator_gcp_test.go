@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kmskeeper/kmskeeper/internal/syncbuf"
 )
 
 // TestEmulatorGCPHelpDocumentsEveryFlag walks the flag set the command
@@ -102,7 +104,7 @@ func TestEmulatorGCPFlagErrors(t *testing.T) {
 func TestEmulatorGCPRunsUntilCancelled(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- runEmulatorGCP(ctx, []string{"--listen", "127.0.0.1:0", "--tls", "--ca-file", filepath.Join(dir, "ca.pem"),
