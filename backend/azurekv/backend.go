@@ -132,17 +132,26 @@ func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType
 // version that Sign will then name, so that a version added to the key by
 // someone else can never sign under this key's fingerprint.
 func (b *Backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
-	c := &call{op: "GetKey", key: g.Ref, perm: "get"}
-	ctx = withCall(ctx, c)
-	resp, err := b.client.GetKey(ctx, g.Ref, "", nil)
+	resp, err := b.getKey(ctx, g.Ref)
 	if err != nil {
-		return g, b.fail(ctx, c, err)
+		return g, err
 	}
 	if err := b.complete(&g, resp.KeyBundle); err != nil {
 		return g, keymanager.Errorf(codes.FailedPrecondition, "%s: key %s cannot serve SPIRE: %v", b.vault.url, g.Ref, err)
 	}
 	b.log.Debug("Fetched key", "key_id", g.KeyID, "key", g.Ref, "version", g.Version, "type", g.Type.String())
 	return g, nil
+}
+
+// getKey reads the current version of key name.
+func (b *Backend) getKey(ctx context.Context, name string) (azkeys.GetKeyResponse, error) {
+	c := &call{op: "GetKey", key: name, perm: "get"}
+	ctx = withCall(ctx, c)
+	resp, err := b.client.GetKey(ctx, name, "", nil)
+	if err != nil {
+		return resp, b.fail(ctx, c, err)
+	}
+	return resp, nil
 }
 
 // complete fills g from a key bundle the vault returned.
@@ -226,11 +235,9 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 // Refresh reads the key's tags again: its leases, and the tags the next
 // keep-alive writes back.
 func (b *Backend) Refresh(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
-	c := &call{op: "GetKey", key: g.Ref, perm: "get"}
-	ctx = withCall(ctx, c)
-	resp, err := b.client.GetKey(ctx, g.Ref, "", nil)
+	resp, err := b.getKey(ctx, g.Ref)
 	if err != nil {
-		return g, b.fail(ctx, c, err)
+		return g, err
 	}
 	g.Leases, g.Labels = decodeLeases(resp.Tags, g.Ref), labelsOf(resp.Tags)
 	if a := resp.Attributes; a != nil && a.Updated != nil {
