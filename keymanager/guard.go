@@ -30,11 +30,30 @@ func (g *rateGuard) setMax(max int) {
 	g.mu.Unlock()
 }
 
-// record notes a creation that happened at t (found when loading).
-func (g *rateGuard) record(id string, t time.Time) {
+// seed notes, at load, n creations of id up to t: those listed, or the
+// count the newest generation recorded if higher. They are all dated t, the
+// latest they can have happened: the bound then holds across a restart,
+// erring towards refusing a creation a little longer.
+func (g *rateGuard) seed(id string, n int, t time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.history[id] = append(g.history[id], t)
+	for range n {
+		g.history[id] = append(g.history[id], t)
+	}
+}
+
+// recent returns how many creations of id were attempted within the hour
+// before now.
+func (g *rateGuard) recent(id string, now time.Time) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, t := range g.history[id] {
+		if now.Sub(t) < guardWindow {
+			n++
+		}
+	}
+	return n
 }
 
 // take records a creation attempt for id at now, or refuses it with

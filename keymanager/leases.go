@@ -1,23 +1,29 @@
 package keymanager
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base32"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // MaxLeases bounds the leases recorded on one generation (on one Cloud KMS
 // CryptoKey), so that they fit the cloud's tag and label limits. The oldest
-// go first: a process whose lease is pushed out restores it at its next
-// keep-alive.
+// go first: a process whose lease is pushed out restores it at its lease
+// check.
 const MaxLeases = 6
 
 // duplicateMargin is how much later than this process's start another
 // holder's lease must have been written for the two to be reported as
 // running at once: it absorbs the difference between the processes' clocks.
 const duplicateMargin = 5 * time.Minute
+
+// leaseRetry is how soon a lease check or a retirement that could not read
+// the cloud tries again.
+const leaseRetry = 10 * time.Second
 
 // leaseTTL is how long a lease counts after it was written: a process renews
 // the leases of the generations it serves at least every KeepAliveAge plus
@@ -30,6 +36,13 @@ func (s Schedule) leaseTTL() time.Duration {
 // it was last written, under schedule s (zero fields take the defaults).
 func LeaseTTL(s Schedule) time.Duration { return s.withDefaults().leaseTTL() }
 
+// leaseCheckDelay is how long after writing a lease this process reads it
+// back. Neither cloud updates tags or labels conditionally: a process that
+// read the record before this write and writes after it drops the lease.
+// Such a write ends within one budget of its read, so a read-back two
+// budgets later sees any drop and writes the lease again.
+func (m *Manager) leaseCheckDelay() time.Duration { return 2 * m.budget }
+
 // newHolder returns a random holder ID: 8 characters among lowercase letters
 // and digits, which every cloud accepts in a tag or label name.
 func newHolder() string {
@@ -38,116 +51,13 @@ func newHolder() string {
 	return strings.ToLower(base32.StdEncoding.EncodeToString(b[:]))
 }
 
-// leaseSet gathers the leases listed with the generations of one server's key
-// ID, each once.
-func leaseSet(gens []Generation) []Lease {
-	var out []Lease
-	for _, g := range gens {
-		for _, l := range g.Leases {
-			if !slices.Contains(out, l) {
-				out = append(out, l)
-			}
-		}
-	}
-	return out
-}
-
-// blockingLease returns a lease that keeps g from being retired: a lease on
-// g by a process other than self, written within ttl of now, whose holder
-// has not moved on. A holder has moved on when it holds another generation
-// of the key ID by a lease written no earlier (a process only ever moves to
-// newer generations), or when it is the only other holder and a newer
-// generation nobody holds exists: only a holder of g can have made that one,
-// in a rotation that ended before its lease was written.
-//
-// leases are all the leases known on the key ID's generations; newerUnheld
-// says whether a newer generation without any live lease exists (other than
-// one self made).
-func blockingLease(g Generation, leases []Lease, newerUnheld bool, self string, now time.Time, ttl time.Duration) (Lease, bool) {
-	var holding []Lease
-	for _, l := range leases {
-		if l.Ref != g.Ref || l.Holder == self || now.Sub(l.Renewed) > ttl {
-			continue
-		}
-		movedOn := false
-		for _, o := range leases {
-			if o.Holder == l.Holder && o.Ref != l.Ref && !o.Renewed.Before(l.Renewed) {
-				movedOn = true
-				break
-			}
-		}
-		if !movedOn {
-			holding = append(holding, l)
-		}
-	}
-	if len(holding) == 0 || (len(holding) == 1 && newerUnheld) {
-		return Lease{}, false
-	}
-	return holding[0], true
-}
-
-// live reports whether any lease in leases on ref was written within ttl of
-// now.
-func live(leases []Lease, ref string, now time.Time, ttl time.Duration) bool {
-	for _, l := range leases {
-		if l.Ref == ref && now.Sub(l.Renewed) <= ttl {
-			return true
-		}
-	}
-	return false
-}
-
-// keyGroups groups the generations of serverID by key ID.
-func keyGroups(gens []Generation, serverID string) map[string][]Generation {
-	out := make(map[string][]Generation)
-	for _, g := range gens {
-		if g.ServerID == serverID {
-			out[g.KeyID] = append(out[g.KeyID], g)
-		}
-	}
-	return out
-}
-
-// holdCheck decides, for generations of one server listed together, whether
-// a live lease of another process keeps each from being retired.
-type holdCheck struct {
-	groups map[string][]Generation
-	self   string
-	// mine reports whether self made or serves a generation (a newer
-	// generation self made explains nothing about other holders).
-	mine func(ref string) bool
-	now  time.Time
-	ttl  time.Duration
-}
-
-// blocked returns the lease that keeps g from being retired, if any.
-func (c holdCheck) blocked(g Generation) (Lease, bool) {
-	group := c.groups[g.KeyID]
-	leases := leaseSet(group)
-	newerUnheld := false
-	for _, o := range group {
-		if o.Ref != g.Ref && newerThan(o, g) && !live(leases, o.Ref, c.now, c.ttl) && (c.mine == nil || !c.mine(o.Ref)) {
-			newerUnheld = true
-		}
-	}
-	return blockingLease(g, leases, newerUnheld, c.self, c.now, c.ttl)
-}
-
-// newerThan orders generations as sortNewestFirst does.
-func newerThan(a, b Generation) bool {
-	if !a.Created.Equal(b.Created) {
-		return a.Created.After(b.Created)
-	}
-	return a.Ref > b.Ref
-}
-
 // withLease returns g with the leases to record on it: the live leases of
-// other processes on g (the newest MaxLeases-1), then this process's, written
-// at now.
-func withLease(g Generation, self string, now time.Time, ttl time.Duration) Generation {
+// other processes on g (the newest MaxLeases-1), then this process's,
+// written at now (committed unless pending).
+func withLease(g Generation, self string, now time.Time, ttl time.Duration, pending bool) Generation {
 	var others []Lease
 	for _, l := range g.Leases {
-		if l.Ref == g.Ref && l.Holder != self && now.Sub(l.Renewed) <= ttl {
+		if l.Ref == g.Ref && l.Holder != self && (l.Pending || now.Sub(l.Renewed) <= ttl) {
 			others = append(others, l)
 		}
 	}
@@ -155,6 +65,115 @@ func withLease(g Generation, self string, now time.Time, ttl time.Duration) Gene
 	if len(others) > MaxLeases-1 {
 		others = others[:MaxLeases-1]
 	}
-	g.Leases = append(others, Lease{Holder: self, Ref: g.Ref, Renewed: now.Truncate(time.Millisecond)})
+	g.Leases = append(others, Lease{Holder: self, Ref: g.Ref, Renewed: now.Truncate(time.Millisecond), Pending: pending})
 	return g
+}
+
+// ownLease returns this process's lease on g, if recorded.
+func ownLease(g Generation, self string) (Lease, bool) {
+	for _, l := range g.Leases {
+		if l.Ref == g.Ref && l.Holder == self {
+			return l, true
+		}
+	}
+	return Lease{}, false
+}
+
+// writeLease records this process's committed lease on g, on the record as
+// g holds it (the caller has just read it), and returns what the backend
+// answered.
+func (m *Manager) writeLease(ctx context.Context, b Backend, g Generation) (Generation, error) {
+	m.mu.RLock()
+	ttl := m.schedule.leaseTTL()
+	m.mu.RUnlock()
+	now := m.synced(b)
+	ng, err := b.KeepAlive(ctx, withLease(g, m.holder, now, ttl, false))
+	m.synced(b)
+	return ng, err
+}
+
+// renewLease reads g's record again and writes it back with this process's
+// lease renewed: a lease another process recorded since g was last read is
+// kept.
+func (m *Manager) renewLease(ctx context.Context, b Backend, g Generation) (Generation, error) {
+	fresh, err := b.Refresh(ctx, g)
+	if err != nil {
+		return g, err
+	}
+	m.noteDuplicates(fresh.Leases)
+	return m.writeLease(ctx, b, fresh)
+}
+
+// checkLease is a lease check: it reads g's record back and, if this
+// process's lease is missing or older than the one it wrote (a concurrent
+// rewrite dropped it), writes it again. It returns the generation as the
+// cloud holds it and whether the lease had to be written again.
+func (m *Manager) checkLease(ctx context.Context, b Backend, g Generation, wrote time.Time) (Generation, bool, error) {
+	fresh, err := b.Refresh(ctx, g)
+	m.synced(b)
+	if err != nil {
+		return g, false, err
+	}
+	m.noteDuplicates(fresh.Leases)
+	if l, ok := ownLease(fresh, m.holder); ok && !l.Pending && !l.Renewed.Before(wrote.Truncate(time.Millisecond)) {
+		return fresh, false, nil
+	}
+	m.log.Warn("This process's lease on a key was dropped by a concurrent update of its tags or labels; writing it again", "key_id", g.KeyID, "ref", g.Ref, "holder", m.holder)
+	m.metrics.IncrCounter([]string{"kmskeeper", "leases", "restored"}, 1)
+	ng, err := m.writeLease(ctx, b, fresh)
+	return ng, true, err
+}
+
+// noteDuplicates reports, once per holder, the leases another process wrote
+// on this server's generations after this process started: two processes
+// are then serving with one server ID.
+func (m *Manager) noteDuplicates(leases []Lease) {
+	m.mu.RLock()
+	started := m.startedAt
+	m.mu.RUnlock()
+	if started.IsZero() {
+		return
+	}
+	m.dupMu.Lock()
+	defer m.dupMu.Unlock()
+	for _, l := range leases {
+		if l.Holder == m.holder || m.duplicates[l.Holder] || !l.Renewed.After(started.Add(duplicateMargin)) {
+			continue
+		}
+		m.duplicates[l.Holder] = true
+		m.log.Error("Another process is serving keys with this server's ID: it recorded a lease on one of them after this process started. Two SPIRE servers use the same key_identifier_value or identifier file; neither retires a key the other holds, but each rotation leaves keys behind for a while and their CAs diverge. Give every server its own identifier",
+			"server_id", m.serverID, "holder", m.holder, "other_holder", l.Holder, "ref", l.Ref, "lease_renewed", l.Renewed.UTC().Format(time.RFC3339))
+		m.metrics.IncrCounter([]string{"kmskeeper", "keys", "conflicts"}, 1)
+	}
+}
+
+// releaseBudget bounds the lease releases of a stop (or the call budget,
+// if shorter): a stop must not hang on a cloud that does not answer.
+const releaseBudget = 5 * time.Second
+
+// release removes this process's lease from gens, so that a successor
+// started after a clean stop may retire them once superseded and settled.
+// It is best effort: a lease left behind only delays that retirement until
+// the lease ends.
+func (m *Manager) release(b Backend, gens []Generation) {
+	if len(gens) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(releaseBudget, m.budget))
+	defer cancel()
+	var released atomic.Int64
+	m.inParallel(len(gens), func(i int) {
+		g := gens[i]
+		fresh, err := b.Refresh(ctx, g)
+		if err == nil {
+			fresh.Leases = slices.DeleteFunc(slices.Clone(fresh.Leases), func(l Lease) bool { return l.Holder == m.holder || l.Ref != g.Ref })
+			_, err = b.KeepAlive(ctx, fresh)
+		}
+		if err != nil {
+			m.log.Debug("Could not release this process's lease on a key; it ends on its own", "key_id", g.KeyID, "ref", g.Ref, "error", err)
+			return
+		}
+		released.Add(1)
+	})
+	m.log.Debug("Released this process's leases", "released", released.Load(), "keys", len(gens), "holder", m.holder)
 }

@@ -107,8 +107,11 @@ type Generation struct {
 	ServerID string
 	// Created orders the generations of one key ID: the newest wins.
 	Created time.Time
-	// Updated is when the key was last created or kept alive; other servers'
-	// cleanup retires keys whose Updated is older than the stale period.
+	// Updated is when the generation's lease record was last written
+	// (created, kept alive, a lease added or removed); other servers'
+	// cleanup retires keys whose Updated is older than the stale period, and
+	// no generation is retired while its record has been written within
+	// the settle period.
 	Updated time.Time
 	// Type is known from listing when the backend can tell; otherwise it
 	// comes from the fetched public key.
@@ -134,15 +137,17 @@ type Generation struct {
 	// them, for a backend that must rewrite them whole to record a lease.
 	// The engine carries them back to KeepAlive unchanged.
 	Labels map[string]string
+	// RecentCreations is the count recorded at creation (see
+	// CreateRequest.RecentCreations); zero when the generation records none.
+	RecentCreations int
 }
 
 // Lease records that a serving process holds a generation: it serves it, so
-// no other process may retire it. Leases let two processes that wrongly share
-// a server ID notice each other instead of retiring the keys the other
-// serves. A process writes its lease when it creates a generation, when it
-// adopts one at start, and at every keep-alive; it never removes it (a
-// process may die at any time), so a lease counts only while it is younger
-// than the lease period, or until its holder holds a newer generation.
+// no other process may retire it. A process writes its lease when it creates
+// a generation (pending until the creation is committed), when it adopts one
+// at start, and at every keep-alive; it removes it at a clean stop. A process
+// may die at any time, so a lease counts only while it is younger than the
+// lease period.
 type Lease struct {
 	// Holder identifies the process: random, new at every start.
 	Holder string
@@ -151,4 +156,8 @@ type Lease struct {
 	// Renewed is when the holder last wrote the lease, in its estimate of
 	// the cloud's time (millisecond precision).
 	Renewed time.Time
+	// Pending marks the lease a creation records before the engine has
+	// committed the generation: a generation whose only leases are pending
+	// was never served, so no server ever adopts it.
+	Pending bool
 }

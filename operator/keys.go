@@ -33,7 +33,9 @@ type KeyRow struct {
 }
 
 // ListKeys lists every key of the trust domain in the session's vault or key
-// ring and says what each is to this server and what cleanup would do.
+// ring and says what each is to this server and what cleanup would do. now
+// is the local time; ages are judged on the cloud's time, estimated from the
+// listing (keymanager.CloudNow).
 func ListKeys(ctx context.Context, s *Session, o Options, now time.Time) ([]KeyRow, []keymanager.Assessment, error) {
 	o.progress("Listing the keys of trust domain %s in %s ...", s.TrustDomain, s.Config.Backend.Fixed())
 	cctx, cancel := o.call(ctx)
@@ -43,6 +45,7 @@ func ListKeys(ctx context.Context, s *Session, o Options, now time.Time) ([]KeyR
 		return nil, nil, fmt.Errorf("listing keys: %w", err)
 	}
 	o.progress("Listed %d keys.", len(gens))
+	now = keymanager.CloudNow(s.Backend, gens, now)
 	plan := keymanager.Plan(gens, s.ServerID, now, s.Config.Live().Schedule)
 	if o.Decommissioned {
 		if err := decommission(plan, s, now); err != nil {
@@ -104,11 +107,6 @@ func decommission(plan []keymanager.Assessment, s *Session, now time.Time) error
 		quiet = keymanager.DefaultKeepAliveAge + sched.LivenessInterval
 	}
 	for _, a := range plan {
-		if a.Created.After(now) {
-			now = a.Created // the cloud's clock, as Plan moves it
-		}
-	}
-	for _, a := range plan {
 		if a.ServerID != s.ServerID {
 			continue
 		}
@@ -166,15 +164,23 @@ func PrintKeys(w io.Writer, rows []KeyRow, asJSON bool) error {
 	return tw.Flush()
 }
 
-// GC runs the plugin's cleanup logic once: it lists, plans, and when apply is
-// set retires what the plan marks (this server's superseded generations and
-// other servers' keys not kept alive for the stale period). It returns every
-// row with its outcome, and an error if any retirement failed.
+// GC runs the plugin's retirement rule once, as a process that serves
+// nothing and counts every lease: it lists, plans, and when apply is set
+// retires what the plan marks (this server's settled superseded generations
+// and other servers' keys not kept alive for the stale period), each after
+// reading it again (keymanager.Recheck), so that a server running beside it
+// keeps everything it serves. It returns every row with its outcome, and an
+// error if any retirement failed.
 func GC(ctx context.Context, s *Session, o Options, now time.Time, apply bool) ([]KeyRow, error) {
 	rows, plan, err := ListKeys(ctx, s, o, now)
 	if err != nil {
 		return nil, err
 	}
+	gens := make([]keymanager.Generation, len(plan))
+	for i, a := range plan {
+		gens[i] = a.Generation
+	}
+	facts := keymanager.Facts{ServerID: s.ServerID, Now: keymanager.CloudNow(s.Backend, gens, now), Schedule: s.Config.Live().Schedule}
 	if !apply {
 		return rows, nil
 	}
@@ -190,10 +196,23 @@ func GC(ctx context.Context, s *Session, o Options, now time.Time, apply bool) (
 		if !a.Retire {
 			continue
 		}
-		o.progress("Retiring %s (%s, %s) ...", a.Ref, a.KeyID, a.State)
 		r := byRef[a.Ref]
 		cctx, cancel := o.call(ctx)
-		err := s.Backend.Retire(cctx, a.Generation)
+		err := error(nil)
+		if a.State != StateDecommissioned {
+			var checked keymanager.Assessment
+			checked, err = keymanager.Recheck(cctx, s.Backend, a, gens, facts)
+			if err == nil && !checked.Retire {
+				cancel()
+				r.State, r.Cleanup = string(checked.State), "keep"
+				o.progress("Keeping %s (%s): read again, it is %s", a.Ref, a.KeyID, checked.State)
+				continue
+			}
+		}
+		if err == nil {
+			o.progress("Retiring %s (%s, %s) ...", a.Ref, a.KeyID, a.State)
+			err = s.Backend.Retire(cctx, a.Generation)
+		}
 		cancel()
 		if err != nil {
 			r.Error = err.Error()

@@ -150,7 +150,7 @@ func probeOne(ctx context.Context, pb, b keymanager.Backend, t keymanager.KeyTyp
 	id := "probe-" + strings.ToLower(t.String())
 	started := time.Now()
 	cctx, cancel := o.call(ctx)
-	g, err := pb.Create(cctx, id, t, keymanager.Lease{Holder: "probe", Renewed: time.Now().Truncate(time.Millisecond)})
+	g, err := pb.Create(cctx, keymanager.CreateRequest{KeyID: id, Type: t, Lease: keymanager.Lease{Holder: "probe", Renewed: time.Now().Truncate(time.Millisecond), Pending: true}})
 	cancel()
 	if err != nil {
 		c = failed(c, "create", err)

@@ -31,13 +31,13 @@ func TestFaultsAcrossStores(t *testing.T) {
 	if err := control.InjectFault(memory.Fault{Op: "Create", Code: codes.Unavailable, Count: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Create(ctx, "x509-CA-A", keymanager.ECP256, testLease()); keymanager.Code(err) != codes.Unavailable {
+	if _, err := b.Create(ctx, keymanager.CreateRequest{KeyID: "x509-CA-A", Type: keymanager.ECP256, Lease: testLease()}); keymanager.Code(err) != codes.Unavailable {
 		t.Fatalf("Create with an Unavailable fault = %v, want Unavailable", err)
 	}
 	if gens, _ := b.ListGenerations(ctx); len(gens) != 0 {
 		t.Fatalf("a failed Create stored %d generations", len(gens))
 	}
-	g, err := b.Create(ctx, "x509-CA-A", keymanager.ECP256, testLease())
+	g, err := b.Create(ctx, keymanager.CreateRequest{KeyID: "x509-CA-A", Type: keymanager.ECP256, Lease: testLease()})
 	if err != nil {
 		t.Fatalf("Create once the fault is spent: %v", err)
 	}
@@ -63,7 +63,7 @@ func TestFaultsAcrossStores(t *testing.T) {
 	if err := control.InjectFault(memory.Fault{Op: "Sign", Latency: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	g, err = b.Create(ctx, "x509-CA-B", keymanager.ECP256, testLease())
+	g, err = b.Create(ctx, keymanager.CreateRequest{KeyID: "x509-CA-B", Type: keymanager.ECP256, Lease: testLease()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestAdvance(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := plugin.Backend("example.org", "server-a")
-	g, err := b.Create(t.Context(), "x509-CA-A", keymanager.ECP256, testLease())
+	g, err := b.Create(t.Context(), keymanager.CreateRequest{KeyID: "x509-CA-A", Type: keymanager.ECP256, Lease: testLease()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,8 @@ type record struct {
 	// Leases are the serving leases recorded on the key, as a cloud
 	// records them in a tag.
 	Leases []keymanager.Lease `json:"leases,omitempty"`
+	// Recent is the creation count the engine asked to record.
+	Recent int `json:"recent,omitempty"`
 }
 
 // NewStore returns an empty store kept in memory.
@@ -213,6 +215,28 @@ type Backend struct {
 	store    *Store
 	td       string
 	serverID string
+
+	mu    sync.Mutex
+	cloud time.Time // the store's time at the latest answer
+}
+
+// CloudTime implements keymanager.CloudTimer: the store's clock at the
+// latest answer, as a cloud's Date header gives it.
+func (b *Backend) CloudTime() time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cloud
+}
+
+// answered records the store's time of an answer.
+func (b *Backend) answered() {
+	var now time.Time
+	b.store.withFile(false, func() error { now = b.store.cloudNow(); return nil })
+	b.mu.Lock()
+	if now.After(b.cloud) {
+		b.cloud = now
+	}
+	b.mu.Unlock()
 }
 
 var _ keymanager.Backend = (*Backend)(nil)
@@ -233,7 +257,7 @@ func (b *Backend) hook(ctx context.Context, op, keyID string) error {
 }
 
 func (b *Backend) generation(r *record) keymanager.Generation {
-	return keymanager.Generation{KeyID: r.KeyID, Ref: r.Ref, ServerID: r.ServerID, Created: r.Created, Updated: r.Updated, Disabled: r.Disabled, Leases: slices.Clone(r.Leases)}
+	return keymanager.Generation{KeyID: r.KeyID, Ref: r.Ref, ServerID: r.ServerID, Created: r.Created, Updated: r.Updated, Disabled: r.Disabled, Leases: slices.Clone(r.Leases), RecentCreations: r.Recent}
 }
 
 func (b *Backend) find(ref string) (*record, error) {
@@ -247,6 +271,7 @@ func (b *Backend) find(ref string) (*record, error) {
 
 // ListGenerations implements keymanager.Backend.
 func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation, error) {
+	defer b.answered()
 	if err := b.hook(ctx, "List", ""); err != nil {
 		return nil, err
 	}
@@ -263,7 +288,9 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 }
 
 // Create implements keymanager.Backend.
-func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType, lease keymanager.Lease) (keymanager.Generation, error) {
+func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (keymanager.Generation, error) {
+	keyID, t, lease := req.KeyID, req.Type, req.Lease
+	defer b.answered()
 	if err := b.hook(ctx, "Create", keyID); err != nil {
 		return keymanager.Generation{}, err
 	}
@@ -279,7 +306,7 @@ func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType
 	err = b.store.withFile(true, func() error {
 		now := b.store.cloudNow()
 		b.store.state.Seq++
-		r := &record{Ref: fmt.Sprintf("mem-%06d-%s", b.store.state.Seq, keyID), KeyID: keyID, TrustDomain: b.td, ServerID: b.serverID, Created: now, Updated: now, PKCS8: der}
+		r := &record{Ref: fmt.Sprintf("mem-%06d-%s", b.store.state.Seq, keyID), KeyID: keyID, TrustDomain: b.td, ServerID: b.serverID, Created: now, Updated: now, PKCS8: der, Recent: req.RecentCreations}
 		lease.Ref = r.Ref
 		r.Leases = []keymanager.Lease{lease}
 		b.store.state.Keys = append(b.store.state.Keys, r)
@@ -336,6 +363,7 @@ func (b *Backend) signer(ctx context.Context, op string, g keymanager.Generation
 
 // Fetch implements keymanager.Backend.
 func (b *Backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+	defer b.answered()
 	k, err := b.signer(ctx, "Fetch", g)
 	if err != nil {
 		return g, err
@@ -359,6 +387,7 @@ func (b *Backend) Sign(ctx context.Context, g keymanager.Generation, digest []by
 
 // KeepAlive implements keymanager.Backend.
 func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+	defer b.answered()
 	if err := b.hook(ctx, "KeepAlive", g.KeyID); err != nil {
 		return g, err
 	}
@@ -374,9 +403,7 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 				r.Leases = append(r.Leases, l)
 			}
 		}
-		pub := g.Public
-		g = b.generation(r)
-		g.Public = pub
+		g.Updated, g.Leases = r.Updated, slices.Clone(r.Leases)
 		return nil
 	})
 	if err == nil {
@@ -387,6 +414,7 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 
 // Refresh implements keymanager.Backend.
 func (b *Backend) Refresh(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+	defer b.answered()
 	if err := b.hook(ctx, "Refresh", g.KeyID); err != nil {
 		return g, err
 	}
@@ -395,7 +423,7 @@ func (b *Backend) Refresh(ctx context.Context, g keymanager.Generation) (keymana
 		if err != nil {
 			return err
 		}
-		g.Leases, g.Updated = slices.Clone(r.Leases), r.Updated
+		g.Leases, g.Updated, g.Disabled = slices.Clone(r.Leases), r.Updated, r.Disabled
 		return nil
 	})
 	if err == nil {
@@ -406,6 +434,7 @@ func (b *Backend) Refresh(ctx context.Context, g keymanager.Generation) (keymana
 
 // Retire implements keymanager.Backend.
 func (b *Backend) Retire(ctx context.Context, g keymanager.Generation) error {
+	defer b.answered()
 	if err := b.hook(ctx, "Retire", g.KeyID); err != nil {
 		return err
 	}
