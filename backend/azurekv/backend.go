@@ -30,6 +30,7 @@ type Backend struct {
 	tags        map[string]string
 	purge       bool
 	log         hclog.Logger
+	clock       *cloudClock // the vault's time, from its answers' Date headers
 }
 
 var _ keymanager.Backend = (*Backend)(nil)
@@ -67,13 +68,18 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 			if parsed.keyID == "" {
 				continue
 			}
-			g := keymanager.Generation{KeyID: parsed.keyID, Ref: name, ServerID: parsed.serverID, Leases: decodeLeases(kp.Tags, name), Labels: labelsOf(kp.Tags)}
-			if a := kp.Attributes; a != nil {
-				g.Created = timeOf(a.Created)
-				g.Updated = timeOf(a.Updated)
-				g.Disabled = a.Enabled != nil && !*a.Enabled
-			}
-			out = append(out, g)
+			r := recordOf(kp.Tags, kp.Attributes, name)
+			out = append(out, keymanager.Generation{
+				KeyID:           parsed.keyID,
+				Ref:             name,
+				ServerID:        parsed.serverID,
+				Created:         r.created,
+				Updated:         r.updated,
+				Disabled:        r.disabled,
+				Leases:          r.leases,
+				Labels:          r.labels,
+				RecentCreations: r.recent,
+			})
 		}
 	}
 	b.log.Debug("Listed the vault", "keys", listed, "trust_domain_keys", len(out))
@@ -81,22 +87,28 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 }
 
 // Create creates a new key object spire-key-<UUIDv7>-<key ID> with the
-// built-in plugin's tags, the user's key_tags and the creator's lease.
-func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType, lease keymanager.Lease) (keymanager.Generation, error) {
-	name := keyName(keyID)
+// built-in plugin's tags, the user's key_tags and the lease record: the
+// creator's pending lease and the creation count. The answer carries the
+// whole key, so the generation is returned complete: public key, version,
+// times and tags.
+func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (keymanager.Generation, error) {
+	name := keyName(req.KeyID)
 	c := &call{op: "CreateKey", key: name, perm: "create"}
 	ctx = withCall(ctx, c)
+	lease := req.Lease
 	lease.Ref = name
 	params := azkeys.CreateKeyParameters{
-		KeyOps:        keyOps,
-		Tags:          b.leaseTags(keymanager.Generation{KeyID: keyID, Ref: name, Leases: []keymanager.Lease{lease}}),
+		KeyOps: keyOps,
+		Tags: b.leaseTags(keymanager.Generation{
+			KeyID: req.KeyID, Ref: name, Leases: []keymanager.Lease{lease}, RecentCreations: req.RecentCreations,
+		}),
 		KeyAttributes: &azkeys.KeyAttributes{Enabled: ptr(true)},
 	}
 	kty := azkeys.KeyTypeEC
 	if b.hsm {
 		kty = azkeys.KeyTypeECHSM
 	}
-	switch t {
+	switch req.Type {
 	case keymanager.ECP256:
 		params.Curve = ptr(azkeys.CurveNameP256)
 	case keymanager.ECP384:
@@ -107,38 +119,58 @@ func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType
 			kty = azkeys.KeyTypeRSAHSM
 		}
 		params.KeySize = ptr(int32(2048))
-		if t == keymanager.RSA4096 {
+		if req.Type == keymanager.RSA4096 {
 			params.KeySize = ptr(int32(4096))
 		}
 	default:
-		return keymanager.Generation{}, keymanager.Errorf(codes.InvalidArgument, "key %s: key type %v is not supported", keyID, t)
+		return keymanager.Generation{}, keymanager.Errorf(codes.InvalidArgument, "key %s: key type %v is not supported", req.KeyID, req.Type)
 	}
 	params.Kty = &kty
 	resp, err := b.client.CreateKey(ctx, name, params, nil)
 	if err != nil {
 		return keymanager.Generation{}, b.fail(ctx, c, err)
 	}
-	g := keymanager.Generation{KeyID: keyID, Ref: name, ServerID: b.serverID}
-	if err := b.complete(&g, resp.KeyBundle); err != nil {
+	m, err := materialOf(resp.KeyBundle, name)
+	if err != nil {
 		return keymanager.Generation{}, keymanager.Errorf(codes.Internal, "%s: CreateKey on key %s: %v", b.vault.url, name, err)
 	}
-	if g.Type != t {
-		return keymanager.Generation{}, keymanager.Errorf(codes.Internal, "%s: CreateKey on key %s: asked for %v, the vault created %v", b.vault.url, name, t, g.Type)
+	if m.typ != req.Type {
+		return keymanager.Generation{}, keymanager.Errorf(codes.Internal, "%s: CreateKey on key %s: asked for %v, the vault created %v", b.vault.url, name, req.Type, m.typ)
 	}
-	return g, nil
+	r := recordOf(resp.Tags, resp.Attributes, name)
+	return keymanager.Generation{
+		KeyID:           req.KeyID,
+		Ref:             name,
+		Version:         m.version,
+		ServerID:        b.serverID,
+		Created:         r.created,
+		Updated:         r.updated,
+		Type:            m.typ,
+		Public:          m.public,
+		Disabled:        r.disabled,
+		Leases:          r.leases,
+		Labels:          r.labels,
+		RecentCreations: r.recent,
+	}, nil
 }
 
 // Fetch reads the current version of a listed key: its public key, and the
 // version that Sign will then name, so that a version added to the key by
-// someone else can never sign under this key's fingerprint.
+// someone else can never sign under this key's fingerprint. It returns g
+// with Public, Type, Version and Disabled set from the answer; the lease
+// record stays as listed (Refresh reads it when it matters).
 func (b *Backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
 	resp, err := b.getKey(ctx, g.Ref)
 	if err != nil {
 		return g, err
 	}
-	if err := b.complete(&g, resp.KeyBundle); err != nil {
-		return g, keymanager.Errorf(codes.FailedPrecondition, "%s: key %s cannot serve SPIRE: %v", b.vault.url, g.Ref, err)
+	m, err := materialOf(resp.KeyBundle, g.Ref)
+	if err != nil {
+		return g, keymanager.Errorf(codes.FailedPrecondition, "%s: GetKey on key %s: it cannot serve SPIRE: %v", b.vault.url, g.Ref, err)
 	}
+	r := recordOf(resp.Tags, resp.Attributes, g.Ref)
+	g.Public, g.Type, g.Version, g.Disabled = m.public, m.typ, m.version, r.disabled
+	g.RecentCreations = r.fill(g.RecentCreations)
 	b.log.Debug("Fetched key", "key_id", g.KeyID, "key", g.Ref, "version", g.Version, "type", g.Type.String())
 	return g, nil
 }
@@ -154,30 +186,61 @@ func (b *Backend) getKey(ctx context.Context, name string) (azkeys.GetKeyRespons
 	return resp, nil
 }
 
-// complete fills g from a key bundle the vault returned.
-func (b *Backend) complete(g *keymanager.Generation, kb azkeys.KeyBundle) error {
+// material is the key a bundle holds: its public half and which version of
+// the key object it is.
+type material struct {
+	public  crypto.PublicKey
+	typ     keymanager.KeyType
+	version string
+}
+
+// materialOf reads the key of a bundle the vault returned for key name, and
+// checks that it is that key's, with a version.
+func materialOf(kb azkeys.KeyBundle, name string) (material, error) {
+	if kb.Key == nil || kb.Key.KID == nil || kb.Key.KID.Version() == "" {
+		return material{}, errors.New("the vault returned a key without a versioned identifier")
+	}
+	if got := kb.Key.KID.Name(); !strings.EqualFold(got, name) {
+		return material{}, fmt.Errorf("the vault returned key %s", got)
+	}
 	pub, t, err := publicKey(kb.Key)
 	if err != nil {
-		return err
+		return material{}, err
 	}
-	if kb.Key.KID == nil || kb.Key.KID.Version() == "" {
-		return errors.New("the vault returned a key without a versioned identifier")
+	return material{public: pub, typ: t, version: kb.Key.KID.Version()}, nil
+}
+
+// record is a key object's lease record and state as an answer carries
+// them: its attributes and its tags.
+type record struct {
+	created, updated time.Time
+	disabled         bool
+	leases           []keymanager.Lease
+	labels           map[string]string
+	recent           int
+}
+
+// recordOf reads the lease record of key ref from its tags and attributes.
+func recordOf(tags map[string]*string, a *azkeys.KeyAttributes, ref string) record {
+	r := record{labels: labelsOf(tags)}
+	r.leases, r.recent = decodeRecord(tagValue(tags, tagLeases), ref)
+	if a != nil {
+		r.created, r.updated = timeOf(a.Created), timeOf(a.Updated)
+		r.disabled = a.Enabled != nil && !*a.Enabled
 	}
-	if got := kb.Key.KID.Name(); !strings.EqualFold(got, g.Ref) {
-		return fmt.Errorf("the vault returned key %s", got)
+	return r
+}
+
+// fill returns the creation count to carry on a generation whose count was
+// have: have itself, or the record's when have is none. The count is fixed at
+// creation, so a generation read from the vault already holds the recorded
+// one and a later answer never replaces it; only a generation built without
+// one (by hand, before this field existed) learns it here.
+func (r record) fill(have int) int {
+	if have > 0 {
+		return have
 	}
-	g.Public, g.Type, g.Version = pub, t, kb.Key.KID.Version()
-	g.Leases, g.Labels = decodeLeases(kb.Tags, g.Ref), labelsOf(kb.Tags)
-	if a := kb.Attributes; a != nil {
-		if a.Created != nil {
-			g.Created = *a.Created
-		}
-		if a.Updated != nil {
-			g.Updated = *a.Updated
-		}
-		g.Disabled = a.Enabled != nil && !*a.Enabled
-	}
-	return nil
+	return r.recent
 }
 
 // Sign signs digest with the fetched version of the key. ECDSA signatures
@@ -217,8 +280,10 @@ func hashName(opts crypto.SignerOpts) string {
 // same key operations, as the built-in plugin does, so that its 14-day rule
 // on other servers never takes the key for abandoned. The same update writes
 // the key's tags: those last read (g.Labels), the plugin's own and the
-// leases in g.Leases. It reads nothing itself; the answer carries the key,
-// so a key adopted at start needs no separate fetch.
+// lease record (g.Leases and the creation count). It reads nothing itself;
+// the answer carries the key, so a key adopted at start needs no separate
+// fetch. It returns g with Updated, Leases and Labels from the answer, and
+// Public and Version of the key's current version; every other field is g's.
 func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
 	c := &call{op: "UpdateKey", key: g.Ref, perm: "update"}
 	ctx = withCall(ctx, c)
@@ -226,23 +291,39 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 	if err != nil {
 		return g, b.fail(ctx, c, err)
 	}
-	if err := b.complete(&g, resp.KeyBundle); err != nil {
-		return g, keymanager.Errorf(codes.FailedPrecondition, "%s: key %s cannot serve SPIRE: %v", b.vault.url, g.Ref, err)
+	m, err := materialOf(resp.KeyBundle, g.Ref)
+	if err != nil {
+		return g, keymanager.Errorf(codes.FailedPrecondition, "%s: UpdateKey on key %s: it cannot serve SPIRE: %v", b.vault.url, g.Ref, err)
 	}
+	r := recordOf(resp.Tags, resp.Attributes, g.Ref)
+	if !r.updated.IsZero() {
+		g.Updated = r.updated
+	}
+	g.Leases, g.Labels = r.leases, r.labels
+	g.Public, g.Version = m.public, m.version
+	g.RecentCreations = r.fill(g.RecentCreations)
 	return g, nil
 }
 
-// Refresh reads the key's tags again: its leases, and the tags the next
-// keep-alive writes back.
+// Refresh reads the key's lease record again: its leases, the tags the next
+// keep-alive writes back, its updated time, and whether it is disabled. It
+// returns g with those (Updated, Leases, Labels, Disabled) as the vault
+// holds them; every other field is g's, the key material included (Refresh
+// decides nothing on it, so a key whose public half is odd still refreshes).
 func (b *Backend) Refresh(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
 	resp, err := b.getKey(ctx, g.Ref)
 	if err != nil {
 		return g, err
 	}
-	g.Leases, g.Labels = decodeLeases(resp.Tags, g.Ref), labelsOf(resp.Tags)
-	if a := resp.Attributes; a != nil && a.Updated != nil {
-		g.Updated = *a.Updated
+	if k := resp.Key; k != nil && k.KID != nil && !strings.EqualFold(k.KID.Name(), g.Ref) {
+		return g, keymanager.Errorf(codes.Internal, "%s: GetKey on key %s: the vault returned key %s", b.vault.url, g.Ref, k.KID.Name())
 	}
+	r := recordOf(resp.Tags, resp.Attributes, g.Ref)
+	if !r.updated.IsZero() {
+		g.Updated = r.updated
+	}
+	g.Leases, g.Labels, g.Disabled = r.leases, r.labels, r.disabled
+	g.RecentCreations = r.fill(g.RecentCreations)
 	return g, nil
 }
 

@@ -15,7 +15,7 @@ func TestLifecycle(t *testing.T) {
 	srv := startEmulator(t, azurekv.Options{})
 	b, _ := openBackend(t, testConfig(t, srv, azurekv.DefaultVaultName, nil), "server-a")
 
-	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}

@@ -47,7 +47,8 @@ func open(_ context.Context, c *Config, p config.OpenParams) (*Backend, error) {
 		DisableChallengeResourceVerification: c.vault.loopback,
 	}
 	opts.Retry = retryOptions()
-	opts.PerRetryPolicies = append(opts.PerRetryPolicies, &tryPolicy{metrics: metrics})
+	clock := &cloudClock{}
+	opts.PerRetryPolicies = append(opts.PerRetryPolicies, &tryPolicy{metrics: metrics}, clock)
 	client, err := azkeys.NewClient(c.vault.url, cred, opts)
 	if err != nil {
 		return nil, keymanager.Errorf(codes.InvalidArgument, "creating the Key Vault client for %s: %w", c.vault.url, err)
@@ -66,6 +67,7 @@ func open(_ context.Context, c *Config, p config.OpenParams) (*Backend, error) {
 		tags:        c.KeyTags,
 		purge:       c.PurgeDeletedKeys,
 		log:         log,
+		clock:       clock,
 	}, nil
 }
 

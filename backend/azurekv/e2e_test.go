@@ -209,7 +209,8 @@ func fingerprint(t *testing.T, pub crypto.PublicKey) string {
 // TestAdoptBuiltinKeys seeds keys laid out by SPIRE's built-in plugin,
 // including two generations of one key ID left by a crash, and checks that
 // the plugin serves them with the same fingerprints, signs with them,
-// fetches only the newest generation of each and retires the older one.
+// fetches only the newest generation of each and retires the older one (it
+// was superseded long ago, so it has settled).
 func TestAdoptBuiltinKeys(t *testing.T) {
 	srv := startEmulator(t, azurekv.Options{})
 	const serverID = "6f1d7a0e-4d7b-4bde-9d27-3a7f0e0b7c11"
@@ -259,11 +260,11 @@ func TestAdoptBuiltinKeys(t *testing.T) {
 			t.Errorf("signature of adopted %s does not verify with the seeded key: %v", k.keyID, err)
 		}
 	}
-	if c := srv.Counts(); c["UpdateKey"] != 3 || c["GetKey"] != 0 || c["CreateKey"] != 0 {
-		t.Errorf("counts %v: want 3 UpdateKey (the lease on the newest generation of each key ID, whose answer carries the public key), no GetKey and no CreateKey", c)
-	}
 	// The older x509-CA-A generation is retired in the background.
 	waitFor(t, func() bool { return slices.Contains(srv.DeletedKeyNames(azurekv.DefaultVaultName), keys[1].name) })
+	if c := srv.Counts(); c["UpdateKey"] != 3 || c["GetKey"] != 1 || c["DeleteKey"] != 1 || c["CreateKey"] != 0 {
+		t.Errorf("counts %v: want 3 UpdateKey (the lease on the newest generation of each key ID, whose answer carries the public key), one GetKey and one DeleteKey (the superseded generation, read again just before it is retired) and no CreateKey", c)
+	}
 	live := srv.KeyNames(azurekv.DefaultVaultName)
 	for _, k := range []*builtinKey{keys[0], keys[2], keys[3]} {
 		if !slices.Contains(live, k.name) {
@@ -328,9 +329,11 @@ func TestStartupManyForeignKeys(t *testing.T) {
 
 // TestTwoServersAndCleanup runs two servers of one trust domain on one vault
 // with short liveness and cleanup intervals: each rotates and cleans up
-// without touching the other's live keys; once server B is gone and the
-// vault's clock is 15 days later, server A keeps its own keys alive and
-// retires B's as stale.
+// without touching the other's live keys (a superseded generation is
+// retired once it has settled, on the vault's clock); once server B is gone
+// and the vault's clock is 15 days later, server A keeps its own keys alive
+// and retires B's as stale. Both servers learn the vault's time from its
+// answers' Date headers, so moving the emulator's clock moves theirs.
 func TestTwoServersAndCleanup(t *testing.T) {
 	srv := startEmulator(t, azurekv.Options{})
 	env := pluginEnv(t, srv, allEnv...)
@@ -342,7 +345,8 @@ func TestTwoServersAndCleanup(t *testing.T) {
 		generate(t, p, "x509-CA-A", keymanager.ECP256)
 		generate(t, p, "JWT-Signer-A", keymanager.ECP256)
 	}
-	generate(t, b, "x509-CA-A", keymanager.ECP256) // B rotates; B retires its old key
+	generate(t, b, "x509-CA-A", keymanager.ECP256) // B rotates; B retires its old key once settled
+	srv.Clock().Advance(keymanager.DefaultSettle + time.Minute)
 	waitFor(t, func() bool { return len(srv.KeyNames(azurekv.DefaultVaultName)) == 4 })
 	waitCleanups(t, a, 2)
 	waitCleanups(t, b, 2)
@@ -357,7 +361,8 @@ func TestTwoServersAndCleanup(t *testing.T) {
 		t.Logf("Close B: %v", err)
 	}
 	srv.Clock().Advance(15 * 24 * time.Hour)
-	// A learns the vault's time from the next key it creates.
+	// A creates a key on the vault's new day, and its next cleanup pass
+	// judges B's keys on it.
 	generate(t, a, "JWT-Signer-B", keymanager.ECP256)
 	waitFor(t, func() bool {
 		for _, n := range srv.KeyNames(azurekv.DefaultVaultName) {

@@ -24,7 +24,7 @@ import (
 // created makes one key through b and returns it ready to sign.
 func created(t *testing.T, b *Backend, id string, kt keymanager.KeyType) keymanager.Generation {
 	t.Helper()
-	g, err := b.Create(callCtx(t), id, kt, testLease())
+	g, err := b.Create(callCtx(t), createReq(id, kt))
 	if err != nil {
 		t.Fatalf("Create(%s): %v", id, err)
 	}
@@ -104,13 +104,13 @@ func TestThrottling(t *testing.T) {
 		defer srv.SetThrottling(false)
 		// 20 creates per 10 s on a vault: the 21st waits for the window.
 		for i := range 20 {
-			if _, err := b.Create(callCtx(t), "k", keymanager.ECP256, testLease()); err != nil {
+			if _, err := b.Create(callCtx(t), createReq("k", keymanager.ECP256)); err != nil {
 				t.Fatalf("create %d: %v", i, err)
 			}
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
-		_, err := b.Create(ctx, "k", keymanager.ECP256, testLease())
+		_, err := b.Create(ctx, createReq("k", keymanager.ECP256))
 		wantCode(t, err, codes.ResourceExhausted, "CreateKey")
 	})
 }
@@ -129,7 +129,7 @@ func TestPermissionDenied(t *testing.T) {
 		c.AppID, c.AppSecret = reader, "reader-secret"
 	}), "server-a")
 
-	_, err := limited.Create(callCtx(t), "x509-CA-B", keymanager.ECP256, testLease())
+	_, err := limited.Create(callCtx(t), createReq("x509-CA-B", keymanager.ECP256))
 	wantCode(t, err, codes.PermissionDenied, "CreateKey on key spire-key-", "may not create", "Key Vault Crypto Officer", reader)
 	digest := sha256.Sum256([]byte("x"))
 	_, err = limited.Sign(callCtx(t), g, digest[:], crypto.SHA256)
@@ -174,12 +174,12 @@ func TestHSMProtection(t *testing.T) {
 		}
 	}
 	b, _ := openBackend(t, testConfig(t, srv, "standard", hsm), "server-a")
-	_, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
+	_, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
 	wantCode(t, err, codes.FailedPrecondition, "Premium vault", `key_protection = "software"`)
 
 	// Worded otherwise by the service, the refusal still names the fix.
 	srv.InjectFault(azurekv.Fault{Op: "CreateKey", Vault: "standard", Status: http.StatusBadRequest, Code: "BadParameter", Message: "Key type RSA-HSM is not supported here.", Count: 1})
-	_, err = b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
+	_, err = b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
 	wantCode(t, err, codes.InvalidArgument, "not supported here", "if this is a Standard vault", `key_protection = "software"`)
 }
 

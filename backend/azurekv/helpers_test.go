@@ -106,7 +106,14 @@ func (m *recordedMetrics) get(name string) float32 {
 	return m.counters[name]
 }
 
-// testLease is the lease of a backend test's process.
+// testLease is the pending lease a backend test's process records when it
+// creates a key, as the engine does.
 func testLease() keymanager.Lease {
-	return keymanager.Lease{Holder: "testproc", Renewed: time.Now().Truncate(time.Millisecond)}
+	return keymanager.Lease{Holder: "testproc", Renewed: time.Now().Truncate(time.Millisecond), Pending: true}
+}
+
+// createReq is a creation of a key of type kt for id by a backend test's
+// process, its first of the hour.
+func createReq(id string, kt keymanager.KeyType) keymanager.CreateRequest {
+	return keymanager.CreateRequest{KeyID: id, Type: kt, Lease: testLease(), RecentCreations: 1}
 }

@@ -25,10 +25,19 @@ func (r *statusRecorder) WriteHeader(code int) {
 func (s *Server) handler(fixed *vault) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		s.setDate(w)
 		rec := &statusRecorder{ResponseWriter: w}
 		label := s.route(rec, r, fixed)
 		s.logf("%s %s %s -> %d %s (%s)", r.Method, r.Host, r.URL.RequestURI(), rec.status, label, time.Since(start).Round(time.Microsecond))
 	})
+}
+
+// setDate stamps an answer with the emulator's clock, as Key Vault's
+// answers carry the service's time: a client that learns the vault's time
+// from the Date header (to judge key ages on the clock that dates them) sees
+// the clock a test moved. net/http keeps a Date header the handler sets.
+func (s *Server) setDate(w http.ResponseWriter) {
+	w.Header().Set("Date", s.clock.Now().UTC().Format(http.TimeFormat))
 }
 
 // plainHandler serves the plain-HTTP listener: the managed-identity
@@ -36,6 +45,7 @@ func (s *Server) handler(fixed *vault) http.Handler {
 func (s *Server) plainHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		s.setDate(w)
 		rec := &statusRecorder{ResponseWriter: w}
 		p := strings.ToLower(r.URL.Path)
 		label := ""
