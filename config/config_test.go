@@ -270,3 +270,55 @@ func TestServerIDChecker(t *testing.T) {
 		}
 	}
 }
+
+// TestParseUndecodable checks that plugin_data the HCL decoder cannot turn
+// into the configuration gets an error naming the key and its line, never a
+// panic: `key_vault_uri {}` (a block where a string belongs) made HCL v1's
+// decoder index an empty list (issue 15, defect 10), and FuzzParse found
+// `memory_backend{}`. Nor may the error quote the value (the decoder's
+// strconv errors did).
+func TestParseUndecodable(t *testing.T) {
+	const base = "fake_vault = \"https://v\"\nkey_identifier_value = \"s\"\n"
+	tests := []struct {
+		name, hcl string
+		want      []string
+	}{
+		{"empty block for the selector", "fake_vault {}", []string{"configuration key fake_vault (line 1)", "want a string in double quotes, found a block"}},
+		{"empty block, equals", "fake_vault = {}\nkey_identifier_value = \"s\"", []string{"fake_vault (line 1)", "found a block"}},
+		{"empty block for a common string", "fake_vault = \"https://v\"\nkey_identifier_value {}", []string{"key_identifier_value (line 2)", "found a block"}},
+		{"block with content", base + "cleanup_interval { a = 1 }", []string{"cleanup_interval (line 3)", "found a block"}},
+		{"labelled block", base + "key_identifier_file \"x\" {}", []string{"key_identifier_file (line 3)", "found a labelled block"}},
+		{"list for a string", base + "liveness_interval = [\"6h\"]", []string{"liveness_interval (line 3)", "found a list"}},
+		{"empty list for a number", base + "max_key_creations_per_hour = []", []string{"max_key_creations_per_hour (line 3)", "want a whole number, found a list"}},
+		{"empty block for a number", base + "max_key_creations_per_hour {}", []string{"max_key_creations_per_hour (line 3)", "found a block"}},
+		{"number out of range", base + "max_key_creations_per_hour = 99999999999999999999", []string{"max_key_creations_per_hour (line 3)", "a number out of range"}},
+		{"bool for a string", base + "key_metadata_file = true", []string{"key_metadata_file (line 3)", "found true or false"}},
+		{"decimal for a number", base + "max_key_creations_per_hour = 1.5", []string{"max_key_creations_per_hour (line 3)", "found a decimal number"}},
+		{"string for a map", base + "fake_tags = \"team\"", []string{"fake_tags (line 3)", `such as fake_tags = { name = "value" }`, "found a string"}},
+		{"empty block in a map", base + "fake_tags = {\n  team {}\n}", []string{"fake_tags (line 3)", "entry on line 4 is a block"}},
+		{"list in a map", base + "fake_tags = { team = [] }", []string{"fake_tags (line 3)", "entry on line 3 is a list"}},
+		{"labelled block in a map", base + "fake_tags { team \"x\" {} }", []string{"fake_tags (line 3)", "a labelled block"}},
+		{"migrate_from path block", base + "migrate_from {\n  disk_keys_path {}\n}", []string{"migrate_from: configuration key disk_keys_path (line 4)", "found a block"}},
+		{"migrate_from labelled", base + "migrate_from \"old\" {\n  disk_keys_path = \"/k\"\n}", []string{"migrate_from must be a block"}},
+		{"migrate_from backend block", base + "migrate_from {\n  other_ring {}\n  key_identifier_value = \"o\"\n}", []string{"migrate_from: configuration key other_ring (line 4)", "found a block"}},
+		{"escape HCL cannot unquote", base + "key_metadata_file = \"/x\\700\"", []string{"key_metadata_file (line 3)", "a string whose quotes or escapes HCL cannot read"}},
+		{"JSON empty object", `{"fake_vault": {}, "key_identifier_value": "s"}`, []string{"fake_vault (line 1)", "found a block"}},
+		{"JSON key Go cannot unquote", `{"fake_vault": "https://v", "key_identifier_\777value": "s"}`, []string{"a key on line 1 cannot be read"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(tt.hcl, "example.org", testKinds)
+			if err == nil {
+				t.Fatalf("Parse accepted %q", tt.hcl)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse error %q does not say %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "99999") || strings.Contains(err.Error(), "strconv") {
+				t.Errorf("Parse error %q quotes the value", err)
+			}
+		})
+	}
+}

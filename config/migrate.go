@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/hashicorp/hcl"
 	"github.com/hashicorp/hcl/hcl/ast"
 
 	"github.com/kmskeeper/kmskeeper/keymanager"
@@ -29,17 +28,20 @@ type Migration struct {
 
 func parseMigration(item *ast.ObjectItem, trustDomain string, kinds []Kind) (*Migration, error) {
 	obj, ok := item.Val.(*ast.ObjectType)
-	if !ok {
+	if !ok || len(item.Keys) != 1 {
 		return nil, errors.New(`migrate_from must be a block: migrate_from { disk_keys_path = "..." } or migrate_from { <the previous backend's keys> }`)
 	}
-	keys := topLevelKeys(obj.List)
+	keys, err := topLevelKeys(obj.List)
+	if err != nil {
+		return nil, fmt.Errorf("migrate_from: %w", err)
+	}
 	if slices.Contains(keys, "disk_keys_path") {
 		if len(keys) != 1 {
 			return nil, fmt.Errorf("migrate_from: disk_keys_path stands alone; remove %s", strings.Join(slices.DeleteFunc(keys, func(k string) bool { return k == "disk_keys_path" }), ", "))
 		}
 		var m Migration
-		if err := hcl.DecodeObject(&m, obj.List); err != nil {
-			return nil, fmt.Errorf("migrate_from: disk_keys_path: %w", err)
+		if err := decode(&m, obj.List); err != nil {
+			return nil, fmt.Errorf("migrate_from: %w", err)
 		}
 		if m.DiskKeysPath == "" {
 			return nil, errors.New("migrate_from: disk_keys_path is empty")

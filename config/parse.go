@@ -3,7 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
-	"reflect"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -58,7 +58,10 @@ func Parse(text, trustDomain string, kinds []Kind) (*Config, error) {
 // parseList decodes and checks one backend configuration. allowMigrate says
 // whether migrate_from is a valid key at this level.
 func parseList(list *ast.ObjectList, trustDomain string, kinds []Kind, allowMigrate bool) (*Config, error) {
-	present := topLevelKeys(list)
+	present, err := topLevelKeys(list)
+	if err != nil {
+		return nil, err
+	}
 	kind, err := selectKind(present, kinds)
 	if err != nil {
 		return nil, err
@@ -104,7 +107,7 @@ func parseList(list *ast.ObjectList, trustDomain string, kinds []Kind, allowMigr
 func splitKey(list *ast.ObjectList, key string) (rest *ast.ObjectList, named []*ast.ObjectItem) {
 	rest = &ast.ObjectList{}
 	for _, item := range list.Items {
-		if len(item.Keys) > 0 && item.Keys[0].Token.Value() == key {
+		if k, ok := itemKey(item); ok && k == key {
 			named = append(named, item)
 			continue
 		}
@@ -178,25 +181,6 @@ func parseInterval(key, v string) (time.Duration, error) {
 	return d, nil
 }
 
-// decode decodes each item of list into v on its own, so that an error names
-// the key whose value has the wrong type.
-func decode(v any, list *ast.ObjectList) error {
-	mine := hclKeys(v)
-	for _, item := range list.Items {
-		if len(item.Keys) == 0 {
-			continue
-		}
-		key, _ := item.Keys[0].Token.Value().(string)
-		if !slices.Contains(mine, key) {
-			continue
-		}
-		if err := hcl.DecodeObject(v, &ast.ObjectList{Items: []*ast.ObjectItem{item}}); err != nil {
-			return fmt.Errorf("configuration key %s has a value of the wrong type: %w", key, err)
-		}
-	}
-	return nil
-}
-
 // selectKind picks the backend kind whose selector key is present.
 func selectKind(present []string, kinds []Kind) (Kind, error) {
 	var found []Kind
@@ -224,35 +208,29 @@ func selectKind(present []string, kinds []Kind) (Kind, error) {
 	}
 }
 
-// topLevelKeys returns the keys of an HCL object list in order of appearance.
-func topLevelKeys(list *ast.ObjectList) []string {
+// topLevelKeys returns the keys of an HCL object list in order of
+// appearance. A key HCL cannot read (see itemKey) is an error: skipping it
+// would let a misspelt key pass unnoticed.
+func topLevelKeys(list *ast.ObjectList) ([]string, error) {
 	var keys []string
 	for _, item := range list.Items {
 		if len(item.Keys) == 0 {
 			continue
 		}
-		k := item.Keys[0].Token.Value()
-		if s, ok := k.(string); ok && !slices.Contains(keys, s) {
-			keys = append(keys, s)
+		k, ok := itemKey(item)
+		if !ok {
+			return nil, fmt.Errorf("a key on line %d cannot be read (%s): write keys as plain names (key_vault_uri = ...)", itemLine(item), notRepeated)
+		}
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
 		}
 	}
-	return keys
+	return keys, nil
 }
 
-// hclKeys returns the hcl tag names of the struct v points to.
+// hclKeys returns the hcl tag names of the struct v points to, sorted.
 func hclKeys(v any) []string {
-	t := reflect.TypeOf(v)
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	var keys []string
-	for f := range t.Fields() {
-		name, _, _ := strings.Cut(f.Tag.Get("hcl"), ",")
-		if name != "" && name != "-" {
-			keys = append(keys, name)
-		}
-	}
-	return keys
+	return slices.Sorted(maps.Keys(hclFields(v)))
 }
 
 // Keys returns every configuration key a kind accepts, common keys included,

@@ -5,8 +5,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kmskeeper/kmskeeper/backend/memory"
 	"github.com/kmskeeper/kmskeeper/config"
 	"github.com/kmskeeper/kmskeeper/keymanager"
+	configv1 "github.com/kmskeeper/kmskeeper/proto/spire/service/common/config/v1"
 )
 
 // fixedBackend is a config.Backend whose Fixed part is its location.
@@ -51,5 +57,30 @@ func TestFixedChanges(t *testing.T) {
 				t.Errorf("fixedChanges = %q, want it to contain %q", got, tt.wantIn)
 			}
 		})
+	}
+}
+
+// TestConfigureUndecodable checks, at SPIRE's boundary, that plugin_data the
+// HCL decoder cannot read is refused with InvalidArgument naming the key,
+// and that the plugin keeps serving: `memory_backend{}` and
+// `key_vault_uri {}` made HCL v1's decoder panic, which in plugin mode lost
+// SPIRE the plugin process (issue 15, defect 10). Validate reports the same
+// text as a note.
+func TestConfigureUndecodable(t *testing.T) {
+	s := newServer([]config.Kind{memory.Kind()}, hclog.NewNullLogger())
+	core := &configv1.CoreConfiguration{TrustDomain: "example.org"}
+	for _, tt := range []struct{ hcl, key string }{
+		{"memory_backend{}", "memory_backend"},
+		{"memory_backend = \"/v\"\nkey_identifier_value {}", "key_identifier_value"},
+		{"memory_backend = \"/v\"\nkey_identifier_value = \"s\"\nmax_key_creations_per_hour = []", "max_key_creations_per_hour"},
+	} {
+		_, err := (&configService{s: s}).Configure(context.Background(), &configv1.ConfigureRequest{CoreConfiguration: core, HclConfiguration: tt.hcl})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "configuration key "+tt.key) {
+			t.Errorf("Configure(%q) = %v, want InvalidArgument naming %s", tt.hcl, err, tt.key)
+		}
+		resp, err := (&configService{s: s}).Validate(context.Background(), &configv1.ValidateRequest{CoreConfiguration: core, HclConfiguration: tt.hcl})
+		if err != nil || resp.GetValid() || len(resp.GetNotes()) != 1 || !strings.Contains(resp.GetNotes()[0], "configuration key "+tt.key) {
+			t.Errorf("Validate(%q) = %v, %v; want invalid, with a note naming %s", tt.hcl, resp, err, tt.key)
+		}
 	}
 }
