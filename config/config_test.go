@@ -322,3 +322,27 @@ func TestParseUndecodable(t *testing.T) {
 		})
 	}
 }
+
+// TestRedactURL checks the form in which URL settings appear in errors: no
+// user information, query or fragment, which may hold a password or a SAS
+// token, even when the URL does not parse.
+func TestRedactURL(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"https://v.vault.azure.net/", "https://v.vault.azure.net/"},
+		{"https://user:pass@v.vault.azure.net/", "https://REDACTED@v.vault.azure.net/"},
+		{"https://user@host", "https://REDACTED@host"},
+		{"https://a@b:c@host/x", "https://REDACTED@host/x"},
+		{"https://v.vault.azure.net/?sig=abc&sv=1", "https://v.vault.azure.net/?REDACTED"},
+		{"https://v.vault.azure.net/#frag", "https://v.vault.azure.net/#REDACTED"},
+		{"https://u:p@host/?sig=abc", "https://REDACTED@host/?REDACTED"},
+		{"https://host/?next=https://u:p@other", "https://host/?REDACTED"},
+		{"https:/user:pass@host", "REDACTED@host"},
+		{"user:pass@host:443", "REDACTED@host:443"},
+		{"https://u:p%zz@host/", "https://REDACTED@host/"},
+		{"", ""},
+	} {
+		if got := RedactURL(tt.in); got != tt.want {
+			t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/kmskeeper/kmskeeper/backend/azurekv"
 	"github.com/kmskeeper/kmskeeper/backend/memory"
 	"github.com/kmskeeper/kmskeeper/config"
 	"github.com/kmskeeper/kmskeeper/keymanager"
@@ -24,12 +25,35 @@ func (b *secretBackend) Open(context.Context, config.OpenParams) (keymanager.Bac
 	return nil, nil
 }
 
-// fuzzSecret is the credential FuzzParse places in every configuration.
-const fuzzSecret = "Zq8wFuzzClientSecret~Kp3"
+// fuzzSecret is the credential FuzzParse places in every configuration: in
+// client_secret and app_secret, quoted and not (a template that lost its
+// quotes), and in key_vault_uri's user information and query. It has an
+// Azure client secret's '~'; fuzzSecretAlnum, the same without it, is what
+// HCL reads as one unquoted name.
+const (
+	fuzzSecret      = "Zq8wF7uzK3pX~Lm4Tr9"
+	fuzzSecretAlnum = "Zq8wF7uzK3pXLm4Tr9"
+)
 
-// FuzzParse feeds config.Parse arbitrary plugin_data, alone and after a
-// well-formed credential line: it never panics, every error is a plain,
-// non-empty UTF-8 message, and no error repeats the credential.
+// secretWindows returns every 6-character run of the secrets' letters and
+// digits: an error that quotes part of an unquoted secret (HCL stops a name
+// at '~') holds one of them.
+func secretWindows() []string {
+	var out []string
+	for _, p := range append(strings.Split(fuzzSecret, "~"), fuzzSecretAlnum) {
+		for i := 0; i+6 <= len(p); i++ {
+			out = append(out, p[i:i+6])
+		}
+	}
+	return out
+}
+
+// FuzzParse feeds config.Parse arbitrary plugin_data, alone and next to a
+// credential written in each way a configuration carries one: it never
+// panics, every error is a plain, non-empty UTF-8 message, no error repeats
+// any part of the credential, and no error comes from the last line of
+// defence (a recovered panic of HCL's parser or decoder): the shape checks
+// must have refused the value first. Its long run is in docs/testing.md.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		`memory_backend = "/v" key_identifier_value = "s"`,
@@ -43,13 +67,22 @@ func FuzzParse(f *testing.F) {
 		"memory_backend = <<EOF\n/v\nEOF\n",
 		`a "b" "c" { d = [1, 2.5, true, "x"] }`,
 		"", "{", "=", `"`, "# comment only", "key_identifier_value = \"\xff\"",
+		`key_vault_uri = "https://v.vault.azure.net/" key_identifier_value = "s" tenant_id = "t" app_id = "a" app_secret = "x"`,
+		`key_vault_uri = "https://v.vault.azure.net/" key_identifier_value = "s" key_tags = { a = "b" } use_msi = true`,
+		`key_vault_uri {}`,
+		`memory_backend{}`,
+		`{"memory_backend": "/v", "key_identifier_value": "s"}`,
+		`{"key_vault_uri": {}, "key_tags": {"a": "b"}}`,
 	} {
 		f.Add(s)
 	}
-	kinds := []config.Kind{memory.Kind(), {Name: "secret", Selector: "secret_vault", New: func() config.Backend { return &secretBackend{} }}}
+	kinds := []config.Kind{memory.Kind(), azurekv.Kind(), {Name: "secret", Selector: "secret_vault", New: func() config.Backend { return &secretBackend{} }}}
+	windows := secretWindows()
 	f.Fuzz(func(t *testing.T, text string) {
-		if strings.Contains(text, fuzzSecret[:8]) {
-			return
+		for _, w := range windows {
+			if strings.Contains(text, w) {
+				return
+			}
 		}
 		check := func(in string) {
 			_, err := config.Parse(in, "example.org", kinds)
@@ -60,12 +93,23 @@ func FuzzParse(f *testing.F) {
 			if msg == "" || !utf8.ValidString(msg) && utf8.ValidString(in) || strings.Contains(msg, "goroutine ") {
 				t.Errorf("Parse(%q) error is not a plain message: %q", in, msg)
 			}
-			if strings.Contains(msg, fuzzSecret) {
-				t.Errorf("Parse(%q) error repeats the credential: %q", in, msg)
+			for _, w := range windows {
+				if strings.Contains(msg, w) {
+					t.Errorf("Parse(%q) error repeats part of the credential (%q): %q", in, w, msg)
+				}
+			}
+			if strings.Contains(msg, "the HCL decoder failed") || strings.Contains(msg, "the HCL parser failed") {
+				t.Errorf("Parse(%q) reached a recovered panic; check the value's shape before HCL does: %q", in, msg)
 			}
 		}
 		check(text)
 		check("secret_vault = \"v\"\nclient_secret = \"" + fuzzSecret + "\"\n" + text)
 		check(text + "\nclient_secret = \"" + fuzzSecret + "\"\n")
+		check("app_secret = " + fuzzSecret + "\n" + text)
+		check(text + "\napp_secret = " + fuzzSecret + "\n")
+		check("app_secret = " + fuzzSecretAlnum + " " + text)
+		check(text + "\napp_secret = " + fuzzSecretAlnum + "\n")
+		check(text + "\nkey_vault_uri = \"https://spire:" + fuzzSecret + "@v.vault.azure.net/\"\n")
+		check(text + "\nkey_vault_uri = \"https://v.vault.azure.net/?sv=2024&sig=" + fuzzSecret + "\"\n")
 	})
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/hcl"
 	"github.com/hashicorp/hcl/hcl/ast"
 )
 
@@ -30,9 +29,9 @@ func Parse(text, trustDomain string, kinds []Kind) (*Config, error) {
 	if strings.TrimSpace(trustDomain) == "" {
 		return nil, errors.New("the trust domain is empty: SPIRE passes it in the core configuration (trust_domain in server.conf)")
 	}
-	file, err := hcl.Parse(text)
+	file, err := ParseHCL("plugin_data", text, knownKeys(kinds))
 	if err != nil {
-		return nil, fmt.Errorf("plugin_data is not valid HCL: %w", err)
+		return nil, err
 	}
 	list, ok := file.Node.(*ast.ObjectList)
 	if !ok {
@@ -231,6 +230,16 @@ func topLevelKeys(list *ast.ObjectList) ([]string, error) {
 // hclKeys returns the hcl tag names of the struct v points to, sorted.
 func hclKeys(v any) []string {
 	return slices.Sorted(maps.Keys(hclFields(v)))
+}
+
+// knownKeys returns every key some kind accepts, at the top level or in
+// migrate_from: the names a parse error may cite.
+func knownKeys(kinds []Kind) []string {
+	known := hclKeys(&Migration{})
+	for _, k := range kinds {
+		known = append(known, k.Keys()...)
+	}
+	return known
 }
 
 // Keys returns every configuration key a kind accepts, common keys included,

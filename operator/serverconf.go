@@ -12,9 +12,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/hashicorp/hcl"
 	"github.com/hashicorp/hcl/hcl/ast"
 	"github.com/hashicorp/hcl/hcl/printer"
+
+	"github.com/kmskeeper/kmskeeper/config"
 )
 
 // Source is a plugin configuration as the operator commands read it.
@@ -32,15 +33,23 @@ type Source struct {
 
 // ReadSource reads path: either a SPIRE server.conf (the KeyManager block
 // named plugin, or the only one, is used; plugin_data or plugin_data_file),
-// or a file holding just the plugin_data body.
-func ReadSource(path, plugin string) (*Source, error) {
+// or a file holding just the plugin_data body. Its errors never quote the
+// file's text, which may hold a credential (config.ParseHCL, config.Decode),
+// and a panic of HCL's AST helpers on text they cannot read (a key they
+// cannot unquote) is an error, not a crash of the command.
+func ReadSource(path, plugin string) (src *Source, err error) {
+	defer func() {
+		if recover() != nil {
+			src, err = nil, fmt.Errorf("%s cannot be read as a SPIRE server.conf or plugin_data: HCL failed on a key or value (the text is not repeated here, as it may hold a secret); check its quotes and escapes", path)
+		}
+	}()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
-	file, err := hcl.ParseBytes(data)
+	file, err := config.ParseHCL(path, string(data), serverConfKeys())
 	if err != nil {
-		return nil, fmt.Errorf("%s is not valid HCL: %w", path, err)
+		return nil, err
 	}
 	root, ok := file.Node.(*ast.ObjectList)
 	if !ok {
@@ -50,7 +59,7 @@ func ReadSource(path, plugin string) (*Source, error) {
 	if len(plugins.Items) == 0 {
 		return &Source{PluginData: string(data), Origin: path, KeyTypes: defaultKeyTypes}, nil
 	}
-	src := &Source{Origin: path}
+	src = &Source{Origin: path}
 	if err := readServerBlock(root, src); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -130,6 +139,12 @@ func ReadSource(path, plugin string) (*Source, error) {
 	return nil, fmt.Errorf("%s: %s has neither plugin_data nor plugin_data_file", path, name)
 }
 
+// serverConfKeys are the server.conf keys a syntax error may name, besides
+// those of plugin_data bodies: the ones ReadSource reads.
+func serverConfKeys() []string {
+	return []string{"server", "trust_domain", "ca_key_type", "jwt_key_type", "plugins", "KeyManager", "plugin_cmd", "plugin_data", "plugin_data_file"}
+}
+
 // defaultKeyTypes are SPIRE's defaults for ca_key_type and jwt_key_type.
 var defaultKeyTypes = []string{"ec-p256"}
 
@@ -149,16 +164,8 @@ func readServerBlock(root *ast.ObjectList, src *Source) error {
 	if !ok {
 		return errors.New("server is not a block")
 	}
-	for _, item := range obj.List.Items {
-		if len(item.Keys) == 0 {
-			continue
-		}
-		switch item.Keys[0].Token.Value() {
-		case "trust_domain", "ca_key_type", "jwt_key_type":
-			if err := hcl.DecodeObject(&s, &ast.ObjectList{Items: []*ast.ObjectItem{item}}); err != nil {
-				return fmt.Errorf("server block: %w", err)
-			}
-		}
+	if err := config.Decode(&s, obj.List); err != nil {
+		return fmt.Errorf("server block: %w", err)
 	}
 	src.TrustDomain = s.TrustDomain
 	ca := s.CAKeyType

@@ -149,6 +149,60 @@ key_vaut_uri = "x"`, wantErr: "unknown configuration key"},
 	}
 }
 
+// TestConfigErrorsHideSecrets checks that no error about plugin_data repeats
+// a secret it carries: an unquoted app_secret (a template that lost its
+// quotes) came back whole in HCL's message, and a key_vault_uri with
+// user:password@ or a SAS token's ?sig= came back verbatim in its own
+// (issue 15, defect 9). The error still names the key and, for HCL, the line.
+func TestConfigErrorsHideSecrets(t *testing.T) {
+	const head = "key_vault_uri = \"https://v.vault.azure.net/\"\nkey_identifier_value = \"s\"\ntenant_id = \"t\"\napp_id = \"a\"\n"
+	const uriTail = "\nkey_identifier_value = \"s\"\n"
+	tests := []struct {
+		name, hcl string
+		secrets   []string
+		want      []string
+	}{
+		{"unquoted app_secret", head + "app_secret = abc$def/ghi\n", []string{"abc$def/ghi", "abc"},
+			[]string{"line 5", "(key app_secret)", "double quotes"}},
+		{"unquoted app_secret with a space", head + "app_secret = Hq7~Ws2 Kd9.Lp4\n", []string{"Hq7", "Ws2", "Kd9", "Lp4"},
+			[]string{"line 5", "app_secret"}},
+		{"unquoted app_secret starting with digits", head + "app_secret = 8Kx2Rm5Vn\n", []string{"Kx2Rm5Vn", "8Kx2"},
+			[]string{"line 5", "app_secret"}},
+		{"user and password", `key_vault_uri = "https://spire:Pa55w0rdXy@v.vault.azure.net/"` + uriTail, []string{"spire:", "Pa55w0rdXy"},
+			[]string{"key_vault_uri", `"https://REDACTED@v.vault.azure.net/"`, "not allowed"}},
+		{"password only", `key_vault_uri = "https://:Pa55w0rdXy@v.vault.azure.net"` + uriTail, []string{"Pa55w0rdXy"},
+			[]string{"key_vault_uri", "REDACTED", "credentials"}},
+		{"SAS token", `key_vault_uri = "https://v.vault.azure.net/?sv=2024-01-01&sig=Qm9vYmFy%2Bc2VjcmV0"` + uriTail, []string{"sig=", "Qm9vYmFy", "sv=2024"},
+			[]string{"key_vault_uri", `"https://v.vault.azure.net/?REDACTED"`, "a query"}},
+		{"fragment", `key_vault_uri = "https://v.vault.azure.net/#tok=Zx8Cv7Bn"` + uriTail, []string{"Zx8Cv7Bn"},
+			[]string{"key_vault_uri", "#REDACTED"}},
+		{"credentials in a URL that does not parse", `key_vault_uri = "https://spire:Pa55%zzw0rd@v.vault.azure.net/"` + uriTail, []string{"Pa55", "w0rd", "%zz"},
+			[]string{"key_vault_uri", "REDACTED"}},
+		{"credentials after a mistyped scheme", `key_vault_uri = "https:/spire:Pa55w0rdXy@v.vault.azure.net/"` + uriTail, []string{"Pa55w0rdXy"},
+			[]string{"key_vault_uri", "REDACTED"}},
+		{"credentials over http", `key_vault_uri = "http://spire:Pa55w0rdXy@v.vault.azure.net/?sig=Qm9vYmFy"` + uriTail, []string{"Pa55w0rdXy", "Qm9vYmFy"},
+			[]string{"key_vault_uri", "REDACTED"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := config.Parse(tt.hcl, testTD, []config.Kind{Kind()})
+			if err == nil {
+				t.Fatalf("Parse accepted %q", tt.hcl)
+			}
+			for _, s := range tt.secrets {
+				if strings.Contains(err.Error(), s) {
+					t.Errorf("Parse error %q repeats %q", err, s)
+				}
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
 // TestChainIdentity checks how errors name the default chain's identity:
 // from the variables DefaultAzureCredential reads, in its order, without
 // any secret.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 
+	"github.com/kmskeeper/kmskeeper/config"
 	"github.com/kmskeeper/kmskeeper/internal/loopback"
 )
 
@@ -65,23 +66,32 @@ type vaultURI struct {
 
 // parseVaultURI checks key_vault_uri: https only, a host and nothing after
 // the path's root. The built-in plugin accepted anything and failed at the
-// first call; we say what is wrong before any call.
+// first call; we say what is wrong before any call. A URI that carries user
+// information or a query (a password, a SAS token's sig=) is refused before
+// anything else, and no error repeats the URI but in config.RedactURL's form:
+// url.Parse's own errors quote the whole URI, so they are not wrapped.
 func parseVaultURI(raw string) (vaultURI, error) {
-	if strings.TrimSpace(raw) == "" {
-		return vaultURI{}, fmt.Errorf("key_vault_uri is required: the vault or Managed HSM URI, such as https://my-vault.vault.azure.net/")
+	const example = "https://my-vault.vault.azure.net/"
+	trimmed := strings.TrimSpace(raw)
+	if trimmed == "" {
+		return vaultURI{}, fmt.Errorf("key_vault_uri is required: the vault or Managed HSM URI, such as %s", example)
 	}
-	u, err := url.Parse(strings.TrimSpace(raw))
+	shown := config.RedactURL(raw)
+	if shown != raw {
+		return vaultURI{}, fmt.Errorf("key_vault_uri %q carries credentials (user:password@), a query (?...) or a fragment (#...), which are not allowed and are not repeated here: write the vault's root URI, such as %s; the plugin authenticates with tenant_id, app_id and app_secret or the default credential chain, never with the URI", shown, example)
+	}
+	u, err := url.Parse(trimmed)
 	if err != nil {
-		return vaultURI{}, fmt.Errorf("key_vault_uri %q is not a URL: %w", raw, err)
+		return vaultURI{}, fmt.Errorf("key_vault_uri %q is not a URL: write it like %s", shown, example)
 	}
 	if !strings.EqualFold(u.Scheme, "https") {
-		return vaultURI{}, fmt.Errorf("key_vault_uri %q must start with https:// (Key Vault serves only HTTPS, and tokens are never sent in the clear)", raw)
+		return vaultURI{}, fmt.Errorf("key_vault_uri %q must start with https:// (Key Vault serves only HTTPS, and tokens are never sent in the clear)", shown)
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return vaultURI{}, fmt.Errorf("key_vault_uri %q has no host; write it like https://my-vault.vault.azure.net/", raw)
+		return vaultURI{}, fmt.Errorf("key_vault_uri %q has no host; write it like %s", shown, example)
 	}
 	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return vaultURI{}, fmt.Errorf("key_vault_uri %q must be the vault's root URI with no path, query or credentials, such as https://my-vault.vault.azure.net/", raw)
+		return vaultURI{}, fmt.Errorf("key_vault_uri %q must be the vault's root URI with no path, query or credentials, such as %s", shown, example)
 	}
 	host := strings.ToLower(u.Hostname())
 	v := vaultURI{url: "https://" + strings.ToLower(u.Host) + "/", host: host, loopback: loopback.Host(host)}

@@ -208,12 +208,21 @@ func TestParseEndpoint(t *testing.T) {
 		{"http://10.0.0.1:9010", "", false, "only a local emulator"},
 		{"grpc://kms:1", "", false, "scheme"},
 		{"kms.example.com/v1", "", false, "not host:port"},
+		// Credentials and queries are refused and never repeated
+		// (Pa55w0rdXy and Qm9vYmFy must not appear in the error).
+		{"https://spire:Pa55w0rdXy@kms.example.com:443", "", false, `endpoint "https://REDACTED@kms.example.com:443" carries credentials`},
+		{"spire:Pa55w0rdXy@127.0.0.1:9010", "", false, `endpoint "REDACTED@127.0.0.1:9010" carries credentials`},
+		{"https://kms.example.com/?sig=Qm9vYmFy", "", false, `endpoint "https://kms.example.com/?REDACTED"`},
+		{"kms.example.com#Qm9vYmFy", "", false, `endpoint "kms.example.com#REDACTED"`},
 	}
 	for _, tt := range tests {
 		ep, err := parseEndpoint(tt.in)
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("parseEndpoint(%q) error = %v, want %q", tt.in, err, tt.wantErr)
+			}
+			if err != nil && (strings.Contains(err.Error(), "Pa55w0rdXy") || strings.Contains(err.Error(), "Qm9vYmFy")) {
+				t.Errorf("parseEndpoint(%q) error %q repeats a secret", tt.in, err)
 			}
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/kmskeeper/kmskeeper/config"
 	"github.com/kmskeeper/kmskeeper/internal/loopback"
 )
 
@@ -23,10 +24,15 @@ type endpoint struct {
 // loopback address (127.0.0.1:9010, localhost:9010, [::1]:9010), which is
 // plaintext unless written with https://, as a local emulator usually is.
 // http:// is accepted for loopback addresses only: nothing but a loopback
-// connection may carry keys' requests and credentials unencrypted.
+// connection may carry keys' requests and credentials unencrypted. An
+// endpoint carrying user information or a query is refused first, and that
+// error shows it only in config.RedactURL's form: they may hold a secret.
 func parseEndpoint(s string) (endpoint, error) {
 	if s == "" {
 		return endpoint{}, nil
+	}
+	if shown := config.RedactURL(s); shown != s {
+		return endpoint{}, fmt.Errorf("endpoint %q carries credentials (user:password@), a query (?...) or a fragment (#...), which are not allowed and are not repeated here: write host:port or https://host:port; credentials come from service_account_file or Application Default Credentials", shown)
 	}
 	rest, scheme := s, ""
 	if i := strings.Index(s, "://"); i >= 0 {
