@@ -93,6 +93,15 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{name: "bad interval", hcl: `fake_vault = "https://v" key_identifier_value = "s" liveness_interval = "often"`, wantErr: `liveness_interval = "often" is not a duration`},
+		{
+			name: "longest intervals",
+			hcl:  `fake_vault = "https://v" key_identifier_value = "s" liveness_interval = "24h" cleanup_interval = "336h"`,
+			check: func(t *testing.T, c *Config) {
+				if l := c.Live(); l.Schedule.LivenessInterval != keymanager.DefaultKeepAliveAge || l.Schedule.CleanupInterval != keymanager.DefaultStaleAfter {
+					t.Errorf("Live() = %+v", l)
+				}
+			},
+		},
 		{name: "short interval", hcl: `fake_vault = "https://v" key_identifier_value = "s" cleanup_interval = "500ms"`, wantErr: "shorter than the minimum"},
 		{
 			name: "test interval",
@@ -268,6 +277,44 @@ func TestServerIDChecker(t *testing.T) {
 		if id != "" || err == nil || !strings.Contains(err.Error(), "key_identifier_file "+path+" holds the server ID") || !strings.Contains(err.Error(), "strict server IDs start with ok") {
 			t.Errorf("ServerID(%v) of a refused file ID = %q, %v", create, id, err)
 		}
+	}
+}
+
+// TestIntervalMaximum checks the longest liveness_interval and
+// cleanup_interval: a liveness interval past the keep-alive age let a key
+// SPIRE still used go unrefreshed until a peer retired it as abandoned
+// (issue 15, defect 4), and an unbounded cleanup interval let abandoned keys
+// stay billed indefinitely. The error names the key, the value, the maximum
+// and why.
+func TestIntervalMaximum(t *testing.T) {
+	tests := []struct {
+		name, key, value string
+		want             []string
+	}{
+		{"liveness 400h", "liveness_interval", "400h", []string{`liveness_interval = "400h" is longer than the maximum of 24h`, "alive once its last update is 24h old", "retire a key not updated for 336h (14 days)", "look abandoned"}},
+		{"liveness just over", "liveness_interval", "24h0m1s", []string{`liveness_interval = "24h0m1s" is longer than the maximum of 24h`}},
+		{"liveness a month", "liveness_interval", "720h", []string{`liveness_interval = "720h"`, "maximum of 24h"}},
+		{"cleanup just over", "cleanup_interval", "337h", []string{`cleanup_interval = "337h" is longer than the maximum of 336h`, "14 days", "retires them"}},
+		{"cleanup a year", "cleanup_interval", "8760h", []string{`cleanup_interval = "8760h"`, "maximum of 336h"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(`fake_vault = "https://v" key_identifier_value = "s" `+tt.key+` = "`+tt.value+`"`, "example.org", testKinds)
+			if err == nil {
+				t.Fatalf("Parse accepted %s = %q", tt.key, tt.value)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+	// At the maximum, a served key is at most KeepAliveAge + the interval
+	// old when every liveness pass succeeds, and a peer still sees it fresh
+	// after 11 failed passes in a row.
+	if age := keymanager.DefaultKeepAliveAge + 12*keymanager.DefaultKeepAliveAge; age >= keymanager.DefaultStaleAfter {
+		t.Errorf("at the longest liveness_interval a served key gets %s old after 11 failed passes: not younger than the stale period %s", age, keymanager.DefaultStaleAfter)
 	}
 }
 

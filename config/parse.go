@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/hcl/ast"
+
+	"github.com/kmskeeper/kmskeeper/keymanager"
 )
 
 // DefaultMaxKeyCreationsPerHour is max_key_creations_per_hour when unset.
@@ -164,9 +166,44 @@ const (
 	shortInterval = time.Minute
 )
 
-// parseInterval parses an optional duration setting of at least minInterval.
+// intervalLimit returns the longest value accepted for an interval setting
+// and why it is the longest, for the error that refuses a longer one.
+//
+// liveness_interval: at most the keep-alive age. The liveness pass keeps a
+// served key alive once its last update is older than KeepAliveAge, checking
+// every liveness_interval, so a served key's last update is up to
+// KeepAliveAge + liveness_interval old when every pass succeeds, and each
+// failed pass adds an interval; a peer retires another server's key once its
+// last update is older than StaleAfter. Up to the keep-alive age, a served
+// key stays younger than StaleAfter by at least an interval through
+// StaleAfter/KeepAliveAge - 3 failed passes in a row (11 with the defaults);
+// beyond it, the interval rather than the keep-alive age decides how old a
+// live key gets (400h let it pass 14 days with no failure at all), and every
+// serving lease lasts longer (KeepAliveAge + 2 x liveness_interval).
+//
+// cleanup_interval: at most the stale period. No key's safety depends on
+// cleanup (it only retires), but passes further apart than StaleAfter leave
+// a crashed server's keys, and this server's superseded generations, billed
+// for more than twice the period a trust domain agreed means "gone", and
+// delay by as much the cleanup's report of two processes wrongly sharing a
+// server ID.
+func intervalLimit(key string) (time.Duration, string) {
+	keepAlive, stale := keymanager.DefaultKeepAliveAge, keymanager.DefaultStaleAfter
+	days := int(stale / (24 * time.Hour))
+	switch key {
+	case "liveness_interval":
+		return keepAlive, fmt.Sprintf("the plugin keeps a key in use alive once its last update is %s old, checking every liveness_interval, and peer servers retire a key not updated for %s (%d days) as abandoned; with at most %s between checks a key in use is at most %s old, and stays clear of %d days through %d failed passes in a row, while a longer interval lets a key SPIRE still uses look abandoned to its peers",
+			formatDuration(keepAlive), formatDuration(stale), days, formatDuration(keepAlive), formatDuration(2*keepAlive), days, int(stale/keepAlive)-3)
+	case "cleanup_interval":
+		return stale, fmt.Sprintf("keys not updated for %s (%d days) are abandoned and cleanup retires them; passes further apart than that leave abandoned and superseded keys billed for more than twice that period",
+			formatDuration(stale), days)
+	}
+	return 0, ""
+}
+
+// parseInterval parses an optional duration setting between minInterval and
+// its intervalLimit.
 func parseInterval(key, v string) (time.Duration, error) {
-	const min = minInterval
 	if v == "" {
 		return 0, nil
 	}
@@ -174,10 +211,25 @@ func parseInterval(key, v string) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%s = %q is not a duration such as \"6h\" or \"30m\"", key, v)
 	}
-	if d < min {
-		return 0, fmt.Errorf("%s = %q is shorter than the minimum of %s", key, v, min)
+	if d < minInterval {
+		return 0, fmt.Errorf("%s = %q is shorter than the minimum of %s", key, v, minInterval)
+	}
+	if max, why := intervalLimit(key); d > max {
+		return 0, fmt.Errorf("%s = %q is longer than the maximum of %s: %s", key, v, formatDuration(max), why)
 	}
 	return d, nil
+}
+
+// formatDuration writes d as a person would: "24h", "90m", not "24h0m0s".
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // selectKind picks the backend kind whose selector key is present.
