@@ -47,12 +47,16 @@ type Backend interface {
 }
 
 // ServerIDChecker is implemented by backend configurations whose cloud
-// restricts the server ID further than config does (Cloud KMS puts it in key
-// names and label values). Config consumes it so that Validate refuses what
-// Open would: Parse checks key_identifier_value, a fixed ID known from the
-// text alone; ServerID checks an ID read from key_identifier_file once the
+// restricts the server ID further than config does: every server ID must
+// come back exactly as written from the tags or labels a listing reads (Key
+// Vault: the spire-server-id tag; Cloud KMS: key names and label values).
+// Config consumes it so that Validate refuses what Open would, or what would
+// orphan the keys: Parse checks key_identifier_value, a fixed ID known from
+// the text alone; ServerID checks an ID read from key_identifier_file once the
 // file exists. A file that does not exist yet is not checked, because the ID
 // Configure will write into it is a new UUID, which every backend accepts.
+// Config's own rule for every server ID (valid UTF-8, no control characters,
+// no white space at either end) applies after the backend's.
 type ServerIDChecker interface {
 	// CheckServerID returns an error saying why serverID cannot be used
 	// and what would fit; it makes no network call.

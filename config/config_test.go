@@ -318,6 +318,56 @@ func TestIntervalMaximum(t *testing.T) {
 	}
 }
 
+// TestServerIDText checks the rule every server ID follows whatever the
+// backend: "srv-a " was accepted, and Key Vault's listing then skipped every
+// key tagged with it (issue 15, defect 5). The error names the key and says
+// which characters are allowed.
+func TestServerIDText(t *testing.T) {
+	tests := []struct {
+		name, value string // value as written in HCL
+		wantErr     string // "" means accepted
+	}{
+		{"plain", `srv-a`, ""},
+		{"inner space", `srv a`, ""},
+		{"punctuation", `team/srv:a@eu`, ""},
+		{"other scripts", `Ünïcødé-サーバー`, ""},
+		{"trailing space", `srv-a `, "begins or ends with white space"},
+		{"leading space", ` srv-a`, "begins or ends with white space"},
+		{"trailing tab", `srv-a\t`, "begins or ends with white space"},
+		{"trailing line break", `srv-a\n`, "begins or ends with white space"},
+		{"no-break space", `srv-a\u00a0`, "begins or ends with white space"},
+		{"em space", `\u2003srv-a`, "begins or ends with white space"},
+		{"only spaces", `   `, "begins or ends with white space"},
+		{"inner line break", `srv\na`, "control character"},
+		{"inner tab", `srv\ta`, "control character"},
+		{"escape", `srv\u001b[0ma`, "control character"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(`fake_vault = "https://v" key_identifier_value = "`+tt.value+`"`, "example.org", testKinds)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Parse accepted key_identifier_value %q", tt.value)
+			}
+			for _, w := range []string{"key_identifier_value", tt.wantErr, "any printable characters"} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+	// Invalid UTF-8 cannot come through HCL (its scanner refuses it), nor
+	// from key_identifier_file (a UUID): the rule refuses it all the same.
+	if err := checkServerIDText("srv\xff"); err == nil || !strings.Contains(err.Error(), "not valid UTF-8") {
+		t.Errorf("checkServerIDText of invalid UTF-8 = %v", err)
+	}
+}
+
 // TestParseUndecodable checks that plugin_data the HCL decoder cannot turn
 // into the configuration gets an error naming the key and its line, never a
 // panic: `key_vault_uri {}` (a block where a string belongs) made HCL v1's

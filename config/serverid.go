@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -35,10 +37,35 @@ func (c *Config) ServerID(create bool) (string, error) {
 	return id, nil
 }
 
-// checkServerID applies the backend's server ID rules, if it has any.
+// checkServerID applies the backend's server ID rules, if it has any, then
+// the rules every server ID follows (checkServerIDText): the backend's
+// reason, where it has one, says more.
 func (c *Config) checkServerID(id string) error {
 	if sc, ok := c.Backend.(ServerIDChecker); ok {
-		return sc.CheckServerID(id)
+		if err := sc.CheckServerID(id); err != nil {
+			return err
+		}
+	}
+	return checkServerIDText(id)
+}
+
+// checkServerIDText refuses a server ID that no backend keeps exactly. The
+// ID is written into every key's tags or labels (and the memory backend's
+// JSON state) and compared byte for byte with what a listing reads back: text
+// that is not valid UTF-8 comes back with U+FFFD in place of the bad bytes;
+// white space at either end is what a template or a copy-and-paste adds, and
+// Key Vault's listing skips such tags; a control character is never meant
+// and makes every message that names the ID unreadable. Any other text is
+// kept as is.
+func checkServerIDText(id string) error {
+	const allowed = "a server ID may hold any printable characters, spaces inside it included, but no control characters and no white space at either end"
+	switch {
+	case !utf8.ValidString(id):
+		return fmt.Errorf("it is not valid UTF-8 text, and tags and labels would store it altered; %s", allowed)
+	case strings.TrimSpace(id) != id:
+		return fmt.Errorf("it begins or ends with white space (a template's or a copy and paste's, usually), and a listing that skips or trims such tags, as Key Vault's does, would not find this server's keys again; %s", allowed)
+	case strings.ContainsFunc(id, unicode.IsControl):
+		return fmt.Errorf("it holds a control character (a tab, a line break or another invisible one); %s", allowed)
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/kmskeeper/kmskeeper/keymanager"
 )
 
+var _ config.ServerIDChecker = (*Config)(nil)
+
 // Key protection levels (key_protection).
 const (
 	protectionSoftware = "software"
@@ -145,6 +147,13 @@ func checkTags(tags map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// CheckServerID implements config.ServerIDChecker: the server ID is every
+// key's spire-server-id tag, and must come back from the listing exactly as
+// written (checkServerID).
+func (c *Config) CheckServerID(serverID string) error {
+	return checkServerID(serverID)
 }
 
 // Warnings implements config.Warner: use_msi is deprecated.

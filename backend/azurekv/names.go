@@ -1,7 +1,11 @@
 package azurekv
 
 import (
+	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -104,7 +108,7 @@ func parseKey(name string, tags map[string]*string, trustDomain string) (parsedN
 	switch {
 	case !ok || serverID == nil:
 		return parsedName{}, "it has no spire-server-id tag"
-	case strings.TrimSpace(*serverID) == "" || *serverID != strings.TrimSpace(*serverID):
+	case spacedTag(*serverID):
 		return parsedName{}, "its spire-server-id tag is empty or has surrounding spaces"
 	}
 	tail := name[keyIDOffset:]
@@ -116,6 +120,50 @@ func parseKey(name string, tags map[string]*string, trustDomain string) (parsedN
 		keyID = id
 	}
 	return parsedName{keyID: keyID, serverID: *serverID}, ""
+}
+
+// spacedTag reports whether a spire-server-id tag is empty or begins or
+// ends with white space: parseKey skips such keys, and checkServerID refuses
+// such server IDs.
+func spacedTag(v string) bool {
+	return v == "" || strings.TrimSpace(v) != v
+}
+
+// checkServerID says why serverID cannot be this server's spire-server-id
+// tag. Every key the server creates is tagged with it, and the listing must
+// read back exactly what was written: a tag parseKey skips (spacedTag), or
+// one Key Vault would store altered, leaves the server finding none of its
+// keys after a restart, and nothing ever retires them. What it accepts, any
+// printable UTF-8 text of at most maxTagLen characters with no white space
+// at either end, round-trips through the tag's JSON and parseKey (see
+// TestServerIDRoundTrip); control characters are refused too, although JSON
+// would carry them: they are never meant, and Key Vault documents nothing
+// about keeping them.
+func checkServerID(serverID string) error {
+	allowed := fmt.Sprintf("a Key Vault server ID may hold any printable characters (letters of any script, digits, punctuation, spaces inside it) up to %d characters, but no control characters and no white space at either end", maxTagLen)
+	switch {
+	case spacedTag(serverID):
+		return fmt.Errorf("it is empty or begins or ends with white space, and the vault's listing skips keys whose %s tag is so: after a restart the server would find none of its keys; %s", tagServerID, allowed)
+	case !utf8.ValidString(serverID):
+		return fmt.Errorf("it is not valid UTF-8, and the %s tag would hold it altered; %s", tagServerID, allowed)
+	case strings.ContainsFunc(serverID, unicode.IsControl):
+		return fmt.Errorf("it holds a control character (a tab, a line break or another invisible one); %s", allowed)
+	case tagLen(serverID) > maxTagLen:
+		return fmt.Errorf("it is %d characters long, and a Key Vault tag value holds at most %d; %s", tagLen(serverID), maxTagLen, allowed)
+	}
+	return nil
+}
+
+// tagLen is the length of a tag value as Key Vault may count it: in UTF-16
+// code units, as .NET strings do, so that a character outside the Basic
+// Multilingual Plane (an emoji) counts twice. For text that Go counts in
+// characters it is never less, so checking it errs on the safe side.
+func tagLen(v string) int {
+	n := 0
+	for _, r := range v {
+		n += utf16.RuneLen(r)
+	}
+	return n
 }
 
 func tagValue(tags map[string]*string, name string) string {

@@ -1,8 +1,16 @@
 package azurekv
 
 import (
+	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+
+	"github.com/kmskeeper/kmskeeper/config"
 )
 
 func TestKeyNames(t *testing.T) {
@@ -67,6 +75,106 @@ func TestParseKeyOddKeys(t *testing.T) {
 			got, problem := parseKey(tt.key, tt.tags, testTD)
 			if (problem != "") != tt.wantProblem || (problem == "" && got.keyID != "") {
 				t.Errorf("parseKey = %+v, %q; want problem %v and no key", got, problem, tt.wantProblem)
+			}
+		})
+	}
+}
+
+// TestServerIDRoundTrip checks that every server ID the configuration
+// accepts comes back from the listing exactly as written: through keyTags,
+// the tags' JSON as the SDK sends and reads it, and parseKey. "srv-a " was
+// accepted and its keys were then skipped by the listing, so a restarted
+// server found none of them (issue 15, defect 5). Each refused ID is refused
+// by config.Parse, naming key_identifier_value and what is allowed, and for
+// each the test shows why: the listing skips it, the wire alters it, it is
+// longer than a tag holds, or it holds a control character.
+func TestServerIDRoundTrip(t *testing.T) {
+	const name = "spire-key-1b4e28ba-2fa1-41d2-883f-0016d3cca427-x509-CA-A"
+	// roundTrip returns the server ID the listing reads from a key tagged
+	// with id, and the listing's reason to skip the key.
+	roundTrip := func(t *testing.T, id string) (string, nameProblem) {
+		t.Helper()
+		data, err := json.Marshal(azkeys.CreateKeyParameters{Tags: keyTags(map[string]string{"team": "sec"}, testTD, id, "x509-CA-A")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var listed azkeys.KeyProperties
+		if err := json.Unmarshal(data, &listed); err != nil {
+			t.Fatal(err)
+		}
+		got, problem := parseKey(name, listed.Tags, testTD)
+		return got.serverID, problem
+	}
+	accepted := []string{
+		"srv-a",
+		"2b3c9a8e-1d4f-4e6a-9b7c-0d1e2f3a4b5c",
+		"server 1 (eu-west)",
+		"team/srv:a@eu;x=y",
+		"Ünïcødé-サーバー-сервер",
+		"emoji-🔑",
+		"zero\u200bwidth",
+		`quote"and\backslash`,
+		strings.Repeat("k", maxTagLen),
+		strings.Repeat("é", maxTagLen/2),
+	}
+	for _, id := range accepted {
+		t.Run("accepted "+id, func(t *testing.T) {
+			if err := checkServerID(id); err != nil {
+				t.Fatalf("checkServerID: %v", err)
+			}
+			if got, problem := roundTrip(t, id); problem != "" || got != id {
+				t.Errorf("listed server ID = %q (problem %q), want %q", got, problem, id)
+			}
+		})
+	}
+	tests := []struct {
+		id, why string // why: skipped, altered, long or control
+	}{
+		{"srv-a ", "skipped"},
+		{" srv-a", "skipped"},
+		{"srv-a\u00a0", "skipped"},
+		{"\u3000srv-a", "skipped"},
+		{"srv-a\n", "skipped"},
+		{"", "skipped"},
+		{"srv\xffa", "altered"},
+		{strings.Repeat("k", maxTagLen+1), "long"},
+		{strings.Repeat("🔑", maxTagLen/2+1), "long"},
+		{"srv\ta", "control"},
+		{"srv\x00a", "control"},
+		{"srv\u0085a", "control"},
+	}
+	for _, tt := range tests {
+		t.Run("refused "+tt.id, func(t *testing.T) {
+			err := checkServerID(tt.id)
+			if err == nil || !strings.Contains(err.Error(), "any printable characters") {
+				t.Fatalf("checkServerID(%q) = %v, want a refusal saying what is allowed", tt.id, err)
+			}
+			got, problem := roundTrip(t, tt.id)
+			switch tt.why {
+			case "skipped":
+				if problem == "" {
+					t.Errorf("the listing reads %q back; the ID is refused for nothing", got)
+				}
+			case "altered":
+				if problem == "" && got == tt.id {
+					t.Errorf("the listing reads %q back unchanged; the ID is refused for nothing", got)
+				}
+			case "long":
+				if tagLen(tt.id) <= maxTagLen {
+					t.Errorf("the ID fits a tag (%d characters)", tagLen(tt.id))
+				}
+			case "control":
+				if !strings.ContainsFunc(tt.id, unicode.IsControl) {
+					t.Errorf("the ID holds no control character")
+				}
+			}
+			if tt.id == "" || !utf8.ValidString(tt.id) || len(tt.id) > 256 {
+				return // not expressible as key_identifier_value, or refused for its length first
+			}
+			hcl := "key_vault_uri = \"https://v.vault.azure.net/\"\nkey_identifier_value = " + strconv.Quote(tt.id) + "\n"
+			_, err = config.Parse(hcl, testTD, []config.Kind{Kind()})
+			if err == nil || !strings.Contains(err.Error(), "key_identifier_value") || !strings.Contains(err.Error(), "cannot be used with azure_key_vault") || !strings.Contains(err.Error(), "any printable characters") {
+				t.Errorf("Parse with key_identifier_value %q = %v", tt.id, err)
 			}
 		})
 	}
