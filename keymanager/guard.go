@@ -56,9 +56,12 @@ func (g *rateGuard) recent(id string, now time.Time) int {
 	return n
 }
 
-// take records a creation attempt for id at now, or refuses it with
-// ResourceExhausted saying when the next one is allowed.
-func (g *rateGuard) take(id string, now time.Time) error {
+// take records a creation attempt for id made at now, or refuses it with
+// ResourceExhausted saying when the next one is allowed. The attempt may take
+// effect up to late after now (its call's budget): it is recorded at
+// now+late, while the window is judged from now, so that no hour of the
+// cloud's creation times holds more than the bound.
+func (g *rateGuard) take(id string, now time.Time, late time.Duration) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	recent := g.history[id][:0]
@@ -80,7 +83,7 @@ func (g *rateGuard) take(id string, now time.Time) error {
 			"key %s: refusing to create another key: %d keys were created for this ID in the last hour (max_key_creations_per_hour = %d), which points at a failing preparation that SPIRE keeps retrying; the next creation is allowed at %s (in %s)",
 			id, len(recent), g.max, next.UTC().Format(time.RFC3339), next.Sub(now).Round(time.Second))
 	}
-	g.history[id] = append(recent, now)
+	g.history[id] = append(recent, now.Add(late))
 	return nil
 }
 

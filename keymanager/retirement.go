@@ -9,14 +9,17 @@ import (
 )
 
 // DefaultSettle is how long a generation must have been superseded, and its
-// lease record left unwritten, before it may be retired. It covers, with
-// room to spare, the three things a retirement decided on a listing cannot
-// see: a server that listed the generation as its key's newest and is still
-// recording its lease on it (a start takes at most one call budget); a
-// lease that a concurrent rewrite of the record dropped and that its holder
-// restores after its read-back (leaseCheckDelay plus a call); and the time
-// between the decision's read and the deletion (two calls).
-const DefaultSettle = 3 * time.Minute
+// lease record left unwritten, before it may be retired. It covers the three
+// things a retirement decided on a listing cannot see: a server that listed
+// the generation as its key's newest and is still recording its lease on it
+// (a start takes at most one call budget); a lease that a concurrent rewrite
+// of the record dropped and that its holder restores after its read-back
+// (the read-back delay plus a call, about 75 s); and the time between the
+// decision's read and the deletion (two calls). The rest, most of it, is
+// room for a holder whose process is paused (a stalled VM, a starved host)
+// when its read-back falls due: up to about 25 minutes. A superseded key
+// kept half an hour longer costs a fraction of a cent.
+const DefaultSettle = 30 * time.Minute
 
 // adoptMargin keeps a server from adopting a generation that peers may be
 // about to retire as stale: one whose record was last written more than the
@@ -188,7 +191,9 @@ func settled(g Generation, group []Generation, f Facts) bool {
 		return false
 	}
 	if pending(g) {
-		return true
+		// The newest generation records the creation count a restart
+		// reads (RecentCreations): it stays for the rate guard's hour.
+		return !newest(g, group) || f.Now.Sub(g.Created) >= guardWindow
 	}
 	for _, o := range group {
 		if o.Ref != g.Ref && !pending(o) && newerThan(o, g) && f.Now.Sub(o.Created) >= f.Settle {
@@ -196,6 +201,16 @@ func settled(g Generation, group []Generation, f Facts) bool {
 		}
 	}
 	return false
+}
+
+// newest reports whether no generation of group is newer than g.
+func newest(g Generation, group []Generation) bool {
+	for _, o := range group {
+		if o.Ref != g.Ref && newerThan(o, g) {
+			return false
+		}
+	}
+	return true
 }
 
 // lastWritten is when g's record was last written, as far as the listing

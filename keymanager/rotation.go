@@ -27,7 +27,7 @@ func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (Public
 	}
 	b := m.currentBackend()
 	now := m.cloud.now()
-	if err := m.guard.take(id, now); err != nil {
+	if err := m.guard.take(id, now, m.budget); err != nil {
 		m.log.Error("Key creation refused by the rate guard", "key_id", id, "error", err)
 		m.metrics.IncrCounter([]string{"kmskeeper", "keys", "create_refused"}, 1, Label{"key_id", id})
 		return PublicKey{}, err
@@ -291,7 +291,13 @@ func (m *Manager) runRetire(ctx context.Context, b Backend, t *task) {
 	m.synced(b)
 	if err != nil {
 		m.log.Warn("Could not read a superseded key generation before retiring it; trying again", "key_id", t.gen.KeyID, "ref", t.gen.Ref, "error", err)
-		m.reschedule(t, leaseRetry)
+		if t.tries++; t.tries < maxTries {
+			m.reschedule(t, leaseRetry)
+			return
+		}
+		m.mu.Lock()
+		delete(m.draining, t.gen.Ref) // the cleanup pass takes over
+		m.mu.Unlock()
 		return
 	}
 	switch {
