@@ -153,4 +153,3 @@ func digest(n int) []byte {
 	sum := sha256.Sum256([]byte(fmt.Sprint(n)))
 	return sum[:]
 }
-
