@@ -97,6 +97,7 @@ func TestAdoptBuiltinKeys(t *testing.T) {
 
 	m.Start()
 	waitFor(t, "the crash leftover (older enabled version) to be destroyed", func() bool {
+		runTasks(t, srv, m)
 		return versions(t, raw, name("x509-CA-B"))[name("x509-CA-B")+"/cryptoKeyVersions/1"] == kmspb.CryptoKeyVersion_DESTROY_SCHEDULED
 	})
 	if st := versions(t, raw, name("x509-CA-B"))[name("x509-CA-B")+"/cryptoKeyVersions/2"]; st != kmspb.CryptoKeyVersion_ENABLED {

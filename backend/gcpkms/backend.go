@@ -45,8 +45,10 @@ type Options struct {
 	// WriteInterval paces background writes (liveness labels, destructions);
 	// zero means DefaultWriteInterval.
 	WriteInterval time.Duration
-	// Now is the local clock (the cloud's time is estimated from it and
-	// the creation times the service reports); nil means time.Now.
+	// Now is the local clock. Once Cloud KMS has reported its time (a
+	// Date header, a creation time) it only measures the time elapsed
+	// since; until then it stands for the cloud's time. Nil means
+	// time.Now, whose monotonic reading no wall clock step moves.
 	Now func() time.Time
 	// Logger and Metrics receive the backend's logs and retry counts.
 	Logger  hclog.Logger
@@ -90,7 +92,11 @@ type Backend struct {
 	unfinished sync.Map
 }
 
-var _ keymanager.Backend = (*Backend)(nil)
+var (
+	_ keymanager.Backend    = (*Backend)(nil)
+	_ keymanager.CloudTimer = (*Backend)(nil)
+	_ keymanager.Closer     = (*Backend)(nil)
+)
 
 // New returns a Backend using a new Cloud KMS client. It does not call the
 // service.
@@ -107,11 +113,8 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	if opts.Scheme == "" {
 		opts.Scheme = SchemePKCS1
 	}
-	clock := newCloudClock()
-	if opts.Now != nil {
-		clock.local = opts.Now
-	}
-	// Every creation time the service answers with moves the clock.
+	clock := newCloudClock(opts.Now)
+	// Every answer's Date header and creation times move the clock.
 	clientOpts := append(slices.Clip(opts.ClientOptions), option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(clock.interceptor)))
 	client, err := kms.NewKeyManagementClient(ctx, clientOpts...)
 	if err != nil {

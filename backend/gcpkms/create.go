@@ -14,24 +14,33 @@ import (
 	"github.com/kmskeeper/kmskeeper/keymanager"
 )
 
-// Create makes a new generation of keyID: a new version of its CryptoKey, or
-// the CryptoKey itself (with version 1 and its IAM policy) the first time.
-// A CryptoKey that cleanup marked inactive, or that lost its labels, is
-// brought back into use (labels fixed), never answered with AlreadyExists.
-func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType, lease keymanager.Lease) (keymanager.Generation, error) {
+// Create makes a new generation of req.KeyID: a new version of its
+// CryptoKey, or the CryptoKey itself (with version 1 and its IAM policy) the
+// first time. A CryptoKey that cleanup marked inactive, or that lost its
+// labels, is brought back into use (labels fixed), never answered with
+// AlreadyExists.
+//
+// The creator's lease (pending) and the creation count are recorded on the
+// CryptoKey with a fresh spire-last-update, in the same write. That write
+// is part of the creation: if it fails, Create fails, since the engine
+// never serves a generation whose lease is not recorded (another process
+// sharing the server ID could retire it). A version made before such a
+// failure carries no lease; it is never served, and once SPIRE's retried
+// creation supersedes it, it is retired like any superseded version.
+func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (keymanager.Generation, error) {
 	defer b.calls.start()()
-	id := cryptoKeyID(b.opts.ServerID, keyID)
+	id := cryptoKeyID(b.opts.ServerID, req.KeyID)
 	if !cryptoKeyIDPattern.MatchString(id) {
-		return keymanager.Generation{}, keymanager.Errorf(codes.InvalidArgument, "key ID %q cannot be stored in Cloud KMS: its CryptoKey ID %q must be 1 to 63 letters, digits, '-' or '_'", keyID, id)
+		return keymanager.Generation{}, keymanager.Errorf(codes.InvalidArgument, "key ID %q cannot be stored in Cloud KMS: its CryptoKey ID %q must be 1 to 63 letters, digits, '-' or '_'", req.KeyID, id)
 	}
-	alg, err := algorithmFor(t, b.opts.Scheme)
+	alg, err := algorithmFor(req.Type, b.opts.Scheme)
 	if err != nil {
 		return keymanager.Generation{}, err
 	}
 	name := b.opts.KeyRing + "/cryptoKeys/" + id
 	key, err := b.client.GetCryptoKey(ctx, &kmspb.GetCryptoKeyRequest{Name: name}, b.callOptions(ctx, "GetCryptoKey", idempotent)...)
 	if status.Code(err) == codes.NotFound {
-		g, err := b.createKey(ctx, name, id, keyID, alg, lease)
+		g, err := b.createKey(ctx, name, id, req, alg)
 		if status.Code(err) != codes.AlreadyExists {
 			return g, err
 		}
@@ -41,19 +50,31 @@ func (b *Backend) Create(ctx context.Context, keyID string, t keymanager.KeyType
 	if err != nil {
 		return keymanager.Generation{}, cloudError(err, "GetCryptoKey", name)
 	}
-	return b.addVersion(ctx, key, keyID, alg, lease)
+	return b.addVersion(ctx, key, req, alg)
+}
+
+// creationLabels returns labels (a key's current labels, nil for a new
+// key) as the creation of version writes them: the plugin's own labels
+// with spire-last-update at stamp, the creator's lease on version and the
+// creation count.
+func (b *Backend) creationLabels(labels map[string]string, keyName, version string, req keymanager.CreateRequest, stamp time.Time) map[string]string {
+	out := b.ownKeyLabels(labels, unixLabel(stamp))
+	setRecent(out, version, req.RecentCreations)
+	lease := req.Lease
+	lease.Ref = version
+	setLeases(out, keyName, version, []keymanager.Lease{lease})
+	return out
 }
 
 // createKey creates the CryptoKey of a SPIRE key, sets its IAM policy and
-// waits for version 1.
-func (b *Backend) createKey(ctx context.Context, name, id, keyID string, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm, lease keymanager.Lease) (keymanager.Generation, error) {
+// waits for version 1. The creation's lease record is written by
+// CreateCryptoKey itself.
+func (b *Backend) createKey(ctx context.Context, name, id string, req keymanager.CreateRequest, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm) (keymanager.Generation, error) {
 	stamp := b.clock.Now()
 	// CreateCryptoKey makes version 1; its name is derived as Cloud KMS
 	// documents (the response carries no primary for signing keys).
-	version := name + "/cryptoKeyVersions/1"
-	lease.Ref = version
-	labels := b.ownKeyLabels(nil, unixLabel(stamp))
-	setLeases(labels, name, version, []keymanager.Lease{lease})
+	version := versionName(name, 1)
+	labels := b.creationLabels(nil, name, version, req, stamp)
 	key, err := b.client.CreateCryptoKey(ctx, &kmspb.CreateCryptoKeyRequest{
 		Parent:      b.opts.KeyRing,
 		CryptoKeyId: id,
@@ -75,15 +96,20 @@ func (b *Backend) createKey(ctx context.Context, name, id, keyID string, alg kms
 	if err := b.setPolicy(ctx, key.GetName()); err != nil {
 		return keymanager.Generation{}, err
 	}
-	g, err := b.finishVersion(ctx, key.GetName(), keyID, version, key.GetCreateTime().AsTime(), time.Unix(stamp.Unix(), 0))
-	g.Leases, g.Labels = leasesOf(name, labels), labels
-	return g, err
+	g, err := b.finishVersion(ctx, key.GetName(), req.KeyID, version, key.GetCreateTime().AsTime())
+	if err != nil {
+		return g, err
+	}
+	g = withRecord(g, name, answeredLabels(labels, key.GetLabels()), stamp)
+	g.RecentCreations = recentOf(g.Labels, g.Ref)
+	return g, nil
 }
 
 // addVersion adds a version to an existing CryptoKey of this server, first
-// fixing its algorithm (the key type or rsa_signature_scheme changed) and
-// labels (inactive, missing, key_labels changed) in one update.
-func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, keyID string, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm, lease keymanager.Lease) (keymanager.Generation, error) {
+// fixing its algorithm (the key type or rsa_signature_scheme changed); its
+// labels (inactive, missing, key_labels changed) are fixed in the update
+// that records the creation.
+func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, req keymanager.CreateRequest, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm) (keymanager.Generation, error) {
 	name := key.GetName()
 	labels := key.GetLabels()
 	if id, ok := labels[labelServerID]; ok && id != b.opts.ServerID {
@@ -110,7 +136,7 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, keyID st
 		}
 	}
 	if labels[labelActive] != "true" {
-		b.log.Info("Bringing an inactive key back into use", "key", name, "key_id", keyID)
+		b.log.Info("Bringing an inactive key back into use", "key", name, "key_id", req.KeyID)
 	}
 
 	// A version still PENDING_GENERATION was made by a creation of this
@@ -125,7 +151,7 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, keyID st
 		}
 		if pending != nil {
 			b.log.Info("Resuming a key version still being generated by an earlier attempt", "version", pending.GetName())
-			g, err = b.finishVersion(ctx, name, keyID, pending.GetName(), pending.GetCreateTime().AsTime(), time.Time{})
+			g, err = b.finishVersion(ctx, name, req.KeyID, pending.GetName(), pending.GetCreateTime().AsTime())
 		}
 	}
 	if g.Ref == "" && err == nil {
@@ -136,7 +162,7 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, keyID st
 			b.unfinished.Store(name, true)
 			return keymanager.Generation{}, cloudError(cerr, "CreateCryptoKeyVersion", name)
 		}
-		g, err = b.finishVersion(ctx, name, keyID, v.GetName(), v.GetCreateTime().AsTime(), time.Time{})
+		g, err = b.finishVersion(ctx, name, req.KeyID, v.GetName(), v.GetCreateTime().AsTime())
 	}
 	if err != nil {
 		return g, err
@@ -144,27 +170,48 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, keyID st
 
 	// Other servers judge a key by its liveness stamp alone, so a rotation
 	// stamps it too, in the update that fixes the plugin's labels (inactive,
-	// missing, key_labels changed) and records the creator's lease on the
-	// new version: the key is then never seen older than its newest version.
-	// The update comes after the creation because only then is the version's
-	// number known; if it fails, the creation fails, and the version it
-	// made is retired by a later cleanup pass.
-	now := b.clock.Now()
-	update := b.ownKeyLabels(labels, unixLabel(now))
-	lease.Ref = g.Ref
-	setLeases(update, name, g.Ref, []keymanager.Lease{lease})
-	if err := b.updateLabels(ctx, name, update); err != nil {
-		return keymanager.Generation{}, err
+	// missing, key_labels changed) and records the creator's lease and the
+	// creation count on the new version: the key is then never seen older
+	// than its newest version. The update comes after the creation because
+	// only then is the version's number known.
+	stamp := b.clock.Now()
+	update := b.creationLabels(labels, name, g.Ref, req, stamp)
+	answer, err := b.updateLabels(ctx, name, update)
+	if err != nil {
+		b.log.Warn("Could not record the creator's lease on a new key version: the creation fails, the version is never served, and it is retired once a later creation supersedes it", "key_id", req.KeyID, "version", g.Ref, "error", err)
+		return keymanager.Generation{}, keymanager.Errorf(keymanager.Code(err), "key %s: new version %s: %w", req.KeyID, g.Ref, err)
 	}
-	g.Updated = time.Unix(now.Unix(), 0)
-	g.Leases, g.Labels = leasesOf(name, update), update
+	g = withRecord(g, name, answeredLabels(update, answer.GetLabels()), stamp)
+	g.RecentCreations = recentOf(g.Labels, g.Ref)
 	return g, nil
+}
+
+// withRecord returns g with the lease record that labels hold, just
+// written at stamp: Updated (the stamp as spire-last-update stores it, to
+// the second), Leases and Labels.
+func withRecord(g keymanager.Generation, keyName string, labels map[string]string, stamp time.Time) keymanager.Generation {
+	g.Updated = time.Unix(stamp.Unix(), 0)
+	if t, ok := parseUnixLabel(labels[labelLastUpdate]); ok {
+		g.Updated = t
+	}
+	g.Leases, g.Labels = leasesOf(keyName, labels), labels
+	return g
+}
+
+// answeredLabels returns the labels Cloud KMS answered a write with, or
+// those sent when the answer holds none (the service always echoes them;
+// a missing map would otherwise read as every lease gone).
+func answeredLabels(sent, answered map[string]string) map[string]string {
+	if answered == nil {
+		return sent
+	}
+	return answered
 }
 
 // finishVersion waits for a version of keyName to be ready, and remembers
 // whether it was, so that the next creation knows to resume it.
-func (b *Backend) finishVersion(ctx context.Context, keyName, keyID, version string, created, updated time.Time) (keymanager.Generation, error) {
-	g, err := b.readyGeneration(ctx, keyID, version, created, updated)
+func (b *Backend) finishVersion(ctx context.Context, keyName, keyID, version string, created time.Time) (keymanager.Generation, error) {
+	g, err := b.readyGeneration(ctx, keyID, version, created)
 	if err != nil {
 		b.unfinished.Store(keyName, true)
 		return g, err
@@ -175,7 +222,7 @@ func (b *Backend) finishVersion(ctx context.Context, keyName, keyID, version str
 
 // readyGeneration waits for a new version to leave PENDING_GENERATION (HSM
 // and RSA-4096 keys take seconds) and returns it with its public key.
-func (b *Backend) readyGeneration(ctx context.Context, keyID, version string, created, updated time.Time) (keymanager.Generation, error) {
+func (b *Backend) readyGeneration(ctx context.Context, keyID, version string, created time.Time) (keymanager.Generation, error) {
 	pub, alg, err := b.publicKey(ctx, version)
 	if err != nil {
 		return keymanager.Generation{}, err
@@ -185,7 +232,6 @@ func (b *Backend) readyGeneration(ctx context.Context, keyID, version string, cr
 		Ref:       version,
 		ServerID:  b.opts.ServerID,
 		Created:   created,
-		Updated:   updated,
 		Type:      alg.keyType,
 		Public:    pub,
 		Algorithm: alg.kms.String(),

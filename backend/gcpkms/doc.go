@@ -11,6 +11,15 @@
 // so that start-up costs one filtered listing plus, for this server's keys
 // only, one version listing and one public key each.
 //
+// A CryptoKey's labels are also the lease record of all its versions
+// (Cloud KMS labels keys, not versions): spire-last-update is when the
+// record was last written, spire-lease-<holder> one serving lease each
+// ("<version>-<unix ms>", "-p" appended while pending) and spire-recent the
+// creation count of the version created last. Every time the plugin writes
+// or judges is Cloud KMS's, estimated as a lower bound from the Date header
+// and creation times of its answers, never the host's clock once an answer
+// has come.
+//
 // Every call runs inside the engine's deadline: RESOURCE_EXHAUSTED and
 // UNAVAILABLE are retried with backoff until shortly before it ends, new
 // versions are waited for while PENDING_GENERATION, and background writes

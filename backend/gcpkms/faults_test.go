@@ -53,11 +53,11 @@ func TestPendingGeneration(t *testing.T) {
 	// one waits for the same version instead of creating another.
 	short, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()
-	_, err := b.Create(short, "x509-CA-A", keymanager.ECP256, testLease())
+	_, err := b.Create(short, createReq("x509-CA-A", keymanager.ECP256))
 	if err == nil {
 		t.Fatal("Create returned before the version could be ready")
 	}
-	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
 	if err != nil {
 		t.Fatalf("Create after a timed-out one: %v", err)
 	}
@@ -302,7 +302,9 @@ func TestSignRefusesWhatTheKeyCannotDo(t *testing.T) {
 // is retried until the next minute's window opens, within the budget.
 func TestProjectQuota(t *testing.T) {
 	clock := emu.NewManualClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-	srv, _ := startEmulator(t, emu.Options{Clock: clock, Quotas: true, QuotaLimits: emu.QuotaLimits{WritePerMinute: 1}})
+	// A creation writes twice: the key (with the creator's pending lease),
+	// then the lease committed.
+	srv, _ := startEmulator(t, emu.Options{Clock: clock, Quotas: true, QuotaLimits: emu.QuotaLimits{WritePerMinute: 2}})
 	metrics := &counter{}
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics })
 	fastRetries(b)
@@ -329,11 +331,11 @@ func TestProjectQuota(t *testing.T) {
 func TestRotationCalls(t *testing.T) {
 	srv, _ := startEmulator(t, emu.Options{})
 	b := newBackend(t, srv, "server-a")
-	if _, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease()); err != nil {
+	if _, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256)); err != nil {
 		t.Fatal(err)
 	}
 	before := srv.Counts()
-	if _, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease()); err != nil {
+	if _, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256)); err != nil {
 		t.Fatal(err)
 	}
 	after := srv.Counts()

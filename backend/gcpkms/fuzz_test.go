@@ -46,3 +46,26 @@ func FuzzParsePublicKey(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLeaseLabel feeds the lease label parsing any value, as another tool
+// or a damaged label could leave: it never panics, and a value it accepts
+// is the one value formatLease writes for that lease, so that every lease
+// label has exactly one reading and survives a rewrite unchanged.
+func FuzzLeaseLabel(f *testing.F) {
+	for _, v := range []string{"3-1800000000123", "12-1800000000123-p", "0-1", "03-5", "3--5", "x-y", "3-5-q", "", "-p"} {
+		f.Add(v)
+	}
+	const key = "projects/p/locations/l/keyRings/r/cryptoKeys/k"
+	f.Fuzz(func(t *testing.T, v string) {
+		l, ok := parseLease(key, "h", v)
+		if !ok {
+			return
+		}
+		if l.Renewed.UnixMilli() <= 0 || !isVersionName(l.Ref) {
+			t.Fatalf("accepted %q as %+v", v, l)
+		}
+		if back := formatLease(versionNumber(l.Ref), l); back != v {
+			t.Fatalf("accepted %q, which writes back as %q", v, back)
+		}
+	})
+}

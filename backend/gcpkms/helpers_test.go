@@ -96,6 +96,22 @@ type emuClock struct{ c *emu.Clock }
 func (c emuClock) Now() time.Time                         { return c.c.Now() }
 func (c emuClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
+// runTasks moves the emulator's clock, which the engine and the backend
+// follow, to each manager's next background task and runs the tasks then
+// due: a superseded generation settles (keymanager.DefaultSettle) and is
+// retired within a few polls instead of after real minutes. Polled
+// inside waitFor, it also catches a task that a running manager's own
+// loop rescheduled meanwhile.
+func runTasks(t *testing.T, srv *emu.Server, ms ...*keymanager.Manager) {
+	t.Helper()
+	for _, m := range ms {
+		if next := m.NextDue(); !next.IsZero() {
+			srv.Clock().Set(next)
+		}
+		m.RunDue(callCtx(t))
+	}
+}
+
 // callCtx has SPIRE's 30 s deadline.
 func callCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -214,7 +230,14 @@ func adminClient(t *testing.T, srv *emu.Server) *kms.KeyManagementClient {
 	return c
 }
 
-// testLease is the lease of a backend test's process.
+// testLease is the pending lease a backend test's process records with a
+// creation.
 func testLease() keymanager.Lease {
-	return keymanager.Lease{Holder: "testproc", Renewed: time.Now().Truncate(time.Millisecond)}
+	return keymanager.Lease{Holder: "testproc", Renewed: time.Now().Truncate(time.Millisecond), Pending: true}
+}
+
+// createReq is a backend test process's request to create keyID, its
+// first creation of the hour.
+func createReq(keyID string, t keymanager.KeyType) keymanager.CreateRequest {
+	return keymanager.CreateRequest{KeyID: keyID, Type: t, Lease: testLease(), RecentCreations: 1}
 }

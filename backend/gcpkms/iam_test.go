@@ -53,7 +53,7 @@ func openWithServiceAccount(t *testing.T, srv *emu.Server, policyFile string) ke
 func TestDefaultKeyPolicy(t *testing.T) {
 	srv, raw := startEmulator(t, emu.Options{Principals: map[string][]string{pluginAccount: ringPermissions, "admin@kmskeeper-test.iam.gserviceaccount.com": {"*"}}})
 	b := openWithServiceAccount(t, srv, "")
-	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -83,7 +83,7 @@ func TestKeyPolicyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := openWithServiceAccount(t, srv, policy)
-	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}

@@ -15,9 +15,13 @@ const (
 	maxLabels      = 64
 	maxLabelKeyLen = 63
 	maxLabelValLen = 63
-	// ownLabels is how many labels the plugin writes itself: four, and
-	// up to keymanager.MaxLeases leases.
-	ownLabels = 4 + keymanager.MaxLeases
+	// fixedOwnLabels are the plugin's labels other than leases:
+	// spire-server-td, spire-server-id, spire-active, spire-last-update
+	// (those of the built-in plugin) and spire-recent.
+	fixedOwnLabels = 5
+	// ownLabels is how many labels the plugin writes itself: the fixed
+	// ones and up to keymanager.MaxLeases leases.
+	ownLabels = fixedOwnLabels + keymanager.MaxLeases
 )
 
 // labelRune reports whether r may appear in a label key or value: lowercase
@@ -30,7 +34,7 @@ func labelRune(r rune) bool {
 // plugin's reserved prefix.
 func checkUserLabels(labels map[string]string) error {
 	if n := len(labels); n > maxLabels-ownLabels {
-		return fmt.Errorf("key_labels has %d labels; Cloud KMS allows %d per key and the plugin writes up to %d of its own (4, and up to %d serving leases), so at most %d fit", n, maxLabels, ownLabels, keymanager.MaxLeases, maxLabels-ownLabels)
+		return fmt.Errorf("key_labels has %d labels; Cloud KMS allows %d per key and the plugin writes up to %d of its own (%d, and up to %d serving leases), so at most %d fit", n, maxLabels, ownLabels, fixedOwnLabels, keymanager.MaxLeases, maxLabels-ownLabels)
 	}
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		v := labels[k]

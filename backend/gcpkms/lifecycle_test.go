@@ -63,7 +63,8 @@ func TestStartupCallCounts(t *testing.T) {
 }
 
 // TestGenerateSignRotate creates, signs with and rotates a key: rotation adds
-// a version and schedules the superseded one for destruction.
+// a version and, once the superseded one has settled, schedules it for
+// destruction.
 func TestGenerateSignRotate(t *testing.T) {
 	srv, raw := startEmulator(t, emu.Options{})
 	m := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
@@ -85,6 +86,7 @@ func TestGenerateSignRotate(t *testing.T) {
 	}
 	key := testRing + "/cryptoKeys/spire-key-server-a-x509-CA-A"
 	waitFor(t, "the superseded version to be scheduled for destruction", func() bool {
+		runTasks(t, srv, m)
 		vs := versions(t, raw, key)
 		return vs[key+"/cryptoKeyVersions/1"] == kmspb.CryptoKeyVersion_DESTROY_SCHEDULED &&
 			vs[key+"/cryptoKeyVersions/2"] == kmspb.CryptoKeyVersion_ENABLED
@@ -105,7 +107,7 @@ func TestGenerateSignRotate(t *testing.T) {
 func TestRetireIsIdempotent(t *testing.T) {
 	srv, raw := startEmulator(t, emu.Options{})
 	b := newBackend(t, srv, "server-a")
-	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,17 +130,17 @@ func TestCreateRefuses(t *testing.T) {
 	srv, _ := startEmulator(t, emu.Options{})
 	// Server "a" and server "a-b" both map "b-x509-CA-A"/"x509-CA-A" to
 	// spire-key-a-b-x509-CA-A: the labels say whose it is.
-	if _, err := newBackend(t, srv, "a-b").Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease()); err != nil {
+	if _, err := newBackend(t, srv, "a-b").Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := newBackend(t, srv, "a").Create(callCtx(t), "b-x509-CA-A", keymanager.ECP256, testLease())
+	_, err := newBackend(t, srv, "a").Create(callCtx(t), createReq("b-x509-CA-A", keymanager.ECP256))
 	wantCode(t, err, codes.FailedPrecondition, `belongs to server "a-b"`)
 
 	other := newBackend(t, srv, "a-b", func(o *Options) { o.TrustDomain = "other.org" })
-	_, err = other.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
+	_, err = other.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
 	wantCode(t, err, codes.FailedPrecondition, "another trust domain")
 
-	_, err = newBackend(t, srv, "server-a").Create(callCtx(t), "x509.CA", keymanager.ECP256, testLease())
+	_, err = newBackend(t, srv, "server-a").Create(callCtx(t), createReq("x509.CA", keymanager.ECP256))
 	wantCode(t, err, codes.InvalidArgument, `key ID "x509.CA"`)
 }
 
@@ -147,7 +149,7 @@ func TestCreateRefuses(t *testing.T) {
 func TestCloseWaitsForCalls(t *testing.T) {
 	srv, _ := startEmulator(t, emu.Options{})
 	b := newBackend(t, srv, "server-a")
-	g, err := b.Create(callCtx(t), "x509-CA-A", keymanager.ECP256, testLease())
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +177,7 @@ func TestCreationStampsLastUpdate(t *testing.T) {
 
 	srv.ResetCounts()
 	before := srv.Clock().Now().Truncate(time.Second)
-	g, err := b.Create(callCtx(t), "JWT-Signer-A", keymanager.ECP256, testLease())
+	g, err := b.Create(callCtx(t), createReq("JWT-Signer-A", keymanager.ECP256))
 	if err != nil {
 		t.Fatal(err)
 	}

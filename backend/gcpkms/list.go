@@ -126,7 +126,10 @@ func (b *Backend) newestEnabled(ctx context.Context, keyName string) (time.Time,
 // crash is found (and, being the newest, served once ready).
 const liveVersions = "state = ENABLED OR state = PENDING_GENERATION"
 
-// listVersions lists the live versions of one of this server's keys.
+// listVersions lists the live versions of one of this server's keys. They
+// share the CryptoKey's lease record: its spire-last-update, its leases
+// (each naming its version) and its labels. The creation count is only on
+// the version spire-recent names, the one created last.
 func (b *Backend) listVersions(ctx context.Context, key *kmspb.CryptoKey) ([]keymanager.Generation, error) {
 	keyID, _ := spireKeyID(key.GetName(), b.opts.ServerID)
 	lastUpdate, hasLastUpdate := parseUnixLabel(key.GetLabels()[labelLastUpdate])
@@ -143,12 +146,13 @@ func (b *Backend) listVersions(ctx context.Context, key *kmspb.CryptoKey) ([]key
 			return nil, cloudError(err, "ListCryptoKeyVersions", key.GetName())
 		}
 		g := keymanager.Generation{
-			KeyID:    keyID,
-			Ref:      v.GetName(),
-			ServerID: b.opts.ServerID,
-			Created:  v.GetCreateTime().AsTime(),
-			Leases:   leases,
-			Labels:   key.GetLabels(),
+			KeyID:           keyID,
+			Ref:             v.GetName(),
+			ServerID:        b.opts.ServerID,
+			Created:         v.GetCreateTime().AsTime(),
+			Leases:          leases,
+			Labels:          key.GetLabels(),
+			RecentCreations: recentOf(key.GetLabels(), v.GetName()),
 		}
 		// Other servers judge the key by its liveness stamp (or, without
 		// one, by its versions), so that is what liveness must keep fresh.

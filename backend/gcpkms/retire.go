@@ -111,7 +111,8 @@ func (b *Backend) retireKey(ctx context.Context, g keymanager.Generation) error 
 		return err
 	}
 	labels[labelActive] = "false"
-	return b.updateLabels(ctx, g.Ref, labels)
+	_, err = b.updateLabels(ctx, g.Ref, labels)
+	return err
 }
 
 func latest(a, b time.Time) time.Time {

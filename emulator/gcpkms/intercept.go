@@ -2,6 +2,7 @@ package gcpkms
 
 import (
 	"context"
+	"net/http"
 	"path"
 	"strings"
 	"time"
@@ -24,9 +25,20 @@ func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 	start := time.Now()
 	resource := resourceOf(req)
 	resp, injected, err := s.handle(ctx, method, resource, req, handler)
+	s.sendDate(ctx)
 	s.requests.add(Request{Method: method, Resource: resource, Received: start, Code: status.Code(err), Injected: injected})
 	s.logf("gcpkms: %s %s -> %v (%v)", method, resource, status.Code(err), time.Since(start).Round(time.Microsecond))
 	return resp, err
+}
+
+// sendDate sends the emulator clock's time in the answer's "date" header,
+// as Google's front ends send an HTTP Date with every answer (failures
+// included), so that clients can learn the service's time: a moved
+// emulator clock is then seen by them as a cloud clock that differs from
+// the host's. An answer whose connection was dropped has no header to
+// carry it; the error is ignored.
+func (s *Server) sendDate(ctx context.Context) {
+	_ = grpc.SetHeader(ctx, metadata.Pairs("date", s.clock.Now().UTC().Format(http.TimeFormat)))
 }
 
 // handle runs one call; injected reports that an injected fault answered it
