@@ -152,11 +152,17 @@ type task struct {
 // maxTries bounds the attempts of a retirement task.
 const maxTries = 5
 
-// addTask schedules t, replacing the task of the same generation. The caller
-// holds m.mu.
+// addTask schedules t, replacing the task of the same generation. A lease
+// check does not replace a retirement unless the generation is served: a
+// cleanup pass that ran while this process was creating it found it
+// pending and scheduled its retirement, which would only find it in use,
+// and the lease written since must still be read back. The caller holds
+// m.mu.
 func (m *Manager) addTask(t *task) {
 	if old := m.tasks[t.gen.Ref]; old != nil && old.kind == taskRetire && t.kind == taskCheckLease {
-		return
+		if e := m.entries[t.gen.KeyID]; e == nil || e.inherited || e.gen.Ref != t.gen.Ref {
+			return
+		}
 	}
 	m.tasks[t.gen.Ref] = t
 	m.poke()
