@@ -25,11 +25,17 @@ const duplicateMargin = 5 * time.Minute
 // the cloud tries again.
 const leaseRetry = 10 * time.Second
 
+// MaxLivenessInterval is the longest liveness interval a process may run
+// with (the configuration refuses longer ones): the keep-alive age.
+const MaxLivenessInterval = DefaultKeepAliveAge
+
 // leaseTTL is how long a lease counts after it was written: a process renews
 // the leases of the generations it serves at least every KeepAliveAge plus
-// one LivenessInterval; one more interval allows a failed pass.
+// one liveness interval; one more interval allows a failed pass. The reader
+// cannot know the writer's interval, so it assumes the longest any process
+// may run with (or its own, if longer).
 func (s Schedule) leaseTTL() time.Duration {
-	return s.KeepAliveAge + 2*s.LivenessInterval
+	return s.KeepAliveAge + 2*max(s.LivenessInterval, MaxLivenessInterval)
 }
 
 // LeaseTTL is how long a lease keeps a generation from being retired after
