@@ -55,8 +55,10 @@ func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (key
 
 // creationLabels returns labels (a key's current labels, nil for a new
 // key) as the creation of version writes them: the plugin's own labels
-// with spire-last-update at stamp, the creator's lease on version and the
-// creation count.
+// with spire-last-update at stamp, the creator's pending lease on version
+// and the creation count. The creator's lease label keeps its entries for
+// other versions, among them its committed lease on the version it serves
+// until the new one is committed.
 func (b *Backend) creationLabels(labels map[string]string, keyName, version string, req keymanager.CreateRequest, stamp time.Time) map[string]string {
 	out := b.ownKeyLabels(labels, unixLabel(stamp))
 	setRecent(out, version, req.RecentCreations)

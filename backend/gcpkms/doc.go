@@ -13,9 +13,10 @@
 //
 // A CryptoKey's labels are also the lease record of all its versions
 // (Cloud KMS labels keys, not versions): spire-last-update is when the
-// record was last written, spire-lease-<holder> one serving lease each
-// ("<version>-<unix ms>", "-p" appended while pending) and spire-recent the
-// creation count of the version created last. Every time the plugin writes
+// record was last written, spire-lease-<holder> the holder's serving leases
+// on up to 3 versions ("<version>-<unix ms>", "-p" appended while pending,
+// joined by '_') and spire-recent the creation count of the version created
+// last. Every time the plugin writes
 // or judges is Cloud KMS's, estimated as a lower bound from the Date header
 // and creation times of its answers, never the host's clock once an answer
 // has come.

@@ -11,7 +11,8 @@ import (
 // KeepAlive writes the generation's lease record: it stamps
 // spire-last-update on the CryptoKey, re-applies the plugin's labels
 // (spire-active, key_labels) and records the leases g.Leases holds on the
-// version. It writes on the labels last read (g.Labels), reading the key
+// version: each holder's entry for it, next to the holder's entries for
+// other versions, which are kept. It writes on the labels last read (g.Labels), reading the key
 // first only when the engine has none: labels set on the key by others are
 // kept. It returns g with Updated, Leases and Labels as the update's answer
 // holds them, and RecentCreations unchanged; the answer is the CryptoKey,
@@ -43,7 +44,7 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 }
 
 // Refresh reads the generation's CryptoKey again: its spire-last-update,
-// the leases on its versions and the labels the next keep-alive writes
+// the leases on its versions (every entry of every holder's label) and the labels the next keep-alive writes
 // back. Disabled is left as it is: a signing CryptoKey names no primary
 // version, so its state would cost a GetCryptoKeyVersion, and a disabled
 // version fails its next signature anyway. RecentCreations is filled when
