@@ -346,7 +346,13 @@ func TestDeinit(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	p, _ := startConfigured(t, pluginhost.Options{})
+	p := start(t, pluginhost.Options{})
+	dir := t.TempDir()
+	// A cleanup pass every second retires the superseded key once it has
+	// settled.
+	if err := p.Configure(ctx(t), trustDomain, memoryConfig(dir, `cleanup_interval = "1s"`)); err != nil {
+		t.Fatalf("Configure: %v", err)
+	}
 	before := time.Now()
 	pk, err := p.GenerateKey(ctx(t), "x509-CA-A", keymanager.ECP384)
 	if err != nil {
@@ -359,9 +365,44 @@ func TestMetrics(t *testing.T) {
 	if _, _, err := p.SignData(ctx(t), "missing", dig, crypto.SHA384); status.Code(err) != codes.NotFound {
 		t.Fatalf("SignData(missing) = %v, want NotFound", err)
 	}
-	// A rotation retires the superseded key.
+	// A rotation supersedes the first key; it is retired once it has
+	// settled (keymanager.DefaultSettle on the cloud's clock), not before.
+	store, err := memory.OpenStore(filepath.Join(dir, "vault.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A fault that does nothing but count the cleanup passes' listings.
+	if err := store.InjectFault(memory.Fault{Op: "List"}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := p.GenerateKey(ctx(t), "x509-CA-A", keymanager.ECP384); err != nil {
 		t.Fatalf("GenerateKey: %v", err)
+	}
+	listed := func() int {
+		n := 0
+		for _, f := range store.Faults() {
+			n += f.Hits
+		}
+		return n
+	}
+	// Two listings after the rotation: the first pass after it is over.
+	from := listed()
+	for deadline := time.Now().Add(10 * time.Second); listed() < from+2; {
+		if time.Now().After(deadline) {
+			t.Fatal("no two cleanup passes ran in 10 s with cleanup_interval = 1s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, m := range p.Metrics() {
+		if m.Name() == "kmskeeper.keys.retired" {
+			t.Fatalf("a key was retired before the superseded one settled: %v", m)
+		}
+	}
+	if refs := store.Refs(); len(refs) != 2 {
+		t.Fatalf("the store holds %v right after the rotation, want both generations", refs)
+	}
+	if err := store.Advance(keymanager.DefaultSettle + time.Minute); err != nil {
+		t.Fatal(err)
 	}
 
 	wctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -247,6 +248,13 @@ func denyOp(op, denied string) error {
 	return nil
 }
 
+// TestKeysListAndGC checks keys list and gc over the one retirement rule
+// (keymanager.Plan), judged on the cloud's clock: this server's newest
+// generation of each key ID is current and kept; a superseded one is kept
+// while it settles and while any process (a crashed one included) holds a
+// live lease on it; other servers' keys are kept until they go stale. gc
+// --apply retires what the plan marks, after reading each key again, and
+// reports failures per key.
 func TestKeysListAndGC(t *testing.T) {
 	store, src, o := setup(t)
 	ctx := context.Background()
@@ -258,6 +266,15 @@ func TestKeysListAndGC(t *testing.T) {
 	stale, _ := store.Add("example.org", "server-b", "x509-CA-A", k, now.Add(-40*day), now.Add(-15*day))
 	live, _ := store.Add("example.org", "server-c", "x509-CA-A", k, now.Add(-40*day), now.Add(-2*day))
 	store.Add("other.org", "server-a", "x509-CA-A", k, now, now)
+	// JWT-Signer-A was rotated 10 minutes ago: its superseded generation
+	// settles for keymanager.DefaultSettle.
+	settling, _ := store.Add("example.org", "server-a", "JWT-Signer-A", k, now.Add(-day), now.Add(-day))
+	jwt, _ := store.Add("example.org", "server-a", "JWT-Signer-A", k, now.Add(-10*time.Minute), now.Add(-10*time.Minute))
+	// x509-CA-B's superseded generation is held by a process that crashed
+	// two days ago: its lease lasts keymanager.LeaseTTL (72 h).
+	held, _ := store.Add("example.org", "server-a", "x509-CA-B", k, now.Add(-3*day), now.Add(-3*day))
+	caB, _ := store.Add("example.org", "server-a", "x509-CA-B", k, now.Add(-2*day), now.Add(-2*day))
+	writeLease(t, store, held, "crashed", now.Add(-2*day))
 
 	s, err := operator.Open(ctx, src, o)
 	if err != nil {
@@ -271,8 +288,11 @@ func TestKeysListAndGC(t *testing.T) {
 	for _, r := range rows {
 		got[r.Ref] = r.State + "/" + r.Cleanup
 	}
-	want := map[string]string{old: "superseded/retire", cur: "in use/keep", stale: "stale/retire", live: "foreign/keep"}
-	if len(got) != 4 {
+	want := map[string]string{
+		old: "superseded/retire", cur: "current/keep", stale: "stale/retire", live: "foreign/keep",
+		settling: "settling/keep", jwt: "current/keep", held: "held/keep", caB: "current/keep",
+	}
+	if len(got) != len(want) {
 		t.Fatalf("rows = %v (another trust domain's key listed?)", got)
 	}
 	for ref, w := range want {
@@ -285,33 +305,122 @@ func TestKeysListAndGC(t *testing.T) {
 	}
 	var table, js bytes.Buffer
 	operator.PrintKeys(&table, rows, false)
-	if !strings.Contains(table.String(), "server-a (this server)") {
+	if !strings.Contains(table.String(), "server-a (this server)") || !strings.Contains(table.String(), "keep (leased by crashed since ") {
 		t.Errorf("table:\n%s", table.String())
 	}
 	operator.PrintKeys(&js, rows, true)
 	var decoded []operator.KeyRow
-	if err := json.Unmarshal(js.Bytes(), &decoded); err != nil || len(decoded) != 4 {
+	if err := json.Unmarshal(js.Bytes(), &decoded); err != nil || len(decoded) != len(want) {
 		t.Fatalf("JSON: %v", err)
 	}
 
 	// Dry run changes nothing; apply retires exactly the marked keys.
-	if _, err := operator.GC(ctx, s, o, now, false); err != nil || len(store.Refs()) != 5 {
+	if _, err := operator.GC(ctx, s, o, now, false); err != nil || len(store.Refs()) != 9 {
 		t.Fatalf("dry run: %v, %d keys", err, len(store.Refs()))
 	}
-	rows, err = operator.GC(ctx, s, o, now, true)
+	if _, err = operator.GC(ctx, s, o, now, true); err != nil {
+		t.Fatal(err)
+	}
+	checkLeft(t, store, "after gc", []string{cur, live, settling, jwt, held, caB}, []string{old, stale})
+
+	// Past the settle period, on the cloud's clock (the local time passed
+	// to gc does not count), the settling generation is retired.
+	if _, err := operator.GC(ctx, s, o, now.Add(time.Hour), true); err != nil {
+		t.Fatal(err)
+	}
+	checkLeft(t, store, "gc an hour later by the host's clock only", []string{settling}, nil)
+	store.Advance(keymanager.DefaultSettle + time.Minute)
+	if _, err = operator.GC(ctx, s, o, time.Now(), true); err != nil {
+		t.Fatal(err)
+	}
+	checkLeft(t, store, "gc once the cloud's clock passed the settle period", []string{cur, held, caB, jwt}, []string{settling})
+
+	// The crashed process's lease ends 72 h after it was written.
+	store.Advance(keymanager.LeaseTTL(keymanager.Schedule{}) - 2*day - (keymanager.DefaultSettle + time.Minute) - time.Minute)
+	if _, err = operator.GC(ctx, s, o, time.Now(), true); err != nil {
+		t.Fatal(err)
+	}
+	checkLeft(t, store, "gc just before the lease ends", []string{held}, nil)
+	store.Advance(2 * time.Minute)
+	if _, err = operator.GC(ctx, s, o, time.Now(), true); err != nil {
+		t.Fatal(err)
+	}
+	checkLeft(t, store, "gc once the lease ended", []string{cur, caB, jwt}, []string{held})
+
+	// gc reads each key again right before retiring it: a lease written
+	// since the listing (a server adopting the key, or restoring the lease
+	// a concurrent write dropped) keeps it.
+	adopted, _ := store.Add("example.org", "server-a", "x509-CA-A", k, store.Now().Add(-3*day), store.Now().Add(-3*day))
+	store.Hook = func(ctx context.Context, op, keyID string) error {
+		if op == "Refresh" && keyID == "x509-CA-A" {
+			store.Hook = nil
+			writeLease(t, store, adopted, "adopter", store.Now())
+		}
+		return nil
+	}
+	rows, err = operator.GC(ctx, s, o, time.Now(), true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	left := strings.Join(store.Refs(), " ")
-	if strings.Contains(left, old) || strings.Contains(left, stale) || !strings.Contains(left, cur) || !strings.Contains(left, live) {
-		t.Fatalf("after gc: %s", left)
+	for _, r := range rows {
+		if r.Ref == adopted && (r.State != "held" || r.Cleanup != "keep") {
+			t.Errorf("a key leased between listing and retirement: %s/%s, want held/keep", r.State, r.Cleanup)
+		}
 	}
+	checkLeft(t, store, "gc with a lease written after the listing", []string{adopted}, nil)
+
 	// A failing retirement is reported per key and as an error.
-	store.Add("example.org", "server-a", "x509-CA-A", k, now.Add(-3*day), now.Add(-3*day))
+	store.Add("example.org", "server-a", "x509-CA-A", k, store.Now().Add(-3*day), store.Now().Add(-3*day))
 	store.Hook = func(_ context.Context, op, _ string) error { return denyOp(op, "Retire") }
-	rows, err = operator.GC(ctx, s, o, now, true)
+	rows, err = operator.GC(ctx, s, o, time.Now(), true)
 	if err == nil || !strings.Contains(err.Error(), "1 of the keys") {
 		t.Fatalf("gc with failing retire: %v", err)
+	}
+	failed := 0
+	for _, r := range rows {
+		if r.Error != "" {
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d rows carry an error, want 1: %+v", failed, rows)
+	}
+}
+
+// writeLease records holder's committed lease on ref, renewed at renewed,
+// as the plugin's keep-alive writes it.
+func writeLease(t *testing.T, store *memory.Store, ref, holder string, renewed time.Time) {
+	t.Helper()
+	gens, err := store.Generations("example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range gens {
+		if g.Ref == ref {
+			g.Leases = append(g.Leases, keymanager.Lease{Holder: holder, Ref: ref, Renewed: renewed})
+			if _, err := store.Backend("example.org", g.ServerID).KeepAlive(context.Background(), g); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatalf("no key %s", ref)
+}
+
+// checkLeft checks that the store still holds every ref of kept and none of
+// retired.
+func checkLeft(t *testing.T, store *memory.Store, what string, kept, retired []string) {
+	t.Helper()
+	left := store.Refs()
+	for _, ref := range kept {
+		if !slices.Contains(left, ref) {
+			t.Errorf("%s: %s was retired; want it kept (left: %v)", what, ref, left)
+		}
+	}
+	for _, ref := range retired {
+		if slices.Contains(left, ref) {
+			t.Errorf("%s: %s is left; want it retired", what, ref)
+		}
 	}
 }
 
@@ -340,8 +449,18 @@ func TestGCDecommissioned(t *testing.T) {
 		t.Fatalf("a refused decommission retired keys: %d left", n)
 	}
 
-	// A day and a half later, nothing of server-a has been updated.
-	later := now.Add(36 * time.Hour)
+	// The host's clock alone does not count: the cloud's says JWT-Signer-A
+	// was kept alive 2 hours ago.
+	if _, err := operator.GC(ctx, s, o, now.Add(36*time.Hour), true); err == nil || !strings.Contains(err.Error(), "JWT-Signer-A") {
+		t.Fatalf("gc --decommissioned with the host's clock a day and a half ahead: %v", err)
+	}
+
+	// A day and a half later on the cloud's clock, nothing of server-a has
+	// been updated.
+	if err := store.Advance(36 * time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now()
 	rows, err := operator.GC(ctx, s, o, later, false)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,14 @@ import (
 // demoTrustDomain is the trust domain of the demo's SVIDs.
 const demoTrustDomain = "example.org"
 
+// demoPluginSettings are added to every target's plugin_data: a cleanup
+// pass every second, so that the plugin retires the superseded key within
+// a second of its settling (the default is a pass a day).
+const demoPluginSettings = "cleanup_interval = \"1s\"\n"
+
+// demoWait bounds each wait of the demo for the plugin's background work.
+const demoWait = 10 * time.Second
+
 // demoTarget is one cloud the demo runs against: an emulator started in
 // this process, and what the plugin needs to reach it.
 type demoTarget struct {
@@ -36,6 +44,12 @@ type demoTarget struct {
 	env []string
 	// keys lists what the cloud holds, for the final table.
 	keys func(ctx context.Context) ([]demoKeyRow, error)
+	// listings counts the listings of the cloud so far (the plugin's
+	// cleanup passes, and the demo's own keys calls).
+	listings func() int
+	// advance moves the emulator's clock, which dates its keys and its
+	// answers, forward by d.
+	advance func(d time.Duration)
 	// snippet is the server.conf KeyManager block for --keep, given the
 	// plugin's path and checksum.
 	snippet func(pluginPath, checksum string) string
@@ -75,7 +89,9 @@ Runs SPIRE's whole KeyManager flow on a local emulator, no cloud account
 needed: this binary is launched as the plugin exactly as SPIRE launches it,
 configured, asked for an X.509 CA key and a JWT key, used to sign a CA
 certificate, an X509-SVID and a JWT-SVID (verified with go-spiffe), and
-rotated. It exits 0 only if every step passed.
+rotated. The superseded key is kept while it settles, then the demo moves
+the emulator's clock past the settle period and the plugin retires it. It
+exits 0 only if every step passed.
 
 Flags:
 `)
@@ -177,17 +193,21 @@ func (d *demo) run(ctx context.Context, exe string, target *demoTarget, pluginSt
 
 	call := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 30*time.Second) }
 	c, cancel := call()
-	err = p.Configure(c, demoTrustDomain, target.pluginData)
+	err = p.Configure(c, demoTrustDomain, target.pluginData+demoPluginSettings)
 	cancel()
 	if !d.check("Configure", err, func() string { return target.name + ", trust domain " + demoTrustDomain }) {
 		return
 	}
 
 	keys := map[string]keymanager.PublicKey{}
+	var firstCA string // the cloud's name of the first x509-CA-A key
 	for _, id := range []string{"x509-CA-A", "JWT-Signer-A"} {
 		c, cancel := call()
 		pk, err := p.GenerateKey(c, id, keymanager.ECP256)
 		cancel()
+		if err == nil && firstCA == "" {
+			firstCA, err = d.onlyKey(ctx, target)
+		}
 		if !d.check("GenerateKey "+id+" (EC P-256)", err, func() string { return "fingerprint " + short(pk.Fingerprint) }) {
 			return
 		}
@@ -225,6 +245,7 @@ func (d *demo) run(ctx context.Context, exe string, target *demoTarget, pluginSt
 	c, cancel = call()
 	rotated, err := p.GenerateKey(c, "x509-CA-A", keymanager.ECP256)
 	cancel()
+	listed := target.listings()
 	if err == nil && rotated.Fingerprint == keys["x509-CA-A"].Fingerprint {
 		err = errors.New("the new key has the old fingerprint")
 	}
@@ -246,34 +267,129 @@ func (d *demo) run(ctx context.Context, exe string, target *demoTarget, pluginSt
 		return
 	}
 
-	rows, err := d.waitRetired(ctx, target, 2)
-	if !d.check("The superseded x509-CA-A key is "+target.retiredWords(), err, func() string { return "" }) {
+	// The superseded key is not retired at once: the plugin's cleanup
+	// passes keep it until it has settled.
+	passes, err := d.waitKept(ctx, target, firstCA, listed)
+	if err == nil && slices.ContainsFunc(p.Metrics(), isRetirement) {
+		err = errors.New("the plugin reported a retirement before the superseded key settled")
+	}
+	if !d.check("The superseded x509-CA-A key is kept while it settles", err, func() string {
+		return fmt.Sprintf("still enabled in the %s after %d of the plugin's cleanup passes", target.storeWord(), passes)
+	}) {
+		return
+	}
+	fmt.Fprintf(d.out, "  Why: a superseded key waits %s before it is retired, since a server starting with the same ID may be adopting it, or restoring a lease that a concurrent write dropped.\n", minutes(keymanager.DefaultSettle))
+
+	step := keymanager.DefaultSettle + time.Minute
+	target.advance(step)
+	moved := time.Now()
+	d.check(fmt.Sprintf("Move the emulator's clock %s ahead", minutes(step)), nil, func() string {
+		return "past the settle period, as if the server had run on for that long"
+	})
+
+	rows, err := d.waitRetired(ctx, target, firstCA)
+	if err == nil {
+		// The plugin reports each retirement; only its cleanup pass
+		// retires here (its own timer would wait the settle period).
+		wctx, cancel := context.WithTimeout(ctx, demoWait)
+		_, err = p.WaitMetric(wctx, isRetirement)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("the plugin reported no retirement of a superseded key (metric kmskeeper.keys.retired): %w", err)
+		}
+	}
+	if !d.check("The superseded x509-CA-A key is "+target.retiredWords(), err, func() string {
+		return fmt.Sprintf("by the plugin's next cleanup pass, %.1f s after the clock moved", time.Since(moved).Seconds())
+	}) {
 		return
 	}
 	printKeyTable(d.out, target.storeWord(), rows)
 }
 
-// waitRetired waits until the cloud holds want enabled keys: the engine
-// deletes a superseded key in the background, right after the rotation.
-func (d *demo) waitRetired(ctx context.Context, target *demoTarget, want int) ([]demoKeyRow, error) {
-	deadline := time.Now().Add(20 * time.Second)
+// isRetirement reports whether m is the plugin's report of a superseded
+// key it retired.
+func isRetirement(m pluginhost.Metric) bool {
+	return m.Call == "IncrCounter" && m.Name() == "kmskeeper.keys.retired" && m.Label("reason") == "superseded"
+}
+
+// onlyKey returns the name of the one enabled key the cloud holds.
+func (d *demo) onlyKey(ctx context.Context, target *demoTarget) (string, error) {
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	rows, err := target.keys(c)
+	cancel()
+	if err != nil {
+		return "", err
+	}
+	var names []string
+	for _, r := range rows {
+		if r.state == "enabled" {
+			names = append(names, r.name)
+		}
+	}
+	if len(names) != 1 {
+		return "", fmt.Errorf("the %s holds %d enabled keys (%s), want 1", target.storeWord(), len(names), strings.Join(names, ", "))
+	}
+	return names[0], nil
+}
+
+// waitKept waits until the plugin has listed the cloud twice since
+// listings counted listed (so at least one whole cleanup pass ran after the
+// rotation), then checks that the superseded key old is still enabled. It
+// returns how many listings the plugin made. The demo lists nothing
+// meanwhile, so every listing counted is the plugin's.
+func (d *demo) waitKept(ctx context.Context, target *demoTarget, old string, listed int) (int, error) {
+	deadline := time.Now().Add(demoWait)
+	for target.listings() < listed+2 {
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("the plugin ran no two cleanup passes in %s (cleanup_interval = 1s)", demoWait)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	passes := target.listings() - listed
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	rows, err := target.keys(c)
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range rows {
+		if r.name == old && r.state == "enabled" {
+			return passes, nil
+		}
+	}
+	return 0, fmt.Errorf("the superseded key %s was retired at once: it must be kept until it has settled", old)
+}
+
+// waitRetired waits, at most demoWait, until the cloud no longer holds the
+// superseded key old enabled, and holds the two keys in use; it returns the
+// cloud's keys.
+func (d *demo) waitRetired(ctx context.Context, target *demoTarget, old string) ([]demoKeyRow, error) {
+	deadline := time.Now().Add(demoWait)
 	for {
 		c, cancel := context.WithTimeout(ctx, 30*time.Second)
 		rows, err := target.keys(c)
 		cancel()
-		live := 0
+		if err != nil {
+			return nil, err
+		}
+		live, oldLive := 0, false
 		for _, r := range rows {
 			if r.state == "enabled" {
 				live++
+				oldLive = oldLive || r.name == old
 			}
 		}
 		switch {
-		case err != nil:
-			return nil, err
-		case live == want:
+		case !oldLive && live == 2:
 			return rows, nil
+		case !oldLive:
+			return rows, fmt.Errorf("the %s holds %d enabled keys, want the 2 in use", target.storeWord(), live)
 		case time.Now().After(deadline):
-			return rows, fmt.Errorf("the %s still holds %d enabled keys, want %d", target.storeWord(), live, want)
+			return rows, fmt.Errorf("the %s still holds %s enabled %s after the clock moved past the settle period", target.storeWord(), old, demoWait)
 		}
 		select {
 		case <-ctx.Done():
@@ -281,6 +397,11 @@ func (d *demo) waitRetired(ctx context.Context, target *demoTarget, want int) ([
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// minutes writes a whole number of minutes as "30 min".
+func minutes(d time.Duration) string {
+	return fmt.Sprintf("%d min", int(d/time.Minute))
 }
 
 // storeWord names what holds the keys.

@@ -39,6 +39,8 @@ func startAzureDemo(ctx context.Context, dir string) (*demoTarget, error) {
 		keys: func(ctx context.Context) ([]demoKeyRow, error) {
 			return listAzureKeys(ctx, client)
 		},
+		listings: func() int { return srv.Counts()["ListKeys"] },
+		advance:  srv.Clock().Advance,
 		snippet: func(pluginPath, checksum string) string {
 			return fmt.Sprintf(`    KeyManager "azure_key_vault" {
         plugin_cmd      = %q

@@ -44,6 +44,8 @@ func startGCPDemo(ctx context.Context, dir string) (*demoTarget, error) {
 		keys: func(ctx context.Context) ([]demoKeyRow, error) {
 			return listGCPVersions(ctx, client)
 		},
+		listings: func() int { return srv.Counts()["ListCryptoKeys"] },
+		advance:  srv.Clock().Advance,
 		snippet: func(pluginPath, checksum string) string {
 			return fmt.Sprintf(`    KeyManager "gcp_kms" {
         plugin_cmd      = %q

@@ -12,8 +12,10 @@ import (
 )
 
 // TestDemoGCP runs `kmskeeper demo --backend gcp` from the release binary:
-// it must exit 0 with every step passed, and end with the key ring holding
-// the rotated key's old version scheduled for destruction.
+// it must exit 0 with every step passed (the rotated key's old version kept
+// while it settles, then retired by the plugin once the emulator's clock
+// has passed the settle period), and end with the key ring holding that
+// version scheduled for destruction.
 func TestDemoGCP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -36,7 +38,9 @@ func TestDemoGCP(t *testing.T) {
 		"✓ X509-SVID signed through SignData, verified with go-spiffe",
 		"✓ JWT-SVID signed through SignData, verified with go-spiffe",
 		"✓ Rotate x509-CA-A",
-		"✓ The superseded x509-CA-A key is scheduled for destruction in the key ring",
+		"✓ The superseded x509-CA-A key is kept while it settles: still enabled in the key ring after",
+		"✓ Move the emulator's clock",
+		"✓ The superseded x509-CA-A key is scheduled for destruction in the key ring: by the plugin's next cleanup pass",
 		"All steps passed.",
 	} {
 		if !strings.Contains(out, s) {

@@ -181,3 +181,5 @@ func (c *azureOperatorCloud) state(*testing.T) map[string]string {
 func (c *azureOperatorCloud) retired(state map[string]string, ref string) bool {
 	return state[ref] == stateRetired
 }
+
+func (c *azureOperatorCloud) advance(d time.Duration) { c.srv.Clock().Advance(d) }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/keymanager"
 	"github.com/kmskeeper/kmskeeper/operator"
 )
 
@@ -163,6 +164,9 @@ type operatorCloud interface {
 	// retired reports whether state shows the key generation ref retired:
 	// deleted, destroyed or scheduled for destruction.
 	retired(state map[string]string, ref string) bool
+	// advance moves the emulator's clock, which dates its answers, forward
+	// by d.
+	advance(d time.Duration)
 }
 
 // Generation states in operatorCloud.state.
@@ -412,11 +416,13 @@ func probedRef(detail string) (string, bool) {
 	return ref, ok
 }
 
-// testKeysAndGC seeds this server's keys (in use, superseded, old but in
-// use), other servers' (stale, kept alive), another trust domain's and a key
-// that is not SPIRE's, then checks keys list (JSON and table), gc's dry run
-// (changes nothing), gc --apply (retires exactly what the dry run listed)
-// and a second gc --apply (nothing left to do).
+// testKeysAndGC seeds this server's keys (current, superseded, superseded
+// but still settling, old but current), other servers' (stale, kept alive),
+// another trust domain's and a key that is not SPIRE's, then checks keys
+// list (JSON and table), gc's dry run (changes nothing), gc --apply (retires
+// exactly what the dry run listed), a second gc --apply (nothing left to
+// do), and a gc --apply once the cloud's clock has passed the settle period
+// (the settled generation is retired, nothing else).
 func testKeysAndGC(t *testing.T, c operatorCloud) {
 	now := time.Now()
 	day := 24 * time.Hour
@@ -426,16 +432,19 @@ func testKeysAndGC(t *testing.T, c operatorCloud) {
 		// states of the generations in keys list; nil: not listed.
 		states []string
 	}{
-		{seededKey{opTrustDomain, opServerID, "x509-CA-A", []time.Time{ago(3 * day), ago(day)}, ago(day)}, []string{"superseded", "in use"}},
+		{seededKey{opTrustDomain, opServerID, "x509-CA-A", []time.Time{ago(3 * day), ago(day)}, ago(day)}, []string{"superseded", "current"}},
+		// Rotated 10 minutes ago: the superseded generation settles (a
+		// server starting now may be adopting it) before it is retired.
+		{seededKey{opTrustDomain, opServerID, "x509-CA-B", []time.Time{ago(2 * day), ago(10 * time.Minute)}, ago(10 * time.Minute)}, []string{"settling", "current"}},
 		// This server's keys are never stale, however old.
-		{seededKey{opTrustDomain, opServerID, "JWT-Signer-A", []time.Time{ago(20 * day)}, ago(20 * day)}, []string{"in use"}},
+		{seededKey{opTrustDomain, opServerID, "JWT-Signer-A", []time.Time{ago(20 * day)}, ago(20 * day)}, []string{"current"}},
 		{seededKey{opTrustDomain, "server-b", "x509-CA-A", []time.Time{ago(40 * day)}, ago(15 * day)}, []string{"stale"}},
 		// Kept alive two days ago: the liveness rule protects it.
 		{seededKey{opTrustDomain, "server-c", "x509-CA-A", []time.Time{ago(40 * day)}, ago(2 * day)}, []string{"foreign"}},
 		// Another trust domain's, with this server's ID, abandoned.
 		{seededKey{"other.org", opServerID, "x509-CA-Z", []time.Time{ago(40 * day)}, ago(40 * day)}, nil},
 	}
-	cleanupOf := map[string]string{"in use": "keep", "superseded": "retire", "foreign": "keep", "stale": "retire"}
+	cleanupOf := map[string]string{"current": "keep", "settling": "keep", "superseded": "retire", "foreign": "keep", "stale": "retire"}
 
 	type wantRow struct {
 		key            seededKey
@@ -583,8 +592,37 @@ func testKeysAndGC(t *testing.T, c operatorCloud) {
 		t.Fatalf("%s", r)
 	}
 	checkRows(t, "a second gc --apply", decodeJSON[[]operator.KeyRow](t, r), nil)
-	if again := c.state(t); !maps.Equal(again, after) {
+	again := c.state(t)
+	if !maps.Equal(again, after) {
 		t.Errorf("a second gc --apply changed the cloud:\nbefore %v\nafter  %v", after, again)
+	}
+
+	// Once the settle period has passed on the cloud's clock, the settling
+	// generation is superseded and retired; nothing else changes.
+	c.advance(keymanager.DefaultSettle + time.Minute)
+	var settled []string
+	for ref, w := range want {
+		if w.state == "settling" {
+			w.state, w.cleanup = "superseded", "retire"
+			settled = append(settled, ref)
+		}
+	}
+	if len(settled) != 1 {
+		t.Fatalf("%d settling generations seeded, want 1", len(settled))
+	}
+	r = runKmskeeper(t, "gc", "--apply", "--json", "--config", conf)
+	if r.code != 0 {
+		t.Fatalf("%s", r)
+	}
+	checkRows(t, "gc --apply past the settle period", decodeJSON[[]operator.KeyRow](t, r), map[string]string{"retire": "retired"})
+	last := c.state(t)
+	if !c.retired(last, settled[0]) {
+		t.Errorf("gc --apply past the settle period did not retire %s: %v", settled[0], last)
+	}
+	for k, v := range again {
+		if last[k] != v && k != settled[0] {
+			t.Errorf("gc --apply past the settle period changed %s (%s -> %s), which it was not to retire", k, v, last[k])
+		}
 	}
 }
 

@@ -239,3 +239,5 @@ func (c *gcpOperatorCloud) retired(state map[string]string, ref string) bool {
 	}
 	return true
 }
+
+func (c *gcpOperatorCloud) advance(d time.Duration) { c.srv.Clock().Advance(d) }
