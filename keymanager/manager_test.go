@@ -143,6 +143,12 @@ func TestSettleOption(t *testing.T) {
 			ctx := context.Background()
 			x1 := e.refOf(t, mustGenerate(t, m, "k"))
 			mustGenerate(t, m, "k")
+			m.RunDue(ctx) // the retirement task runs at once: it ends this process's lease on x1
+			for _, l := range e.gen(t, x1).Leases {
+				if l.Holder == m.Holder() {
+					t.Fatalf("the process still holds a lease on the generation it superseded: %+v", l)
+				}
+			}
 			e.clock.Advance(tt.want - time.Millisecond)
 			m.RunDue(ctx)
 			mustCleanup(t, m)

@@ -315,7 +315,15 @@ func (m *Manager) runRetire(ctx context.Context, b Backend, t *task) {
 			}
 		}
 	case a.State == StateSettling:
-		m.reschedule(t, m.settleWait(a.Generation, siblings, f))
+		g := a.Generation
+		if l, mine := ownLease(g, m.holder); mine && !l.Pending {
+			// This process no longer serves it: it ends its own lease,
+			// so that `gc`, `keys list` and a successor after a crash see
+			// the generation settling rather than held.
+			m.endLease(cctx, b, g)
+			g.Updated = m.cloud.now()
+		}
+		m.reschedule(t, m.settleWait(g, siblings, f))
 		return
 	case a.State == StateHeld:
 		m.log.Info("Keeping a superseded key generation: another process holds a lease on it; a cleanup pass retires it once the lease ends", "key_id", a.KeyID, "ref", a.Ref, "holder", a.HeldBy.Holder, "lease_renewed", a.HeldBy.Renewed.UTC().Format(time.RFC3339))
@@ -323,6 +331,15 @@ func (m *Manager) runRetire(ctx context.Context, b Backend, t *task) {
 	m.mu.Lock()
 	delete(m.draining, t.gen.Ref)
 	m.mu.Unlock()
+}
+
+// endLease removes this process's lease from g, as read just before.
+func (m *Manager) endLease(ctx context.Context, b Backend, g Generation) {
+	g.Leases = slices.DeleteFunc(slices.Clone(g.Leases), func(l Lease) bool { return l.Holder == m.holder || l.Ref != g.Ref })
+	if _, err := b.KeepAlive(ctx, g); err != nil {
+		m.log.Debug("Could not end this process's lease on a superseded key generation; it ends on its own", "key_id", g.KeyID, "ref", g.Ref, "error", err)
+	}
+	m.synced(b)
 }
 
 // settleWait estimates how long until g settles.

@@ -85,7 +85,7 @@ func Run(seed uint64, opts Options) Result {
 		schedule: keymanager.Schedule{
 			LivenessInterval: time.Hour,
 			KeepAliveAge:     4 * time.Hour,
-			CleanupInterval:  2 * time.Hour,
+			CleanupInterval:  []time.Duration{time.Minute, 30 * time.Minute, 2 * time.Hour}[rng.IntN(3)],
 			StaleAfter:       14 * 24 * time.Hour,
 		},
 		maxPerHour: 2 + rng.IntN(4),
@@ -263,6 +263,12 @@ func (s *sim) spireActions() []action {
 		}
 		for _, kind := range kinds {
 			j := p.journal[kind]
+			if j.busy && j.retryAt.Before(s.cloud.now) {
+				// SPIRE gave up on a GenerateKey that is still running
+				// in the plugin (its deadline passed) and prepares again:
+				// two creations of one key ID overlap.
+				acts = append(acts, action{1, "prepare-again", func() { s.prepare(inc, kind, j.slot, j.activate) }})
+			}
 			if j.busy || s.cloud.now.Before(j.retryAt) {
 				continue
 			}
@@ -276,8 +282,18 @@ func (s *sim) spireActions() []action {
 					j.active, j.issued, j.prepared = 1-j.active, s.cloud.now, false
 				}})
 			}
-			if j.fp[j.active] != "" && inc.signs < 2 {
-				acts = append(acts, action{3, "sign", func() { s.sign(inc, kind) }})
+			if inc.signs < 3 {
+				for slot := range 2 {
+					// SPIRE signs with the active slot; signing with the
+					// other too makes rotations meet signatures in flight.
+					w := 1
+					if slot == j.active {
+						w = 6
+					}
+					if j.fp[slot] != "" {
+						acts = append(acts, action{w, "sign", func() { s.sign(inc, kind, slot) }})
+					}
+				}
 			}
 		}
 	}
@@ -287,7 +303,8 @@ func (s *sim) spireActions() []action {
 // prepare is SPIRE's GenerateKey for a slot.
 func (s *sim) prepare(inc *incarnation, kind string, slot int, activate bool) {
 	j := inc.p.journal[kind]
-	j.busy = true
+	j.busy, j.slot, j.activate = true, slot, activate
+	j.retryAt = s.cloud.now.Add(30 * time.Second) // SPIRE's own deadline
 	id := slotKeyID(kind, slot)
 	s.run(&task{name: "generate " + id, inc: inc, deadline: s.cloud.now.Add(s.cfg.budget)}, func(ctx context.Context) {
 		pub, err := inc.m.GenerateKey(ctx, id, keymanager.ECP256)
@@ -306,19 +323,29 @@ func (s *sim) prepare(inc *incarnation, kind string, slot int, activate bool) {
 		} else {
 			j.prepared = true
 		}
+		if kind == "x509-CA" {
+			// SPIRE signs the new CA certificate with the new key at once.
+			s.checkSign(ctx, inc, id)
+		}
 	})
 }
 
 // sign is one SignData with the active slot's key, checked against the
 // public key of the fingerprint the engine answered with.
-func (s *sim) sign(inc *incarnation, kind string) {
-	j := inc.p.journal[kind]
-	id := slotKeyID(kind, j.active)
+func (s *sim) sign(inc *incarnation, kind string, slot int) {
+	id := slotKeyID(kind, slot)
 	inc.signs++
 	s.run(&task{name: "sign " + id, inc: inc, deadline: s.cloud.now.Add(s.cfg.budget)}, func(ctx context.Context) {
+		s.checkSign(ctx, inc, id)
+		inc.signs--
+	})
+}
+
+// checkSign is one SignData, checked.
+func (s *sim) checkSign(ctx context.Context, inc *incarnation, id string) {
+	{
 		d := digest(s.step)
 		sig, fp, err := inc.m.SignData(ctx, id, d, crypto.SHA256)
-		inc.signs--
 		if inc.dead || inc.stopped {
 			return
 		}
@@ -334,7 +361,7 @@ func (s *sim) sign(inc *incarnation, kind string) {
 		if !inc.given[fp] {
 			s.violate("%s: signed %s with a key (%s) the engine never gave SPIRE", inc.name(), id, fp)
 		}
-	})
+	}
 }
 
 // backgroundActions run the engine's background work when it is due: the

@@ -22,6 +22,8 @@ type slots struct {
 	issued   time.Time // when the active slot was activated (cloud time)
 	prepared bool
 	busy     bool // a GenerateKey for this kind is in flight
+	slot     int  // the slot it prepares
+	activate bool // whether that slot is the active one
 	retryAt  time.Time
 }
 
