@@ -484,9 +484,9 @@ func (s *sim) gc() {
 }
 
 // quietPhase stops the chaos: no faults, kills, restarts or gc; stopped
-// servers start again; SPIRE goes on rotating for a lease period, then
-// only signs while the engines settle for two cleanup passes. Then nothing
-// may be left that no live process serves.
+// servers start again; SPIRE goes on rotating for a CA period, then the
+// engines run on alone for a lease period, two cleanup passes and the settle
+// period. Then nothing may be left that no live process serves.
 func (s *sim) quietPhase() {
 	s.quiet = true
 	s.drain()
@@ -496,8 +496,8 @@ func (s *sim) quietPhase() {
 		}
 	}
 	ttl := keymanager.LeaseTTL(s.cfg.schedule)
-	s.runQuiet(ttl+s.cfg.caTTL+time.Hour, true)
-	s.runQuiet(2*s.cfg.schedule.CleanupInterval+keymanager.DefaultSettle+time.Hour, false)
+	s.runQuiet(s.cfg.caTTL+time.Hour, true)
+	s.runQuiet(ttl+2*s.cfg.schedule.CleanupInterval+keymanager.DefaultSettle+time.Hour, false)
 	s.drain()
 	s.checkNoLeak()
 }
