@@ -53,7 +53,8 @@ func (r *runner) stormInProcess(ctx context.Context, c cloud) Row {
 		}
 		e.advance(stormEvery)
 	}
-	if err := e.waitRetired(ctx, created-1); err != nil {
+	e.advance(keymanager.DefaultSettle) // every superseded key has settled
+	if err := e.checkRetired(ctx, created-1); err != nil {
 		return fail(err)
 	}
 	return stormRow(label, c, created, refused)
