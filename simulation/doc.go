@@ -29,7 +29,9 @@
 //   - a process alone on its server ID serves, after a restart, what it
 //     served before or a key SPIRE was given by a GenerateKey (counted
 //     apart: a key whose commit took effect while its creator was killed);
-//   - creations per key ID stay within the hourly bound, restarts included;
+//   - creations per key ID stay within the hourly bound, restarts included
+//     (for a server ID shared by k processes, k times the bound: processes
+//     sharing an ID cannot be told apart across restarts);
 //   - once every process has been quiet for a lease period and two cleanup
 //     passes, no generation is left that no live process serves.
 package simulation

@@ -103,6 +103,8 @@ func Run(seed uint64, opts Options) Result {
 		rng:   rng,
 		cloud: &cloud{now: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), byFP: map[string]*record{}},
 		ev:    make(chan struct{}),
+
+		creations: map[string][]time.Time{},
 	}
 	s.setup()
 	for _, p := range s.procs {
@@ -134,7 +136,7 @@ func (s *sim) setup() {
 		}
 		for range n {
 			p := &process{idx: len(s.procs), serverID: fmt.Sprintf("srv%d", i), shared: n > 1,
-				skew: skews[s.rng.IntN(len(skews))], journal: map[string]*slots{}, creations: map[string][]time.Time{}}
+				skew: skews[s.rng.IntN(len(skews))], journal: map[string]*slots{}}
 			for _, k := range kinds {
 				p.journal[k] = &slots{}
 			}

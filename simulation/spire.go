@@ -38,8 +38,7 @@ type process struct {
 	journal   map[string]*slots
 	cur       *incarnation
 	incs      int
-	lastFP    map[string]string      // the key served under each ID when the last incarnation ended
-	creations map[string][]time.Time // creations per key ID, for the hourly bound
+	lastFP    map[string]string // the key served under each ID when the last incarnation ended
 	downUntil time.Time
 }
 
