@@ -95,17 +95,16 @@ const StateDecommissioned keymanager.State = "decommissioned"
 // decommission marks every generation of the session's server for
 // retirement, unless one of them shows that a process may still serve it:
 // a running kmskeeper keeps each key it serves updated (created, rotated or
-// kept alive) at least every keep-alive age plus liveness interval, so a
-// generation newer than that refuses the whole decommission.
+// kept alive) at least every keep-alive age plus its liveness interval, and
+// this tool cannot know the interval a server runs with, so a generation
+// updated within the lease period (keymanager.LeaseTTL: the keep-alive age
+// plus two of the longest intervals, 72 h) refuses the whole decommission.
 func decommission(plan []keymanager.Assessment, s *Session, now time.Time) error {
 	if s.ServerID == "" {
 		return fmt.Errorf("decommissioning: the configuration names no server ID (key_identifier_file does not exist): set key_identifier_value to the server ID of the keys to retire")
 	}
 	sched := s.Config.Live().Schedule
-	quiet := keymanager.DefaultKeepAliveAge + keymanager.DefaultLivenessInterval
-	if sched.LivenessInterval > 0 {
-		quiet = keymanager.DefaultKeepAliveAge + sched.LivenessInterval
-	}
+	quiet := keymanager.LeaseTTL(sched)
 	for _, a := range plan {
 		if a.ServerID != s.ServerID {
 			continue

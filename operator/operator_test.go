@@ -433,8 +433,8 @@ func TestGCDecommissioned(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	old, _ := store.Add("example.org", "server-a", "x509-CA-A", k, now.Add(-40*time.Hour), now.Add(-40*time.Hour))
-	cur, _ := store.Add("example.org", "server-a", "JWT-Signer-A", k, now.Add(-48*time.Hour), now.Add(-2*time.Hour))
+	old, _ := store.Add("example.org", "server-a", "x509-CA-A", k, now.Add(-100*time.Hour), now.Add(-100*time.Hour))
+	cur, _ := store.Add("example.org", "server-a", "JWT-Signer-A", k, now.Add(-120*time.Hour), now.Add(-2*time.Hour))
 	other, _ := store.Add("example.org", "server-c", "x509-CA-A", k, now.Add(-40*time.Hour), now.Add(-40*time.Hour))
 
 	s, err := operator.Open(ctx, src, o)
@@ -451,13 +451,22 @@ func TestGCDecommissioned(t *testing.T) {
 
 	// The host's clock alone does not count: the cloud's says JWT-Signer-A
 	// was kept alive 2 hours ago.
-	if _, err := operator.GC(ctx, s, o, now.Add(36*time.Hour), true); err == nil || !strings.Contains(err.Error(), "JWT-Signer-A") {
-		t.Fatalf("gc --decommissioned with the host's clock a day and a half ahead: %v", err)
+	if _, err := operator.GC(ctx, s, o, now.Add(80*time.Hour), true); err == nil || !strings.Contains(err.Error(), "JWT-Signer-A") {
+		t.Fatalf("gc --decommissioned with the host's clock 80 h ahead: %v", err)
 	}
 
-	// A day and a half later on the cloud's clock, nothing of server-a has
-	// been updated.
-	if err := store.Advance(36 * time.Hour); err != nil {
+	// Two days later on the cloud's clock a server running with the
+	// longest liveness interval may still not have updated its keys: refused.
+	if err := store.Advance(48 * time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := operator.GC(ctx, s, o, time.Now(), true); err == nil || !strings.Contains(err.Error(), "JWT-Signer-A") {
+		t.Fatalf("gc --decommissioned 50 h after a keep-alive (within the 72 h lease period): %v", err)
+	}
+
+	// A day later, past the lease period, nothing of server-a has been
+	// updated for 74 h.
+	if err := store.Advance(24 * time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	later := time.Now()

@@ -186,8 +186,9 @@ destruction.
 --decommissioned says the server the configuration describes has stopped for
 good: every key of its server ID is retired too, in use or not. It is refused
 while any of those keys was updated (created, rotated or kept alive) within
-the keep-alive age plus the liveness interval (30 hours by default), since a
-running server updates every key it serves at least that often. Use it after a migration between clouds, with --config
+the lease period (72 hours: the keep-alive age plus twice the longest
+liveness_interval), since a running server updates every key it serves more
+often than that. Use it after a migration between clouds, with --config
 pointing at the old cloud's configuration once the new server no longer has
 migrate_from; or to clean up after a server removed from the trust domain.
 
@@ -195,7 +196,7 @@ migrate_from; or to clean up after a server removed from the trust domain.
 	f.register(fs)
 	fs.BoolVar(&dryRun, "dry-run", true, "print what would be retired and change nothing (the default)")
 	fs.BoolVar(&apply, "apply", false, "retire the keys the plan marks")
-	fs.BoolVar(&f.decommissioned, "decommissioned", false, "the configured server has stopped for good: retire all of its keys (refused while one was updated in the last 30 hours, by default)")
+	fs.BoolVar(&f.decommissioned, "decommissioned", false, "the configured server has stopped for good: retire all of its keys (refused while one was updated in the last 72 hours)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
