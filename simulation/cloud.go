@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -16,15 +18,21 @@ import (
 	"github.com/kmskeeper/kmskeeper/keymanager"
 )
 
-// record is one generation in the simulated cloud, laid out as a Key Vault
-// key object: its own tags (the lease record), written whole.
+// leaseRecord is where leases are kept, written whole: a Key Vault key's
+// tags (one per generation), or a Cloud KMS CryptoKey's labels (shared by
+// every version of a key ID, with one write time).
+type leaseRecord struct {
+	leases  []keymanager.Lease
+	updated time.Time
+}
+
+// record is one generation in the simulated cloud.
 type record struct {
 	ref      string
 	keyID    string
 	serverID string
 	created  time.Time
-	updated  time.Time
-	leases   []keymanager.Lease
+	rec      *leaseRecord
 	recent   int
 	key      *ecdsa.PrivateKey
 	fp       string
@@ -34,6 +42,7 @@ type record struct {
 	// effect (the creator may not have learnt so).
 	creator         *incarnation
 	committed       bool
+	pendingLost     bool // its pending lease was dropped before any commit
 	retiredBy       string
 	retiredAtStep   int
 	retiredAtCloudT time.Time
@@ -42,10 +51,16 @@ type record struct {
 // cloud is the simulated KMS: one trust domain's generations, a clock, and
 // the fault rates the seed chose. Only the scheduler goroutine touches it.
 type cloud struct {
-	now  time.Time
-	seq  int
-	recs []*record // in creation order: listing order is deterministic
-	byFP map[string]*record
+	// shared lays the cloud out like Cloud KMS: the generations of one
+	// server's key ID share one lease record, and a write replaces it whole
+	// from what the writer last read (carried in Generation.Labels), so a
+	// write for one version can drop a lease on another.
+	shared bool
+	groups map[string]*leaseRecord
+	now    time.Time
+	seq    int
+	recs   []*record // in creation order: listing order is deterministic
+	byFP   map[string]*record
 }
 
 func (c *cloud) find(ref string) *record {
@@ -58,10 +73,106 @@ func (c *cloud) find(ref string) *record {
 }
 
 func (c *cloud) generation(r *record) keymanager.Generation {
-	return keymanager.Generation{
-		KeyID: r.keyID, Ref: r.ref, ServerID: r.serverID, Created: r.created, Updated: r.updated,
-		Type: keymanager.ECP256, Leases: slices.Clone(r.leases), RecentCreations: r.recent,
+	g := keymanager.Generation{
+		KeyID: r.keyID, Ref: r.ref, ServerID: r.serverID, Created: r.created, Updated: r.rec.updated,
+		Type: keymanager.ECP256, Leases: slices.Clone(r.rec.leases), RecentCreations: r.recent,
 	}
+	if c.shared {
+		g.Labels = map[string]string{labelLeases: encodeLeases(r.rec.leases)}
+	}
+	return g
+}
+
+// labelLeases carries, in a Generation's Labels, the record as the reader
+// saw it: the shared layout writes it back, as the Cloud KMS backend writes
+// the label map it last read.
+const labelLeases = "sim-leases"
+
+func encodeLeases(leases []keymanager.Lease) string {
+	parts := make([]string, len(leases))
+	for i, l := range leases {
+		parts[i] = fmt.Sprintf("%s|%s|%d|%t", l.Holder, l.Ref, l.Renewed.UnixNano(), l.Pending)
+	}
+	return strings.Join(parts, ";")
+}
+
+func decodeLeases(v string) []keymanager.Lease {
+	var out []keymanager.Lease
+	for part := range strings.SplitSeq(v, ";") {
+		f := strings.Split(part, "|")
+		if len(f) != 4 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[2], 10, 64)
+		out = append(out, keymanager.Lease{Holder: f[0], Ref: f[1], Renewed: time.Unix(0, n), Pending: f[3] == "true"})
+	}
+	return out
+}
+
+// write records on r the leases of g.Leases that name r (read whole from
+// base, the record as the writer last saw it). In the shared layout the
+// other versions' leases come from base: one another process wrote since is
+// lost, as on Cloud KMS. A holder keeps leases on at most 3 versions.
+func (c *cloud) write(r *record, base, leases []keymanager.Lease) {
+	var out []keymanager.Lease
+	if c.shared {
+		for _, l := range base {
+			if l.Ref != r.ref {
+				out = append(out, l)
+			}
+		}
+	}
+	for _, l := range leases {
+		if l.Ref == r.ref {
+			out = append(out, l)
+		}
+	}
+	if c.shared {
+		out = capPerHolder(out, r.ref)
+		// A version's pending lease dropped by this write: if its
+		// creation never commits, nothing says it was never served.
+		for _, l := range r.rec.leases {
+			if l.Pending && !slices.Contains(out, l) {
+				for _, o := range c.recs {
+					if o.ref == l.Ref && !o.committed {
+						o.pendingLost = true
+					}
+				}
+			}
+		}
+	}
+	r.rec.leases = out
+	r.rec.updated = c.now
+}
+
+// capPerHolder keeps each holder's leases on its 3 highest versions, and
+// always the one on keep.
+func capPerHolder(leases []keymanager.Lease, keep string) []keymanager.Lease {
+	var out []keymanager.Lease
+	for _, l := range leases {
+		higher := 0
+		for _, o := range leases {
+			if o.Holder == l.Holder && o.Ref > l.Ref {
+				higher++
+			}
+		}
+		if higher < 3 || l.Ref == keep {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// recordFor returns the lease record of a new generation.
+func (c *cloud) recordFor(serverID, keyID string) *leaseRecord {
+	if !c.shared {
+		return &leaseRecord{}
+	}
+	k := serverID + "/" + keyID
+	if c.groups[k] == nil {
+		c.groups[k] = &leaseRecord{}
+	}
+	return c.groups[k]
 }
 
 // backend is one process incarnation's view of the cloud: a
@@ -116,12 +227,12 @@ func (b *backend) Create(ctx context.Context, req keymanager.CreateRequest) (key
 		der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
 		r := &record{
 			ref: fmt.Sprintf("%s-%s-%04d", b.serverID, req.KeyID, c.seq), keyID: req.KeyID, serverID: b.serverID,
-			created: c.now, updated: c.now, recent: req.RecentCreations, key: key,
+			created: c.now, rec: c.recordFor(b.serverID, req.KeyID), recent: req.RecentCreations, key: key,
 			fp: keymanager.Fingerprint(der), creator: b.inc,
 		}
 		l := req.Lease
 		l.Ref = r.ref
-		r.leases = []keymanager.Lease{l}
+		c.write(r, r.rec.leases, []keymanager.Lease{l})
 		c.recs = append(c.recs, r)
 		c.byFP[r.fp] = r
 		b.s.noteCreate(b, r)
@@ -174,9 +285,13 @@ func (b *backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 			}
 		}
 		b.s.noteLeaseWrite(b, r, leases)
-		r.leases = leases
-		r.updated = b.s.cloud.now
-		g.Updated, g.Leases = r.updated, slices.Clone(r.leases)
+		base := r.rec.leases
+		if v, ok := g.Labels[labelLeases]; ok {
+			base = decodeLeases(v)
+		}
+		b.s.cloud.write(r, base, leases)
+		fresh := b.s.cloud.generation(r)
+		g.Updated, g.Leases, g.Labels = fresh.Updated, fresh.Leases, fresh.Labels
 		return nil
 	})
 	return g, err
@@ -188,7 +303,8 @@ func (b *backend) Refresh(ctx context.Context, g keymanager.Generation) (keymana
 		if r == nil {
 			return keymanager.Errorf(codes.NotFound, "sim: key %s not found", g.Ref)
 		}
-		g.Updated, g.Leases = r.updated, slices.Clone(r.leases)
+		fresh := b.s.cloud.generation(r)
+		g.Updated, g.Leases, g.Labels = fresh.Updated, fresh.Leases, fresh.Labels
 		return nil
 	})
 	return g, err
@@ -204,4 +320,11 @@ func (b *backend) Retire(ctx context.Context, g keymanager.Generation) error {
 		b.s.noteRetire(b, r)
 		return nil
 	})
+}
+
+func (c *cloud) layout() string {
+	if c.shared {
+		return "Cloud KMS layout"
+	}
+	return "Key Vault layout"
 }

@@ -7,8 +7,10 @@
 // key_identifier_value for every replica), each process with its own clock
 // skewed against the cloud's (seconds, hours or fifteen days, either way)
 // and its own SPIRE CA journal. Each process runs the real engine
-// (keymanager.Manager) over an in-memory cloud laid out like Key Vault (one
-// tag set per generation, rewritten whole). Every backend call is a step
+// (keymanager.Manager) over an in-memory cloud laid out, as the seed picks,
+// like Key Vault (one tag set per generation, rewritten whole) or like Cloud
+// KMS (one label map per key ID, shared by its versions, rewritten whole
+// from what the writer last read). Every backend call is a step
 // the scheduler interleaves with every other: it takes effect, fails before
 // taking effect, or takes effect and loses its answer; it may take up to
 // its budget, and the clock moves between steps by milliseconds to hours.
@@ -28,7 +30,10 @@
 //     engine returned, and that key was given to SPIRE;
 //   - a process alone on its server ID serves, after a restart, what it
 //     served before or a key SPIRE was given by a GenerateKey (counted
-//     apart: a key whose commit took effect while its creator was killed);
+//     apart: a key whose commit took effect while its creator was killed,
+//     and, on the Cloud KMS layout, a version that never committed whose
+//     pending lease a concurrent rewrite of the shared labels dropped; SPIRE
+//     then prepares that slot again);
 //   - creations per key ID stay within the hourly bound, restarts included
 //     (for a server ID shared by k processes, k times the bound: processes
 //     sharing an ID cannot be told apart across restarts);

@@ -24,6 +24,11 @@ type Stats struct {
 	// process alone on its ID serves, after a restart, a key SPIRE was not
 	// given (SPIRE then prepares that slot again).
 	AdoptedUnseenCommit int
+	// AdoptedLostPending counts restarts that served a Cloud KMS version
+	// whose creation never committed, because a concurrent rewrite of the
+	// key's shared labels dropped its pending lease (SPIRE then prepares
+	// that slot again).
+	AdoptedLostPending int
 }
 
 // Add sums s and o.
@@ -38,6 +43,7 @@ func (s Stats) Add(o Stats) Stats {
 	s.GCs += o.GCs
 	s.Reprepared += o.Reprepared
 	s.AdoptedUnseenCommit += o.AdoptedUnseenCommit
+	s.AdoptedLostPending += o.AdoptedLostPending
 	return s
 }
 
@@ -101,7 +107,7 @@ func Run(seed uint64, opts Options) Result {
 	s := &sim{
 		cfg:   cfg,
 		rng:   rng,
-		cloud: &cloud{now: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), byFP: map[string]*record{}},
+		cloud: &cloud{now: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), byFP: map[string]*record{}, shared: rng.IntN(2) == 0, groups: map[string]*leaseRecord{}},
 		ev:    make(chan struct{}),
 
 		creations: map[string][]time.Time{},
@@ -121,7 +127,7 @@ func Run(seed uint64, opts Options) Result {
 		setup[i] = fmt.Sprintf("%s skew=%s", p.name(), p.skew)
 	}
 	return Result{Seed: seed, Violations: s.violations, Stats: s.stats, Trace: s.trace,
-		Setup: fmt.Sprintf("%s; ca_ttl=%s fail=%.2f lost=%.2f max/h=%d", strings.Join(setup, ", "), cfg.caTTL, cfg.failRate, cfg.lostRate, cfg.maxPerHour)}
+		Setup: fmt.Sprintf("%s; %s; ca_ttl=%s cleanup=%s fail=%.2f lost=%.2f max/h=%d", strings.Join(setup, ", "), s.cloud.layout(), cfg.caTTL, cfg.schedule.CleanupInterval, cfg.failRate, cfg.lostRate, cfg.maxPerHour)}
 }
 
 // setup chooses the processes: one to three server IDs, one of them shared
@@ -553,7 +559,7 @@ func (s *sim) checkNoLeak() {
 	}
 	for _, r := range s.cloud.recs {
 		if !r.retired && liveIDs[r.serverID] && !served[r.ref] {
-			s.violate("leak: %s (%s, created %s, updated %s, leases %v) is left although no live process serves it; now %s", r.ref, r.keyID, r.created.Format(time.RFC3339), r.updated.Format(time.RFC3339), r.leases, s.cloud.now.Format(time.RFC3339))
+			s.violate("leak: %s (%s, created %s, updated %s, leases %v) is left although no live process serves it; now %s", r.ref, r.keyID, r.created.Format(time.RFC3339), r.rec.updated.Format(time.RFC3339), r.rec.leases, s.cloud.now.Format(time.RFC3339))
 		}
 	}
 }

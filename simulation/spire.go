@@ -129,6 +129,10 @@ func (s *sim) afterLoad(inc *incarnation) {
 				s.stats.AdoptedUnseenCommit++ // killed while its commit was in flight: documented
 				continue
 			}
+			if r := s.cloud.byFP[now]; r != nil && !r.committed && r.pendingLost {
+				s.stats.AdoptedLostPending++ // Cloud KMS: the pending mark was rewritten away: documented
+				continue
+			}
 			s.violate("%s serves %s for %s after a restart; it served %s before and SPIRE was given nothing newer", inc.name(), now, id, last)
 		}
 	}
