@@ -5,6 +5,8 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -289,6 +291,7 @@ func (m *Manager) Close() error {
 		}
 		b := m.backend
 		m.mu.RUnlock()
+		slices.SortFunc(held, func(a, b Generation) int { return strings.Compare(a.Ref, b.Ref) })
 		m.release(b, held)
 	}
 	var err error
