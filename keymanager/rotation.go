@@ -25,6 +25,13 @@ func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (Public
 	default:
 		return PublicKey{}, Errorf(codes.InvalidArgument, "key %s: unsupported key type %v", id, t)
 	}
+	select {
+	case <-m.stop:
+		// A stopping process creates nothing: its successor, which may
+		// already be listing the cloud, would not count the creation.
+		return PublicKey{}, Errorf(codes.Unavailable, "key %s: the plugin is stopping", id)
+	default:
+	}
 	b := m.currentBackend()
 	now := m.cloud.now()
 	if err := m.guard.take(id, now, m.budget); err != nil {

@@ -168,7 +168,7 @@ func (s *sim) chaosStep() {
 	acts = append(acts, s.backgroundActions()...)
 	for _, p := range s.procs {
 		switch inc := p.cur; {
-		case inc == nil && !s.cloud.now.Before(p.downUntil):
+		case inc == nil && !s.cloud.now.Before(p.downUntil) && !s.exiting(p.last):
 			acts = append(acts, action{3, "restart", func() { s.stats.Restarts++; s.start(p) }})
 		case inc != nil && !inc.loading && !inc.stopped:
 			acts = append(acts, action{1, "kill", func() { s.kill(inc) }})
@@ -413,6 +413,20 @@ func (s *sim) background(inc *incarnation, name string, fn func(ctx context.Cont
 		fn(ctx)
 		inc.bgBusy = false
 	})
+}
+
+// exiting reports whether a stopped incarnation still runs work: a process
+// restarts once the previous one has exited.
+func (s *sim) exiting(inc *incarnation) bool {
+	if inc == nil || inc.dead && !inc.stopped {
+		return false
+	}
+	for _, t := range s.tasks {
+		if t.inc == inc && !t.done {
+			return true
+		}
+	}
+	return false
 }
 
 // kill is kill -9: the incarnation stops at once. Its calls in flight may

@@ -39,6 +39,7 @@ type process struct {
 	cur       *incarnation
 	incs      int
 	lastFP    map[string]string // the key served under each ID when the last incarnation ended
+	last      *incarnation      // the incarnation that ran last
 	downUntil time.Time
 }
 
@@ -90,7 +91,7 @@ func (s *sim) start(p *process) {
 		panic(err)
 	}
 	inc.m = m
-	p.cur = inc
+	p.cur, p.last = inc, inc
 	s.tracef("start %s", inc.name())
 	t := &task{name: "load", inc: inc, deadline: s.cloud.now.Add(s.cfg.budget)}
 	s.run(t, func(ctx context.Context) {
