@@ -54,6 +54,17 @@ func (m *Manager) Cleanup(ctx context.Context, apply bool) ([]Assessment, error)
 		if !apply {
 			continue
 		}
+		if l, mine := ownLease(a.Generation, m.holder); mine && !l.Pending && a.ServerID == m.serverID && (a.State == StateSettling || a.State == StateHeld) {
+			// A lease of this process on a generation it does not serve
+			// (a concurrent release brought it back): end it again.
+			cctx, cancel := m.callCtx(ctx)
+			if fresh, err := b.Refresh(cctx, a.Generation); err == nil {
+				if l, mine := ownLease(fresh, m.holder); mine && !l.Pending {
+					m.endLease(cctx, b, fresh)
+				}
+			}
+			cancel()
+		}
 		if a.State == StateSettling {
 			m.mu.Lock()
 			if m.tasks[a.Ref] == nil {

@@ -321,19 +321,30 @@ func (m *Manager) runRetire(ctx context.Context, b Backend, t *task) {
 				return
 			}
 		}
-	case a.State == StateSettling:
+	case a.State == StateSettling || a.State == StateHeld:
 		g := a.Generation
 		if l, mine := ownLease(g, m.holder); mine && !l.Pending {
 			// This process no longer serves it: it ends its own lease,
 			// so that `gc`, `keys list` and a successor after a crash see
-			// the generation settling rather than held.
+			// the generation settling rather than held. A concurrent
+			// release by another holder, from a read older than this
+			// write, can bring it back: the next look ends it again.
 			m.endLease(cctx, b, g)
 			g.Updated = m.cloud.now()
 		}
+		if a.State == StateHeld {
+			// Another holder may end its lease soon (it superseded the
+			// generation too): look again once this one has settled, a
+			// few times, then leave it to the cleanup passes.
+			if t.tries++; t.tries < maxTries {
+				m.log.Info("Keeping a superseded key generation: another process holds a lease on it", "key_id", a.KeyID, "ref", a.Ref, "holder", a.HeldBy.Holder, "lease_renewed", a.HeldBy.Renewed.UTC().Format(time.RFC3339))
+				m.reschedule(t, m.settleWait(g, siblings, f))
+				return
+			}
+			break
+		}
 		m.reschedule(t, m.settleWait(g, siblings, f))
 		return
-	case a.State == StateHeld:
-		m.log.Info("Keeping a superseded key generation: another process holds a lease on it; a cleanup pass retires it once the lease ends", "key_id", a.KeyID, "ref", a.Ref, "holder", a.HeldBy.Holder, "lease_renewed", a.HeldBy.Renewed.UTC().Format(time.RFC3339))
 	}
 	m.mu.Lock()
 	delete(m.draining, t.gen.Ref)
