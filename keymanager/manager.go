@@ -211,7 +211,20 @@ func (m *Manager) synced(b Backend, gens ...Generation) time.Time {
 // facts returns what this process's retirement decisions know. The caller
 // holds m.mu (read).
 func (m *Manager) facts(now time.Time) Facts {
-	return Facts{ServerID: m.serverID, Holder: m.holder, Serves: m.servesLocked, Now: now, Schedule: m.schedule, Settle: m.settle}
+	served := make(map[string]bool, len(m.entries)+len(m.draining))
+	for _, e := range m.entries {
+		if !e.inherited {
+			served[e.gen.Ref] = true
+		}
+	}
+	for ref := range m.draining {
+		if m.servesLocked(ref) {
+			served[ref] = true
+		}
+	}
+	// A snapshot: the facts are used after the lock is released, and
+	// what is served only shrinks for a superseded generation.
+	return Facts{ServerID: m.serverID, Holder: m.holder, Serves: func(ref string) bool { return served[ref] }, Now: now, Schedule: m.schedule, Settle: m.settle}
 }
 
 // servesLocked reports whether ref is served, or superseded so recently
