@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -179,10 +180,31 @@ func (v *azureVault) keys(t *testing.T) []key {
 				Updated:  time.Unix(kv.Updated, 0),
 				Disabled: !kv.Enabled,
 				Public:   pub,
+				Leases:   azureLeases(k.Name, kv.Tags["spire-leases"]),
 			},
 			Fingerprint: fingerprint(t, pub),
 			Meta:        kv.Tags,
 		})
+	}
+	return out
+}
+
+// azureLeases reads the leases a spire-leases tag of key ref records, as
+// docs/security.md lays it out: "recent=<n>;<holder>:<unix ms>;...", with
+// ":p" after a pending lease. The test reads it on its own, so that a
+// layout the backend misreads is not taken on trust.
+func azureLeases(ref, tag string) []keymanager.Lease {
+	var out []keymanager.Lease
+	for _, e := range strings.Split(tag, ";") {
+		parts := strings.Split(e, ":")
+		if len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "p") {
+			continue // the creation count, or not a lease
+		}
+		ms, err := strconv.ParseInt(parts[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, keymanager.Lease{Holder: parts[0], Ref: ref, Renewed: time.UnixMilli(ms), Pending: len(parts) == 3})
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package reliability
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -68,6 +69,10 @@ type crashPoint struct {
 	extra string
 	// seedStale seeds a key of a server gone for 20 days.
 	seedStale bool
+	// settled is set when the cloud's clock passed the settle period
+	// before the kill: a generation the process superseded may be retired
+	// by the first cleanup pass after the restart.
+	settled bool
 	// crash performs the step and kills the process during it.
 	crash func(c *crashRun)
 }
@@ -103,11 +108,19 @@ var crashPoints = []crashPoint{
 		},
 	},
 	{
-		name: "GenerateKey/during the retirement of the superseded key",
+		name:    "GenerateKey/during the retirement of the superseded key",
+		extra:   `cleanup_interval = "1s"`,
+		settled: true,
 		crash: func(c *crashRun) {
-			reached := c.h.v.hold(c.h.t, opRetire, false, holdFor)
+			t := c.h.t
+			reached := c.h.v.hold(t, opRetire, false, holdFor)
 			wait := c.generateAsync("x509-CA-A")
 			wait()
+			// The superseded key is retired once it has settled: the
+			// process ends its lease on it, the cloud's clock passes the
+			// settle period, and the next cleanup pass retires it.
+			waitUnleased(t, c.h, crashServer, c.before["x509-CA-A"].Fingerprint)
+			c.h.v.advance(t, settlePast)
 			c.killWithin(reached, holdFor)
 		},
 	},
@@ -146,10 +159,33 @@ var crashPoints = []crashPoint{
 
 // TestCrash kills the plugin with SIGKILL at every step of a rotation and of
 // the background passes, at randomized moments, restarts it on the same
-// vault and checks that nothing was lost or leaked: the newest complete
-// generation of each key ID is served and signs, one cleanup pass leaves no
-// own key that is not in use, and no other server's key was touched.
+// vault and checks that nothing was lost or leaked:
+//
+//   - the restarted process serves the newest committed generation of each
+//     key ID, never one whose creation did not commit (a kill before the
+//     commit: the key served before), and the key a GenerateKey returned
+//     before the kill (its creation committed before it answered). A kill
+//     after the commit took effect but before GenerateKey answered leaves
+//     the new generation committed: the restarted process serves it,
+//     although SPIRE was never given it (SPIRE prepares again when its
+//     journal does not match). On Cloud KMS a kill between the version's
+//     creation and the label update that records its pending lease leaves
+//     a version with no lease at all, which the rule cannot tell from a key
+//     made before leases existed and takes as committed: the restarted
+//     process serves it too;
+//   - every key it serves signs and is kept alive;
+//   - the first cleanup pass retires nothing of this server's that has not
+//     settled (the generation superseded before the kill, or left by a
+//     creation that never committed), and no other server's live key; it
+//     retires the stale key of a server gone for 20 days;
+//   - once the cloud's clock has passed the settle period (and the hour a
+//     creation that never committed is kept while it is its key ID's
+//     newest), cleanup passes leave only what the restarted process serves
+//     and what the killed process's leases hold; once it has passed the
+//     lease period too (72 h: a killed process never ends its leases), only
+//     what the restarted process serves.
 func TestCrash(t *testing.T) {
+	t.Parallel() // a waiting scenario (doc.go)
 	forEachSetup(t, func(t *testing.T, s setup) {
 		var runs []subtest
 		for _, cp := range crashPoints {
@@ -186,27 +222,29 @@ func runCrash(t *testing.T, s setup, cp crashPoint) {
 	cp.crash(c)
 	v.clear(t)
 
-	// Restart on the same vault, with passes due soon.
-	p := h.start(crashServer, `cleanup_interval = "1s"`+"\n"+`liveness_interval = "1s"`)
+	// What the kill left, read before the restart (which records its
+	// lease on what it adopts, and so commits it).
 	mine := own(v.keys(t), crashServer)
-	want := newest(mine)
+	want := newestCommitted(mine)
+	// Restart on the same vault, with passes due soon.
+	p := h.start(crashServer, passesExtra)
 	served := h.mustSignAll(p)
 	if len(served) != len(want) {
-		t.Errorf("after the restart %d keys are served, the vault holds %d key IDs of this server", len(served), len(want))
+		t.Errorf("after the restart %d keys are served, the vault holds committed generations of %d key IDs of this server", len(served), len(want))
 	}
 	for _, pk := range served {
 		w, ok := want[pk.ID]
 		switch {
 		case !ok:
-			t.Errorf("serving %s, which the vault holds no generation of", pk.ID)
+			t.Errorf("serving %s, which the vault holds no committed generation of", pk.ID)
 		case pk.Fingerprint != w.Fingerprint:
-			t.Errorf("serving %s %s, want the newest generation %s (%s)", pk.ID, pk.Fingerprint, w.Ref, w.Fingerprint)
+			t.Errorf("serving %s %s, want the newest committed generation %s (%s)", pk.ID, pk.Fingerprint, w.Ref, w.Fingerprint)
 		}
 	}
 	for id, b := range c.before {
 		got, ok := want[id]
 		if !ok {
-			t.Errorf("key %s was lost: the vault holds no generation of it", id)
+			t.Errorf("key %s was lost: the vault holds no committed generation of it", id)
 			continue
 		}
 		if prev, ok := byFingerprint(mine, b.Fingerprint); got.Fingerprint != b.Fingerprint && ok && !newer(got, prev) {
@@ -220,7 +258,7 @@ func runCrash(t *testing.T, s setup, cp crashPoint) {
 			}
 		}
 		if w := want[a.ID]; w.Fingerprint != a.Fingerprint {
-			t.Errorf("GenerateKey answered %s before the crash, the newest generation in the vault is %s", a.Fingerprint, w.Fingerprint)
+			t.Errorf("GenerateKey answered %s before the crash, the newest committed generation in the vault is %s", a.Fingerprint, w.Fingerprint)
 		}
 	}
 
@@ -234,25 +272,95 @@ func runCrash(t *testing.T, s setup, cp crashPoint) {
 		}
 	}
 
-	// One cleanup pass: only the keys in use are left of this server's.
+	// One cleanup pass: nothing of this server's that has not settled is
+	// retired, nor another server's live key; the stale key is.
 	l := waitPasses(t, p, cleanupDone, 0, 1)
 	if ok, _ := l.Fields["ok"].(bool); !ok {
 		t.Errorf("the first cleanup pass after the restart failed: %s", l.Raw)
 	}
 	after := v.keys(t)
-	left := own(after, crashServer)
-	if len(left) != len(served) {
-		t.Errorf("after one cleanup pass the vault holds %d keys of this server, %d are in use: %v", len(left), len(served), refs(left))
-	}
 	refsAfter := byRef(after)
-	if k, ok := refsAfter[foreign.Ref]; !ok || !k.Updated.Equal(foreign.Updated) {
-		t.Errorf("the live key %s of %s was touched (present %v)", foreign.Ref, otherServer, ok)
-	}
-	if stale != nil {
-		if _, ok := refsAfter[stale.Ref]; ok {
-			t.Errorf("the stale key %s of %s is still there after a cleanup pass", stale.Ref, goneServer)
+	for _, k := range mine {
+		if _, ok := refsAfter[k.Ref]; !ok && (!cp.settled || want[k.KeyID].Ref == k.Ref) {
+			t.Errorf("the first cleanup pass after the restart retired %s %s, before it settled", k.KeyID, k.Ref)
 		}
 	}
+	checkBystanders := func(when string) {
+		t.Helper()
+		refsNow := byRef(v.keys(t))
+		if k, ok := refsNow[foreign.Ref]; !ok || !k.Updated.Equal(foreign.Updated) {
+			t.Errorf("%s: the live key %s of %s was touched (present %v)", when, foreign.Ref, otherServer, ok)
+		}
+		if stale != nil {
+			if _, ok := refsNow[stale.Ref]; ok {
+				t.Errorf("%s: the stale key %s of %s is still there", when, stale.Ref, goneServer)
+			}
+		}
+	}
+	checkBystanders("after one cleanup pass")
+
+	// Past the settle period and the hour a creation that never committed
+	// is kept, cleanup passes retire what has settled: what is left besides
+	// the keys served, the killed process's leases hold.
+	unserved := func() []key {
+		var out []key
+		for _, k := range own(v.keys(t), crashServer) {
+			if w, ok := want[k.KeyID]; !ok || w.Ref != k.Ref {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	held := unserved()
+	held = slices.DeleteFunc(held, func(k key) bool { return len(committedLeases(k)) == 0 })
+	v.advance(t, orphanPast)
+	waitVault(t, "what settled to be retired", func() bool {
+		now := v.now(t)
+		for _, k := range unserved() {
+			if len(liveLeases(k, now)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	refsNow := byRef(v.keys(t))
+	for _, k := range held {
+		if _, ok := refsNow[k.Ref]; !ok {
+			t.Errorf("%s %s, which the killed process's lease holds, was retired within the lease period", k.KeyID, k.Ref)
+		}
+	}
+	if len(unserved()) == 0 {
+		checkBystanders("past the settle period")
+		h.mustSignAll(p)
+		return // nothing held: the lease period changes nothing
+	}
+	// Past the lease period, once the keys served were kept alive, and a
+	// settle period after those keep-alives (on Cloud KMS they write the
+	// record that the versions of a key share): only the keys served are
+	// left.
+	v.advance(t, leasePast)
+	waitVault(t, "the keys served to be kept alive", func() bool {
+		now := v.now(t)
+		for _, k := range own(v.keys(t), crashServer) {
+			if w, ok := want[k.KeyID]; ok && w.Ref == k.Ref && now.Sub(k.Updated) > keymanager.DefaultKeepAliveAge {
+				return false
+			}
+		}
+		return true
+	})
+	v.advance(t, settlePast)
+	waitVault(t, "only the keys served to be left", func() bool { return len(unserved()) == 0 })
+	left := own(v.keys(t), crashServer)
+	if len(left) != len(served) {
+		t.Errorf("past the lease period the vault holds %v of this server, %d keys are in use", refs(left), len(served))
+	}
+	for _, pk := range served {
+		if _, ok := byFingerprint(left, pk.Fingerprint); !ok {
+			t.Errorf("the served key %s %s was retired", pk.ID, pk.Fingerprint)
+		}
+	}
+	checkBystanders("past the lease period")
+	h.mustSignAll(p)
 }
 
 // byFingerprint returns the key with fingerprint fp.

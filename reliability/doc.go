@@ -10,6 +10,16 @@
 // Key Vault emulator (azure_test.go) and the Cloud KMS emulator
 // (gcp_test.go).
 //
+// A superseded generation is retired only once it has settled, judged on
+// the cloud's clock (settle_test.go): the scenarios move the setups' clocks
+// and wait for the plugin's passes rather than for time to pass.
+//
+// The scenarios that mostly wait for those passes and barely time anything
+// (TestCrash, TestHAMonth, TestGCBesideRunningServer,
+// TestSharedIdentifierAdoption) call t.Parallel: they run two at a time
+// (-parallel, the CPU count) once the others, whose lasting faults and slow
+// answers are timed against deadlines, have run alone.
+//
 // The default run is sized for CI. KMSKEEPER_LONG=1 runs the long variant
 // (more crash iterations per point, a finer simulated month); see
 // docs/operations.md.

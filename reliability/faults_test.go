@@ -167,7 +167,9 @@ func stillWorks(t *testing.T, h *harness, p *pluginhost.Plugin, pk keymanager.Pu
 // signing, creation, listing, keep-alive and retirement at once, with a
 // rotation in the middle: every signature returned verifies with a key the
 // plugin served, every failure carries a documented code, and once the storm
-// ends the process serves, signs, rotates and cleans up normally.
+// ends the process serves, signs, rotates and cleans up normally: what it
+// superseded is kept while it settles and retired once the cloud's clock has
+// passed the settle period.
 func TestFaultStorm(t *testing.T) {
 	forEachSetup(t, func(t *testing.T, s setup) {
 		h := newHarness(t, s)
@@ -249,13 +251,16 @@ func TestFaultStorm(t *testing.T) {
 		h.v.clear(t)
 
 		// After the storm: the same process serves, signs and rotates.
+		var superseded []keymanager.PublicKey
 		for _, pk := range h.mustSignAll(p) {
 			if !served[pk.Fingerprint] {
 				t.Errorf("after the storm %s is served with %s, which no GenerateKey returned", pk.ID, pk.Fingerprint)
 			}
 			stillWorks(t, h, p, pk)
+			superseded = append(superseded, pk)
 		}
-		// And its next cleanup pass succeeds and leaves only keys in use.
+		// And its next cleanup passes succeed, and keep what the rotations
+		// superseded while it settles.
 		after := countLogs(p, cleanupDone)
 		l := waitPasses(t, p, cleanupDone, after, 1)
 		if ok, _ := l.Fields["ok"].(bool); !ok {
@@ -267,9 +272,26 @@ func TestFaultStorm(t *testing.T) {
 			}
 		}
 		waitPasses(t, p, cleanupDone, countLogs(p, cleanupDone), 1)
-		inUse, _ := p.GetPublicKeys(callCtx(t))
-		if left := own(h.v.keys(t), faultServer); len(left) != len(inUse) {
-			t.Errorf("after the storm and a cleanup pass the vault holds %v of this server, %d keys are in use", refs(left), len(inUse))
+		for _, pk := range superseded {
+			mustHaveGen(t, h, faultServer, pk, "retired before it settled")
+		}
+		inUse, err := p.GetPublicKeys(callCtx(t))
+		if err != nil {
+			t.Fatalf("GetPublicKeys: %v", h.record(err))
+		}
+		// Past the settle period, a cleanup pass leaves only keys in use:
+		// whatever the storm left (superseded generations, creations that
+		// failed after taking effect) has settled.
+		for _, k := range own(h.v.keys(t), faultServer) {
+			waitUnleasedUnlessServed(t, h, faultServer, k, inUse)
+		}
+		advanceAndClean(t, h, settlePast, p)
+		left := own(h.v.keys(t), faultServer)
+		if len(left) != len(inUse) {
+			t.Errorf("after the storm and a cleanup pass past the settle period the vault holds %v of this server, %d keys are in use", refs(left), len(inUse))
+		}
+		for _, pk := range inUse {
+			mustHaveGen(t, h, faultServer, pk, "retired while in use")
 		}
 	})
 }

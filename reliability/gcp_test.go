@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -66,7 +67,8 @@ type gcpVault struct {
 	holds atomic.Int64
 
 	mu     sync.Mutex
-	seeded [][]byte // PKCS#8 of the seeded keys
+	seeded [][]byte                    // PKCS#8 of the seeded keys
+	pubs   map[string]crypto.PublicKey // public keys by version name
 }
 
 func newGCPVault(t *testing.T) vault {
@@ -84,7 +86,7 @@ func newGCPVault(t *testing.T) vault {
 		t.Fatalf("starting the Cloud KMS emulator: %v", err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	v := &gcpVault{srv: srv, saFile: map[string]string{}}
+	v := &gcpVault{srv: srv, saFile: map[string]string{}, pubs: map[string]crypto.PublicKey{}}
 	for _, email := range []string{gcpPlugin, gcpOtherPlugin} {
 		path := filepath.Join(dir, strings.Split(email, "@")[0]+".json")
 		if err := srv.WriteServiceAccountFile(email, path); err != nil {
@@ -161,26 +163,16 @@ func (v *gcpVault) keys(t *testing.T) []key {
 			if err != nil {
 				t.Fatalf("listing the versions of %s: %v", ck.GetName(), err)
 			}
-			pk, err := v.admin.GetPublicKey(ctx, &kmspb.GetPublicKeyRequest{Name: ver.GetName()})
-			if status.Code(err) == codes.FailedPrecondition {
+			pub, ok := v.publicKey(t, ver.GetName())
+			if !ok {
 				continue // destroyed since it was listed
-			}
-			if err != nil {
-				t.Fatalf("public key of %s: %v", ver.GetName(), err)
-			}
-			block, _ := pem.Decode([]byte(pk.GetPem()))
-			if block == nil {
-				t.Fatalf("public key of %s: no PEM", ver.GetName())
-			}
-			pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-			if err != nil {
-				t.Fatalf("public key of %s: %v", ver.GetName(), err)
 			}
 			created := ver.GetCreateTime().AsTime()
 			out = append(out, key{
 				Generation: keymanager.Generation{
 					KeyID: keyID, Ref: ver.GetName(), ServerID: serverID,
 					Created: created, Updated: gcpUpdated(created, labels["spire-last-update"]), Public: pub,
+					Leases: gcpLeases(ver.GetName(), labels),
 				},
 				Fingerprint: fingerprint(t, pub),
 				Meta:        labels,
@@ -190,6 +182,37 @@ func (v *gcpVault) keys(t *testing.T) []key {
 	return out
 }
 
+// publicKey returns the public key of version name, read once: a version's
+// key never changes, and the scenarios poll the key ring. It reports false
+// for a version destroyed since it was listed.
+func (v *gcpVault) publicKey(t *testing.T, name string) (crypto.PublicKey, bool) {
+	t.Helper()
+	v.mu.Lock()
+	pub, ok := v.pubs[name]
+	v.mu.Unlock()
+	if ok {
+		return pub, true
+	}
+	pk, err := v.admin.GetPublicKey(t.Context(), &kmspb.GetPublicKeyRequest{Name: name})
+	if status.Code(err) == codes.FailedPrecondition {
+		return nil, false
+	}
+	if err != nil {
+		t.Fatalf("public key of %s: %v", name, err)
+	}
+	block, _ := pem.Decode([]byte(pk.GetPem()))
+	if block == nil {
+		t.Fatalf("public key of %s: no PEM", name)
+	}
+	if pub, err = x509.ParsePKIXPublicKey(block.Bytes); err != nil {
+		t.Fatalf("public key of %s: %v", name, err)
+	}
+	v.mu.Lock()
+	v.pubs[name] = pub
+	v.mu.Unlock()
+	return pub, true
+}
+
 // gcpUpdated is a version's last sign of life as the backend reads it: its
 // key's spire-last-update label or its creation, whichever is later.
 func gcpUpdated(created time.Time, label string) time.Time {
@@ -197,6 +220,33 @@ func gcpUpdated(created time.Time, label string) time.Time {
 		return time.Unix(n, 0)
 	}
 	return created
+}
+
+// gcpLeases reads the leases a CryptoKey's labels record on its version
+// ref, as docs/security.md lays them out: one label per holder,
+// spire-lease-<holder>, whose value joins with "_" the holder's entries
+// "<version>-<unix ms>", with "-p" appended while pending. The test reads
+// them on its own, so that a layout the backend misreads is not taken on
+// trust.
+func gcpLeases(ref string, labels map[string]string) []keymanager.Lease {
+	_, num, _ := strings.Cut(ref, "/cryptoKeyVersions/")
+	var out []keymanager.Lease
+	for name, value := range labels {
+		holder, ok := strings.CutPrefix(name, "spire-lease-")
+		if !ok || holder == "" {
+			continue
+		}
+		for _, e := range strings.Split(value, "_") {
+			e, pending := strings.CutSuffix(e, "-p")
+			v, ms, ok := strings.Cut(e, "-")
+			n, err := strconv.ParseInt(ms, 10, 64)
+			if !ok || err != nil || v != num {
+				continue
+			}
+			out = append(out, keymanager.Lease{Holder: holder, Ref: ref, Renewed: time.UnixMilli(n), Pending: pending})
+		}
+	}
+	return out
 }
 
 // gcpTrustDomainLabel is the spire-server-td value: the hex SHA-1 of the

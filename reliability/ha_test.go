@@ -21,6 +21,9 @@ const (
 	haAliveDay   = 17 // 12 days later its keys must still be there
 	haRestartDay = 20 // 15 days later: gone; server-c restarts
 	haLastDay    = 30
+	// haQuietDays: every 5 days (the last included) the day's rotation is
+	// followed by a quiet stretch past the settle period (quietStretch).
+	haQuietDays = 5
 )
 
 // spireKeyIDs are the key IDs a SPIRE server uses, in slot pairs.
@@ -31,8 +34,11 @@ var spireKeyIDs = []string{"x509-CA-A", "x509-CA-B", "JWT-Signer-A", "JWT-Signer
 // SPIRE does. server-c stops for 15 days: the others keep its keys while they
 // are younger than the stale period, then retire them, and nothing else;
 // server-c restarts and rebuilds its keys. Every server signs with every key
-// it serves at every step.
+// it serves at every step. What a rotation supersedes is kept while it
+// settles; every fifth day, past the settle period, every server holds only
+// the keys it serves.
 func TestHAMonth(t *testing.T) {
+	t.Parallel() // a waiting scenario (doc.go)
 	step := 24 * time.Hour
 	if suite.long {
 		step = 6 * time.Hour
@@ -70,18 +76,29 @@ func TestHAMonth(t *testing.T) {
 			if n%2 == 1 {
 				slot = []string{"x509-CA-B", "JWT-Signer-B"}
 			}
+			dayEnds := time.Duration(n)*step%(24*time.Hour) == 0
+			quiet := dayEnds && day%haQuietDays == 0
+			// What each server serves before a rotation followed by a quiet
+			// stretch: what the rotation supersedes is kept while it settles.
+			before := map[string][]key{}
+			if quiet {
+				for name, p := range running {
+					before[name] = ownServed(t, h, p, name)
+				}
+			}
 			rotate(n, slot...)
 			for name, p := range running {
 				if len(h.mustSignAll(p)) != len(spireKeyIDs) {
 					t.Fatalf("%s serves fewer than %d keys at day %d", name, len(spireKeyIDs), day)
 				}
 			}
-			dayEnds := time.Duration(n)*step%(24*time.Hour) == 0
+			if quiet {
+				quietStretch(t, h, running, before, day)
+			}
 			switch {
 			case dayEnds && day == haStopDay:
-				// The keys server-c serves when it stops: its superseded
-				// generations are its own to retire, and may still be on
-				// their way out (retirements run in the background).
+				// The keys server-c serves when it stops: the quiet stretch
+				// just before retired what it had superseded.
 				stoppedKeys = ownServed(t, h, running["server-c"], "server-c")
 				if err := running["server-c"].Close(); err != nil {
 					t.Logf("stopping server-c: %v", err)
@@ -130,15 +147,6 @@ func TestHAMonth(t *testing.T) {
 			}
 		}
 
-		// One more pass each: every server is left with its keys in use only.
-		waitAllPasses(t, running)
-		all := h.v.keys(t)
-		for name, p := range running {
-			pks := h.mustSignAll(p)
-			if mine := own(all, name); len(mine) != len(pks) {
-				t.Errorf("%s: after the month the vault holds %v, %d keys are in use", name, refs(mine), len(pks))
-			}
-		}
 		// Nobody retired another server's key unless it was stale, and only
 		// server-c's keys ever were.
 		for name, p := range running {
@@ -153,7 +161,86 @@ func TestHAMonth(t *testing.T) {
 				}
 			}
 		}
+		// The month is over. A clean stop releases the leases on every
+		// generation a process superseded since its last look at the
+		// clock, which on Cloud KMS are paced writes, several seconds'
+		// worth after a month in a minute; stopping is not what this test
+		// looks at.
+		for _, p := range running {
+			kill(t, p)
+		}
 	})
+}
+
+// quietStretch is the rest of a day of SPIRE's, when no key rotates: half
+// an hour of the cloud's clock passes. What the rotation just before
+// superseded (each server served before[name] before it) is kept until
+// then, while it settles; once the passes have run past the settle period,
+// every running server holds only the keys it serves (within 30 s: a
+// cleanup pass runs every second). On Cloud KMS, whose
+// versions share their key's record, it takes such a stretch: each day's
+// step makes the generations served on the other slot due for a keep-alive,
+// which writes the record of the versions they superseded, so those settle
+// only when nothing is written for the settle period.
+func quietStretch(t *testing.T, h *harness, running map[string]*pluginhost.Plugin, before map[string][]key, day int) {
+	t.Helper()
+	served := map[string]map[string]key{}
+	for name, p := range running {
+		served[name] = byRef(ownServed(t, h, p, name))
+	}
+	// The day's keep-alives are written first (the generations served
+	// were each updated within the keep-alive age), and each process has
+	// ended its lease on what it superseded, which it does once the rule,
+	// read again, finds it settling: from then on their records are not
+	// written, and they settle.
+	var left map[string]key
+	waitVault(t, "the keep-alives and the leases' ends", func() bool {
+		all := h.v.keys(t)
+		left = byRef(all)
+		now := h.v.now(t)
+		for name := range running {
+			for _, k := range own(all, name) {
+				_, isServed := served[name][k.Ref]
+				if isServed && now.Sub(k.Updated) > keymanager.DefaultKeepAliveAge || !isServed && len(committedLeases(k)) > 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	for name := range running {
+		for _, k := range before[name] {
+			if _, ok := served[name][k.Ref]; ok {
+				continue
+			}
+			if _, ok := left[k.Ref]; !ok {
+				t.Errorf("day %d: %s's generation %s (%s), superseded by the day's rotation, was retired before it settled", day, name, k.Ref, k.KeyID)
+			}
+		}
+	}
+	h.v.advance(t, settlePast)
+	onlyServed := func() bool {
+		all := h.v.keys(t)
+		for name := range running {
+			if len(own(all, name)) != len(served[name]) {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !onlyServed() && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	all := h.v.keys(t)
+	for name, p := range running {
+		if mine := own(all, name); len(mine) != len(served[name]) {
+			t.Errorf("day %d: past the settle period the vault holds %v of %s, %d keys are in use", day, refs(mine), name, len(served[name]))
+		}
+		if pks := h.mustSignAll(p); len(pks) != len(served[name]) {
+			t.Errorf("day %d: %s serves %d keys, %d before", day, name, len(pks), len(served[name]))
+		}
+	}
 }
 
 // ownServed returns the vault's generations p serves (matched by
@@ -210,14 +297,19 @@ func waitPassesNoFatal(t *testing.T, p *pluginhost.Plugin, msg string, after, n 
 }
 
 // TestSharedIdentifier starts two processes wrongly given the same
-// key_identifier_value: each sees keys with its server ID that it did not
-// create, reports them (an error log naming the cause, the conflicts metric)
-// and retires none of them.
+// key_identifier_value together: each sees keys with its server ID that the
+// other created later, reports them (an error log naming the cause, the
+// conflicts metric) and retires none of them.
 func TestSharedIdentifier(t *testing.T) {
 	forEachSetup(t, func(t *testing.T, s setup) {
 		h := newHarness(t, s)
 		p1 := h.start("shared", haExtra)
 		p2 := h.start("shared", haExtra)
+		// The processes' clocks may differ by up to 5 minutes, so a lease is
+		// taken for another process's only when written more than that after
+		// the reader started: the keys are made ten minutes (of the cloud's
+		// clock) after both started.
+		h.v.advance(t, 10*time.Minute)
 		made := map[*pluginhost.Plugin][]keymanager.PublicKey{
 			p1: {h.mustGenerate(p1, "x509-CA-A")},
 			p2: {h.mustGenerate(p2, "JWT-Signer-A"), h.mustGenerate(p2, "x509-CA-B")},
@@ -235,7 +327,7 @@ func TestSharedIdentifier(t *testing.T) {
 					t.Errorf("%s process: signing with its own %s: %v", name, pk.ID, err)
 				}
 			}
-			if !hasLog(p, "error", "another SPIRE server uses the same key_identifier_value") {
+			if !hasLog(p, "error", "Another process is serving keys with this server's ID") {
 				t.Errorf("%s process logged no conflict error", name)
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -268,9 +360,11 @@ func hasLog(p *pluginhost.Plugin, level, s string) bool {
 // first one's key, as a restarted server would. Neither process retires the
 // generation the other still serves when it rotates; the first reports the
 // second with a clear error; both keep signing throughout; and once both
-// have moved on, the generation neither serves is retired and the two they
-// serve are kept.
+// have moved on, the generation neither serves is kept while it settles and
+// retired once the cloud's clock has passed the settle period, and the two
+// they serve are kept.
 func TestSharedIdentifierAdoption(t *testing.T) {
+	t.Parallel() // a waiting scenario (doc.go)
 	forEachSetup(t, func(t *testing.T, s setup) {
 		h := newHarness(t, s)
 		p1 := h.start("shared", haExtra)
@@ -310,31 +404,68 @@ func TestSharedIdentifierAdoption(t *testing.T) {
 		plugins := map[string]*pluginhost.Plugin{"first": p1, "second": p2}
 		waitAllPasses(t, plugins)
 		waitAllPasses(t, plugins)
-		left := own(h.v.keys(t), "shared")
-		for _, pk := range []keymanager.PublicKey{k2, k3} {
-			if _, ok := byFingerprint(left, pk.Fingerprint); !ok {
-				t.Errorf("the served generation %s was retired", pk.Fingerprint)
+		// Neither serves k1 now, but it has not settled: it is kept.
+		mustHaveGen(t, h, "shared", k1, "retired before it settled, as soon as both processes had moved on")
+		signEach(t, h, "after both rotated", p1, k2, p2, k3)
+
+		// Past the settle period, the generation neither serves is retired
+		// by a cleanup pass: each process ended its own lease on k1 when it
+		// superseded it (docs/security.md, "Serving leases"), so nothing
+		// holds it. The two they serve are kept.
+		advanceAndClean(t, h, settlePast, p1, p2)
+		checkShared := func(when string) bool {
+			t.Helper()
+			left := own(h.v.keys(t), "shared")
+			for _, pk := range []keymanager.PublicKey{k2, k3} {
+				if _, ok := byFingerprint(left, pk.Fingerprint); !ok {
+					t.Errorf("the served generation %s was retired", pk.Fingerprint)
+				}
 			}
-		}
-		if _, ok := byFingerprint(left, k1.Fingerprint); ok || len(left) != 2 {
-			t.Errorf("after both rotated and cleaned up the vault holds %v of the shared ID, want only the 2 served", refs(left))
-		}
-		for _, c := range []struct {
-			p  *pluginhost.Plugin
-			pk keymanager.PublicKey
-		}{{p1, k2}, {p2, k3}} {
-			if err := h.sign(callCtx(t), c.p, c.pk); err != nil {
-				t.Errorf("signing with %s after both rotated: %v", c.pk.Fingerprint, err)
+			signEach(t, h, when, p1, k2, p2, k3)
+			k, ok := byFingerprint(left, k1.Fingerprint)
+			if ok {
+				t.Errorf("%s the vault still holds k1 (%s), which neither process serves; its record holds the leases %+v", when, k.Ref, k.Leases)
 			}
+			if len(left) != 2 {
+				t.Errorf("%s the vault holds %v of the shared ID, want only the 2 served", when, refs(left))
+			}
+			return !ok
+		}
+		if !checkShared("after both rotated and the clock passed the settle period") {
+			// Whatever kept it, it must not outlive the lease period (a
+			// lease not renewed ends) and a settle period after it (Cloud
+			// KMS shares one record between k1 and the served versions,
+			// which the keep-alives write). The clock moves a day and a
+			// half at a time, so that each process keeps the key it serves
+			// alive within the lease period, as a running process does.
+			for range 2 {
+				advanceAndClean(t, h, 36*time.Hour+30*time.Minute, p1, p2)
+			}
+			advanceAndClean(t, h, settlePast, p1, p2)
+			checkShared("past the lease period,")
 		}
 	})
 }
 
-// TestCleanRestartRetiresAtOnce stops a server cleanly (Deinit, as SPIRE
-// does at shutdown) and starts it again: the new process supersedes the key
-// the old one served with its first rotation and retires it at once, since
-// the old process released its lease when it stopped.
-func TestCleanRestartRetiresAtOnce(t *testing.T) {
+// signEach signs with each (plugin, key) pair of pairs and verifies.
+func signEach(t *testing.T, h *harness, when string, pairs ...any) {
+	t.Helper()
+	for i := 0; i+1 < len(pairs); i += 2 {
+		p, pk := pairs[i].(*pluginhost.Plugin), pairs[i+1].(keymanager.PublicKey)
+		if err := h.sign(callCtx(t), p, pk); err != nil {
+			t.Errorf("signing with %s %s %s: %v", pk.ID, pk.Fingerprint, when, err)
+		}
+	}
+}
+
+// TestCleanRestartRetiresOnceSettled stops a server cleanly (Deinit, as
+// SPIRE does at shutdown) and starts it again: the old process ended its
+// lease on the key it served when it stopped, and the new process, which
+// adopted that key, ends its own when its first rotation supersedes it. The
+// superseded key is kept while it settles and retired by a cleanup pass once
+// the cloud's clock has passed the settle period, not the 72 h lease period
+// a killed process's lease would hold it for (TestCrash).
+func TestCleanRestartRetiresOnceSettled(t *testing.T) {
 	forEachSetup(t, func(t *testing.T, s setup) {
 		h := newHarness(t, s)
 		p1 := h.start("restarted", "")
@@ -342,14 +473,23 @@ func TestCleanRestartRetiresAtOnce(t *testing.T) {
 		if err := p1.Close(); err != nil {
 			t.Fatalf("stopping the first process: %v", err)
 		}
-		p2 := h.start("restarted", "")
-		k2 := h.mustGenerate(p2, "x509-CA-A")
-		waitVault(t, "the superseded key to be retired", func() bool {
-			_, ok := byFingerprint(own(h.v.keys(t), "restarted"), k1.Fingerprint)
-			return !ok
-		})
-		if left := own(h.v.keys(t), "restarted"); len(left) != 1 || left[0].Fingerprint != k2.Fingerprint {
-			t.Errorf("the vault holds %v of the server, want only the key it serves", refs(left))
+		if l := committedLeases(mustHaveGen(t, h, "restarted", k1, "")); len(l) != 0 {
+			t.Errorf("after a clean stop the key it served still carries the leases %+v", l)
 		}
+		p2 := h.start("restarted", passesExtra)
+		if got := mustGetPublicKey(t, h, p2, "x509-CA-A"); got.Fingerprint != k1.Fingerprint {
+			t.Fatalf("the restarted process serves %s, want the key served before the stop %s", got.Fingerprint, k1.Fingerprint)
+		}
+		k2 := h.mustGenerate(p2, "x509-CA-A")
+		waitUnleased(t, h, "restarted", k1.Fingerprint)
+		waitPasses(t, p2, cleanupDone, countLogs(p2, cleanupDone), 2)
+		mustHaveGen(t, h, "restarted", k1, "retired before it settled")
+		servesExactly(t, h, p2, k2)
+
+		advanceAndClean(t, h, settlePast, p2)
+		if left := own(h.v.keys(t), "restarted"); len(left) != 1 || left[0].Fingerprint != k2.Fingerprint {
+			t.Errorf("past the settle period the vault holds %v of the server, want only the key it serves", refs(left))
+		}
+		servesExactly(t, h, p2, k2)
 	})
 }

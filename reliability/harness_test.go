@@ -49,7 +49,29 @@ func newHarness(t *testing.T, s setup, sources ...setup) *harness {
 	// Registered after the vaults, so it runs before they are torn down
 	// and after every plugin was closed.
 	t.Cleanup(h.scan)
+	// Registered after the scan, so it runs before it.
+	t.Cleanup(h.closeAll)
 	return h
+}
+
+// closeAll closes every plugin still running, side by side: a clean stop
+// releases the process's leases, which can take a few seconds each on a
+// cloud that paces writes.
+func (h *harness) closeAll() {
+	h.mu.Lock()
+	plugins := slices.Clone(h.plugins)
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range plugins {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := p.Close(); err != nil {
+				h.t.Logf("Close: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // vaults returns the harness's vault followed by its sources.
@@ -77,9 +99,19 @@ func (h *harness) scan() {
 	secrets = append(secrets, h.secrets...)
 	var texts []string
 	for _, p := range h.plugins {
-		for _, l := range p.Logs() {
+		logs := p.Logs()
+		for i, l := range logs {
 			if strings.Contains(l.Raw, "DATA RACE") || strings.HasPrefix(l.Raw, "panic: ") || strings.HasPrefix(l.Raw, "fatal error: ") {
-				t.Errorf("the plugin process reported: %s", l.Raw)
+				// The report follows: up to the race detector's closing
+				// rule, or 60 lines.
+				var report []string
+				for _, r := range logs[i+1 : min(len(logs), i+61)] {
+					if strings.HasPrefix(r.Raw, "==================") {
+						break
+					}
+					report = append(report, r.Raw)
+				}
+				t.Errorf("the plugin process reported: %s\n%s", l.Raw, strings.Join(report, "\n"))
 			}
 			texts = append(texts, l.Raw)
 		}
@@ -134,7 +166,7 @@ func (h *harness) env() []string {
 }
 
 // launch starts the plugin binary as SPIRE does; it is closed when the test
-// ends (unless killed before).
+// ends (unless killed or closed before).
 func (h *harness) launch() *pluginhost.Plugin {
 	t := h.t
 	t.Helper()
@@ -147,11 +179,6 @@ func (h *harness) launch() *pluginhost.Plugin {
 	h.mu.Lock()
 	h.plugins = append(h.plugins, p)
 	h.mu.Unlock()
-	t.Cleanup(func() {
-		if err := p.Close(); err != nil {
-			t.Logf("Close: %v", err)
-		}
-	})
 	return p
 }
 

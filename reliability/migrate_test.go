@@ -45,9 +45,9 @@ const (
 const passesExtra = "cleanup_interval = \"1s\"\nliveness_interval = \"1s\"\n"
 
 // decommissionAge is how long the test waits before gc --decommissioned:
-// past the keep-alive age plus the liveness interval, within which a
-// running server updates every key it serves.
-const decommissionAge = keymanager.DefaultKeepAliveAge + keymanager.DefaultLivenessInterval + 6*time.Hour
+// past the lease period (72 h), within which a running server updates every
+// key it serves whatever liveness interval it runs with.
+var decommissionAge = keymanager.LeaseTTL(keymanager.Schedule{}) + 6*time.Hour
 
 // migratedKey is a key ID with the type SPIRE asks for it.
 type migratedKey struct {
@@ -117,8 +117,9 @@ func TestMigrateFromDisk(t *testing.T) {
 // migrate_from, serves A's keys as they are, and moves each ID to B at
 // GenerateKey. A's keys are never touched by the plugin, its background
 // passes or a restart. kmskeeper gc then retires them as an operator runs
-// it: not with A's configuration as it was (the keys are that server's keys
-// in use), but with --decommissioned, once no process can be serving them.
+// it: not with A's configuration as it was (the keys are that server's
+// current keys), but with --decommissioned, once no process can be serving
+// them.
 func TestMigrateBetweenClouds(t *testing.T) {
 	clouds := cloudSetups()
 	for _, from := range clouds {
@@ -181,13 +182,15 @@ func migrateBetween(t *testing.T, h *harness) {
 	mustHold(t, h.v, moved)
 
 	// kmskeeper gc with the old configuration as it was: the keys are
-	// that server's keys in use, which its own cleanup never retires.
+	// that server's current keys (the newest committed generation of each
+	// key ID, which a server starting with that configuration adopts),
+	// which the retirement rule never retires.
 	for _, apply := range []bool{false, true} {
 		args := []string{"--dry-run"}
 		if apply {
 			args = []string{"--apply"}
 		}
-		mustPlan(t, h.gc(t, oldData, args...), "in use", "keep")
+		mustPlan(t, h.gc(t, oldData, args...), string(keymanager.StateCurrent), "keep")
 		mustBeUntouched(t, src, before)
 	}
 	// gc --decommissioned says the old server has stopped for good. It is
@@ -196,13 +199,18 @@ func migrateBetween(t *testing.T, h *harness) {
 	h.gcRefused(t, oldData, "stop that server", "--decommissioned", "--apply")
 	mustBeUntouched(t, src, before)
 
-	// A day and a half later nothing has updated them (the new server reads
-	// them without writing). gc runs on the host's clock, which the test
-	// cannot move; like the plugin, it takes the newest creation time the
-	// cloud reports as a lower bound for the cloud's time, so a key another
-	// server of the trust domain creates on A now shows gc that the time
-	// has come.
-	src.advance(t, decommissionAge)
+	// A day and a half later it is still refused: a server with a
+	// liveness interval longer than the default may not have updated them
+	// yet.
+	src.advance(t, 36*time.Hour)
+	h.gcRefused(t, oldData, "stop that server", "--decommissioned", "--apply")
+	mustBeUntouched(t, src, before)
+
+	// Past the lease period nothing has updated them (the new server reads
+	// them without writing). gc judges ages on the cloud's clock (the Date
+	// of its answers, and creation times); a key another server of the
+	// trust domain creates on A now must not be touched.
+	src.advance(t, decommissionAge-36*time.Hour)
 	now := src.now(t)
 	bystander := src.seed(t, "server-other", "x509-CA-A", now, now)
 	mustPlan(t, h.gc(t, oldData, "--decommissioned"), "decommissioned", "retire")

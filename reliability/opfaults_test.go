@@ -14,8 +14,8 @@ import (
 
 // Warnings the engine logs when a background step fails.
 const (
-	keepAliveFailed = "Could not keep key alive; will retry at the next liveness pass"
-	retireFailed    = "Could not retire key generation; the next cleanup pass will try again"
+	keepAliveFailed = "Could not keep key alive; will retry soon"
+	retireFailed    = "Could not retire key generation; trying again later"
 	cleanupFailed   = "Cleanup pass failed; it runs again at the next interval"
 )
 
@@ -375,24 +375,26 @@ func listFault(t *testing.T, s setup, kind faultKind, lasting, atLoad bool) {
 }
 
 // keepAliveFault faults the keep-alive of the liveness pass: a day passes in
-// the cloud, a new key shows the plugin the cloud's time, and the older key
-// is due. A transient fault is absorbed or fails the passes it reaches, a
-// lasting one fails passes with a warning while signing keeps working; once
-// it clears the key is kept alive.
+// the cloud, the cleanup pass's listing shows the plugin the cloud's time,
+// and the keys are due. A transient fault is absorbed or fails the passes it
+// reaches, a lasting one fails passes with a warning while signing keeps
+// working; once it clears the key is kept alive. The keys are made before
+// the fault: a creation commits with a lease write, the request the fault
+// hits.
 func keepAliveFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 	h := newHarness(t, s)
-	p := h.start(faultServer, faultExtra+`liveness_interval = "1s"`+"\n")
+	p := h.start(faultServer, faultPassesExtra)
 	pk := h.mustGenerate(p, "x509-CA-A")
+	other := h.mustGenerate(p, "JWT-Signer-A")
 	before := countLogs(p, keepAliveFailed)
 	h.v.inject(t, opKeepAlive, kind, faultCount(lasting))
 	h.v.advance(t, 25*time.Hour)
-	fresh := h.mustGenerate(p, "JWT-Signer-A")
 	if lasting {
 		waitPasses(t, p, keepAliveFailed, before, 1)
 		if keptAlive(t, h, pk) {
 			t.Errorf("%s was kept alive under a lasting %s", pk.ID, kind)
 		}
-		servesExactly(t, h, p, pk, fresh)
+		servesExactly(t, h, p, pk, other)
 		h.v.clear(t)
 	} else {
 		waitFor(t, "the liveness passes to meet the transient fault", func() bool { return h.v.faultsSpent(t) })
@@ -402,7 +404,7 @@ func keepAliveFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 	if !lasting {
 		checkWarnings(t, h, p, opKeepAlive, kind, keepAliveFailed, before)
 	}
-	servesExactly(t, h, p, pk, fresh)
+	servesExactly(t, h, p, pk, other)
 	stillWorks(t, h, p, pk)
 }
 
@@ -419,9 +421,11 @@ func keptAlive(t *testing.T, h *harness, pk keymanager.PublicKey) bool {
 }
 
 // retireFault faults the retirement of the generation a rotation
-// superseded. A transient fault is absorbed, or fails the retirement and a
-// cleanup pass retires it; a lasting one fails it with a warning while the
-// new key signs, and once it clears a cleanup pass retires it.
+// superseded. The generation is kept while it settles; once the cloud's
+// clock has passed the settle period a cleanup pass retires it. A transient
+// fault is absorbed, or fails the retirement and a later cleanup pass
+// retires it; a lasting one fails it with a warning while the new key signs,
+// and once it clears a cleanup pass retires it.
 func retireFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 	h := newHarness(t, s)
 	p := h.start(faultServer, faultExtra+`cleanup_interval = "1s"`+"\n")
@@ -429,11 +433,17 @@ func retireFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 	before := countLogs(p, retireFailed)
 	h.v.inject(t, opRetire, kind, faultCount(lasting))
 	next := h.mustGenerate(p, "x509-CA-A")
+	// Kept while it settles: the process ends its lease on it, and
+	// cleanup passes go by without retiring it.
+	waitUnleased(t, h, faultServer, old.Fingerprint)
+	waitPasses(t, p, cleanupDone, countLogs(p, cleanupDone), 2)
+	mustHaveGen(t, h, faultServer, old, "retired before it settled")
+	servesExactly(t, h, p, next)
+
+	h.v.advance(t, settlePast)
 	if lasting {
 		waitPasses(t, p, retireFailed, before, 1)
-		if _, ok := byFingerprint(own(h.v.keys(t), faultServer), old.Fingerprint); !ok {
-			t.Errorf("the superseded %s was retired under a lasting %s", old.Fingerprint, kind)
-		}
+		mustHaveGen(t, h, faultServer, old, "retired under a lasting "+string(kind))
 		servesExactly(t, h, p, next)
 		h.v.clear(t)
 	} else {

@@ -69,7 +69,9 @@ type vault interface {
 	pluginData(serverID, extra string) string
 	// env is added to the plugin process's environment.
 	env() []string
-	// keys lists every generation of the trust domain.
+	// keys lists every generation of the trust domain, each with the
+	// leases its record holds (read from the cloud's tags or labels by
+	// the test itself).
 	keys(t *testing.T) []key
 	// seed stores an EC P-256 generation as another server (or an older
 	// process) would have.
@@ -140,14 +142,15 @@ func forEachSetup(t *testing.T, f func(t *testing.T, s setup)) {
 	forSetups(t, setups(), f)
 }
 
-// forSetups is forEachSetup over the given setups.
+// forSetups is forEachSetup over the given setups. They all run at once,
+// under the suite's own bound rather than t.Parallel's (-parallel, the CPU
+// count: two setups of three at a time on 2 cores).
 func forSetups(t *testing.T, ss []setup, f func(t *testing.T, s setup)) {
+	tests := make([]subtest, 0, len(ss))
 	for _, s := range ss {
-		t.Run(s.name, func(t *testing.T) {
-			t.Parallel()
-			f(t, s)
-		})
+		tests = append(tests, subtest{s.name, func(t *testing.T) { f(t, s) }})
 	}
+	runConcurrently(t, len(tests), tests)
 }
 
 // memoryVault is the in-memory backend shared by the plugin processes
