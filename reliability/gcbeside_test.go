@@ -119,6 +119,12 @@ func runGCBeside(t *testing.T, s setup, oc orphanCase) {
 	data := h.v.pluginData(gcServer, faultPassesExtra)
 	p1 := h.start(gcServer, faultPassesExtra)
 	x1 := h.mustGenerate(p1, id)
+	// The first process's lease on x1, the one committed lease on it.
+	x1Leases := committedLeases(mustHaveGen(t, h, gcServer, x1, ""))
+	if len(x1Leases) != 1 {
+		t.Fatalf("x1 carries the committed leases %+v, want its creator's", x1Leases)
+	}
+	p1Holder := x1Leases[0].Holder
 	signer := signWhile(t, h, p1, x1)
 
 	oc.lose(t, h)
@@ -196,10 +202,20 @@ func runGCBeside(t *testing.T, s setup, oc orphanCase) {
 		t.Errorf("the second process signing: %v", err)
 	}
 	both := map[string]*pluginhost.Plugin{"first": p1, "second": p2}
+	// The plugins' passes, after which the first process has renewed its
+	// lease on x1 (its liveness pass keeps x1 alive once a day).
 	passes := func(when string) {
 		t.Helper()
 		waitAllPasses(t, both)
-		mustHaveGen(t, h, gcServer, x1, "a plugin retired it "+when)
+		waitVault(t, "the first process to renew its lease on x1 "+when, func() bool {
+			now := h.v.now(t)
+			for _, l := range committedLeases(mustHaveGen(t, h, gcServer, x1, "a plugin retired it "+when)) {
+				if l.Holder == p1Holder && now.Sub(l.Renewed) <= keymanager.DefaultKeepAliveAge {
+					return true
+				}
+			}
+			return false
+		})
 		signer.check(when)
 	}
 	passes("beside a second process with the same server ID")
