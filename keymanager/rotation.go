@@ -363,6 +363,10 @@ func (m *Manager) endLease(ctx context.Context, b Backend, g Generation) {
 // settleWait estimates how long until g settles.
 func (m *Manager) settleWait(g Generation, siblings []Generation, f Facts) time.Duration {
 	wait := m.settle - f.Now.Sub(lastWritten(g))
+	if pending(g) && newest(g, siblings) {
+		// The newest pending generation is kept for the rate guard's hour.
+		wait = max(wait, guardWindow-f.Now.Sub(g.Created))
+	}
 	if !pending(g) {
 		newest := time.Duration(0)
 		for _, o := range siblings {
