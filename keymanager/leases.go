@@ -75,6 +75,12 @@ func withLease(g Generation, self string, now time.Time, ttl time.Duration, pend
 	return g
 }
 
+// checkLater schedules the read-back of the lease this process just wrote
+// on g. The caller holds m.mu.
+func (m *Manager) checkLater(g Generation) {
+	m.addTask(&task{kind: taskCheckLease, gen: g, wrote: ownRenewed(g, m.holder), due: m.clock.Now().Add(m.leaseCheckDelay())})
+}
+
 // ownLease returns this process's lease on g, if recorded.
 func ownLease(g Generation, self string) (Lease, bool) {
 	for _, l := range g.Leases {

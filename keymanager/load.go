@@ -75,7 +75,7 @@ func (m *Manager) Load(ctx context.Context) error {
 		m.seedGuard(id, groups[id], now)
 	}
 	for _, g := range claimed {
-		m.addTask(&task{kind: taskCheckLease, gen: g, wrote: ownRenewed(g, m.holder), due: m.clock.Now().Add(m.leaseCheckDelay())})
+		m.checkLater(g)
 	}
 	var leftovers int
 	for _, a := range Decide(gens, m.facts(now)) {

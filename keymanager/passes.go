@@ -47,6 +47,7 @@ func (m *Manager) Cleanup(ctx context.Context, apply bool) ([]Assessment, error)
 	}
 	var firstErr error
 	b := m.currentBackend()
+	groups := keyGroups(gens, m.serverID)
 	for i, a := range as {
 		if a.State == StateHeld {
 			m.log.Info("Keeping a superseded key generation: another process holds a lease on it", "key_id", a.KeyID, "ref", a.Ref, "holder", a.HeldBy.Holder, "lease_renewed", a.HeldBy.Renewed.UTC().Format(time.RFC3339))
@@ -68,7 +69,7 @@ func (m *Manager) Cleanup(ctx context.Context, apply bool) ([]Assessment, error)
 		if a.State == StateSettling {
 			m.mu.Lock()
 			if m.tasks[a.Ref] == nil {
-				m.addTask(&task{kind: taskRetire, gen: a.Generation, siblings: keyGroups(gens, m.serverID)[a.KeyID], due: m.clock.Now()})
+				m.addTask(&task{kind: taskRetire, gen: a.Generation, siblings: groups[a.KeyID], due: m.clock.Now()})
 			}
 			m.mu.Unlock()
 			continue
@@ -82,13 +83,15 @@ func (m *Manager) Cleanup(ctx context.Context, apply bool) ([]Assessment, error)
 		m.mu.RUnlock()
 		checked, err := Recheck(cctx, b, a, gens, f)
 		m.synced(b)
-		if err == nil && checked.Retire {
-			err = m.retire(cctx, b, checked.Generation, string(checked.State))
+		if err != nil {
+			err = wrap(err, "key %s: reading %s again before retiring it", a.KeyID, a.Ref)
+		} else if checked.Retire {
+			err = m.retire(cctx, b, checked.Generation, string(checked.State)) // names the key
 		}
 		cancel()
 		as[i] = checked
 		if err != nil && firstErr == nil {
-			firstErr = wrap(err, "key %s: retiring %s", a.KeyID, a.Ref)
+			firstErr = err
 		}
 	}
 	return as, firstErr
@@ -127,7 +130,7 @@ func (m *Manager) KeepAlive(ctx context.Context) error {
 		}
 		m.replaceServed(e, ng)
 		m.mu.Lock()
-		m.addTask(&task{kind: taskCheckLease, gen: ng, wrote: ownRenewed(ng, m.holder), due: m.clock.Now().Add(m.leaseCheckDelay())})
+		m.checkLater(ng)
 		m.mu.Unlock()
 		m.metrics.IncrCounter([]string{"kmskeeper", "keys", "kept_alive"}, 1)
 	}

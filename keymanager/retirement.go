@@ -2,7 +2,6 @@ package keymanager
 
 import (
 	"context"
-	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -251,19 +250,6 @@ func newerThan(a, b Generation) bool {
 		return a.Created.After(b.Created)
 	}
 	return a.Ref > b.Ref
-}
-
-// sortNewestFirst orders generations newest first, as newerThan does.
-func sortNewestFirst(gens []Generation) {
-	slices.SortStableFunc(gens, func(a, b Generation) int {
-		switch {
-		case newerThan(a, b):
-			return -1
-		case newerThan(b, a):
-			return 1
-		}
-		return 0
-	})
 }
 
 // adoptable returns the generation of a key ID that a starting server

@@ -85,8 +85,8 @@ func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (Public
 	} else {
 		m.entries[id] = e
 		m.noteMigrationProgress(loser)
+		m.checkLater(e.gen)
 	}
-	m.addTask(&task{kind: taskCheckLease, gen: e.gen, wrote: ownRenewed(e.gen, m.holder), due: m.clock.Now().Add(m.leaseCheckDelay())})
 	if loser != nil && !loser.inherited && loser.gen.Ref != winner.gen.Ref {
 		m.supersede(loser, winner.gen)
 	}
