@@ -58,16 +58,17 @@ type systemClock struct{}
 func (systemClock) Now() time.Time                         { return time.Now() }
 func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
-// cloudClock estimates the cloud's current time as a lower bound: the latest
-// time the cloud reported (a creation time, a response's Date), moved on by
-// the local time elapsed since it was seen. It never trusts the local wall
-// clock while the cloud has reported a time: every age the engine judges
+// CloudClock estimates a cloud's current time as a lower bound: the latest
+// time the cloud reported (a creation time, a response's Date header), moved
+// on by the local time elapsed since it was seen. It never trusts the local
+// wall clock while the cloud has reported a time (the local clock is only a
+// stopwatch; with time.Now, its monotonic reading): every age judged on it
 // (a lease's, a key's since its last keep-alive, a superseded generation's
 // settling) is then at most its true age, so a host clock running ahead of
 // the cloud cannot make a live key look old, and one running behind cannot
-// either.
-type cloudClock struct {
-	clock Clock
+// either. The engine keeps one, and so do backends that stamp times.
+type CloudClock struct {
+	local func() time.Time
 
 	mu    sync.Mutex
 	seen  time.Time // the cloud time that gives the highest estimate
@@ -75,14 +76,22 @@ type cloudClock struct {
 	known bool
 }
 
-func newCloudClock(c Clock) *cloudClock { return &cloudClock{clock: c} }
+// NewCloudClock returns a clock that measures elapsed time with local
+// (time.Now when nil).
+func NewCloudClock(local func() time.Time) *CloudClock {
+	if local == nil {
+		local = time.Now
+	}
+	return &CloudClock{local: local}
+}
 
-// observe records that the cloud's time was at least t now.
-func (c *cloudClock) observe(t time.Time) {
+// Observe records that the cloud's time was at least t now. A report below
+// the current estimate changes nothing.
+func (c *CloudClock) Observe(t time.Time) {
 	if t.IsZero() {
 		return
 	}
-	local := c.clock.Now()
+	local := c.local()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.known || t.After(c.seen.Add(local.Sub(c.at))) {
@@ -90,19 +99,22 @@ func (c *cloudClock) observe(t time.Time) {
 	}
 }
 
-// now returns the estimate. Before the cloud has reported any time it is
-// the local clock: nothing has been listed then, so nothing is judged.
-func (c *cloudClock) now() time.Time {
-	local := c.clock.Now()
+// Estimate returns the estimate, and whether the cloud has reported a time.
+func (c *CloudClock) Estimate() (time.Time, bool) {
+	local := c.local()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.known {
-		return local
+		return time.Time{}, false
 	}
-	return c.seen.Add(local.Sub(c.at))
+	return c.seen.Add(local.Sub(c.at)), true
 }
 
-// offset is how far the estimate is ahead of the local clock, for logs.
-func (c *cloudClock) offset() time.Duration {
-	return c.now().Sub(c.clock.Now())
+// Now returns the estimate. Before the cloud has reported any time it is
+// the local clock: nothing has been listed then, so nothing is judged.
+func (c *CloudClock) Now() time.Time {
+	if t, ok := c.Estimate(); ok {
+		return t
+	}
+	return c.local()
 }

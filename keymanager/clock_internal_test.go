@@ -42,21 +42,21 @@ func TestCloudClock(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			lc := &stepClock{now: local}
-			c := newCloudClock(lc)
+			c := NewCloudClock(lc.Now)
 			prev := time.Time{}
 			for i, s := range tt.steps {
 				lc.now = lc.now.Add(s.advance)
 				switch {
 				case s.zero:
-					c.observe(time.Time{})
+					c.Observe(time.Time{})
 				case s.observe != 0:
-					c.observe(lc.now.Add(s.observe))
+					c.Observe(lc.now.Add(s.observe))
 				}
-				got := c.now()
+				got := c.Now()
 				if want := lc.now.Add(s.want); !got.Equal(want) {
 					t.Fatalf("step %d: estimate %v, want %v (local %+v)", i, got, want, s.want)
 				}
-				if off := c.offset(); off != s.want {
+				if off := c.Now().Sub(lc.Now()); off != s.want {
 					t.Fatalf("step %d: offset %v, want %v", i, off, s.want)
 				}
 				if got.Before(prev) {

@@ -92,7 +92,7 @@ func (m *Manager) Load(ctx context.Context) error {
 		m.log.Info("Serving key", "inherited", e.inherited, "key_id", e.gen.KeyID, "ref", e.gen.Ref, "version", e.gen.Version, "type", e.pub.Type.String(), "fingerprint", e.pub.Fingerprint)
 	}
 	m.mu.Unlock()
-	m.log.Debug("Loaded keys", "served", len(entries), "superseded", leftovers, "listed", len(gens), "holder", m.holder, "cloud_offset", m.cloud.offset().String())
+	m.log.Debug("Loaded keys", "served", len(entries), "superseded", leftovers, "listed", len(gens), "holder", m.holder, "cloud_offset", m.cloud.Now().Sub(m.clock.Now()).String())
 	return nil
 }
 

@@ -93,7 +93,7 @@ type Manager struct {
 	log         hclog.Logger
 	metrics     Metrics
 	clock       Clock
-	cloud       *cloudClock
+	cloud       *CloudClock
 	guard       *rateGuard
 	predecessor Predecessor
 
@@ -165,7 +165,7 @@ func New(opts Options) (*Manager, error) {
 	if m.clock == nil {
 		m.clock = systemClock{}
 	}
-	m.cloud = newCloudClock(m.clock)
+	m.cloud = NewCloudClock(m.clock.Now)
 	maxCreations := opts.MaxCreationsPerHour
 	if maxCreations <= 0 {
 		maxCreations = DefaultMaxCreationsPerHour
@@ -200,12 +200,12 @@ func (m *Manager) currentBackend() Backend {
 // times of gens (the cloud sets them), then returns the cloud's time.
 func (m *Manager) synced(b Backend, gens ...Generation) time.Time {
 	if t, ok := b.(CloudTimer); ok {
-		m.cloud.observe(t.CloudTime())
+		m.cloud.Observe(t.CloudTime())
 	}
 	for _, g := range gens {
-		m.cloud.observe(g.Created)
+		m.cloud.Observe(g.Created)
 	}
-	return m.cloud.now()
+	return m.cloud.Now()
 }
 
 // facts returns what this process's retirement decisions know. The caller

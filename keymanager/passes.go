@@ -79,7 +79,7 @@ func (m *Manager) Cleanup(ctx context.Context, apply bool) ([]Assessment, error)
 		}
 		cctx, cancel := m.callCtx(ctx)
 		m.mu.RLock()
-		f := m.facts(m.cloud.now())
+		f := m.facts(m.cloud.Now())
 		m.mu.RUnlock()
 		checked, err := Recheck(cctx, b, a, gens, f)
 		m.synced(b)
@@ -102,7 +102,7 @@ func (m *Manager) Cleanup(ctx context.Context, apply bool) ([]Assessment, error)
 // takes them for abandoned and the leases never end. Keys that SPIRE rotates
 // more often than that cost no call.
 func (m *Manager) KeepAlive(ctx context.Context) error {
-	now := m.cloud.now()
+	now := m.cloud.Now()
 	m.mu.RLock()
 	var due []*entry
 	for _, id := range slices.Sorted(maps.Keys(m.entries)) {
@@ -113,7 +113,7 @@ func (m *Manager) KeepAlive(ctx context.Context) error {
 	}
 	b := m.backend
 	m.mu.RUnlock()
-	m.log.Debug("Liveness pass", "due", len(due), "cloud_offset", m.cloud.offset().String())
+	m.log.Debug("Liveness pass", "due", len(due), "cloud_offset", m.cloud.Now().Sub(m.clock.Now()).String())
 
 	var firstErr error
 	for _, e := range due {

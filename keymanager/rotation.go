@@ -33,7 +33,7 @@ func (m *Manager) GenerateKey(ctx context.Context, id string, t KeyType) (Public
 	default:
 	}
 	b := m.currentBackend()
-	now := m.cloud.now()
+	now := m.cloud.Now()
 	if err := m.guard.take(id, now, m.budget); err != nil {
 		m.log.Error("Key creation refused by the rate guard", "key_id", id, "error", err)
 		m.metrics.IncrCounter([]string{"kmskeeper", "keys", "create_refused"}, 1, Label{"key_id", id})
@@ -330,7 +330,7 @@ func (m *Manager) runRetire(ctx context.Context, b Backend, t *task) {
 			// release by another holder, from a read older than this
 			// write, can bring it back: the next look ends it again.
 			m.endLease(cctx, b, g)
-			g.Updated = m.cloud.now()
+			g.Updated = m.cloud.Now()
 		}
 		if a.State == StateHeld {
 			// Another holder may end its lease soon (it superseded the

@@ -85,13 +85,13 @@ func TestCloudClock(t *testing.T) {
 				if r.zero {
 					seen = time.Time{}
 				}
-				c.observe(seen)
+				c.Observe(seen)
 			}
 			local = local.Add(tt.then)
 			if got, want := c.Now(), cloud.Add(tt.want); !got.Equal(want) {
 				t.Errorf("Now() = %v, want %v", got, want)
 			}
-			got, known := c.estimate()
+			got, known := c.Estimate()
 			if known != tt.known || (known && !got.Equal(cloud.Add(tt.want))) {
 				t.Errorf("estimate() = %v, %v; want %v, %v", got, known, cloud.Add(tt.want), tt.known)
 			}
