@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // TestShortRun runs the whole harness with tiny sample sizes, so that it
@@ -69,7 +69,7 @@ func TestSDKBaselines(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.close()
-			for _, kt := range []keymanager.KeyType{keymanager.ECP256, keymanager.RSA2048} {
+			for _, kt := range []engine.KeyType{engine.ECP256, engine.RSA2048} {
 				sign, err := c.sdkKey(ctx, kt)
 				if err != nil {
 					t.Fatalf("%v: %v", kt, err)

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // op is a cloud operation the harness slows down, independent of how each
@@ -56,7 +56,7 @@ type cloud interface {
 	now() time.Time
 	// backend opens this cloud's kmskeeper backend in process for
 	// serverID, stamping any times it writes with now (the engine's clock).
-	backend(ctx context.Context, serverID string, now func() time.Time) (keymanager.Backend, error)
+	backend(ctx context.Context, serverID string, now func() time.Time) (engine.Backend, error)
 	// seedForeign puts n more keys that belong to nobody kmskeeper serves into
 	// the vault or key ring the plugin uses (another application's keys).
 	seedForeign(n int) error
@@ -70,7 +70,7 @@ type cloud interface {
 	// sdkKey creates a key of type t with the raw SDK and returns a function
 	// signing a SHA-256 digest with it, as an application using the SDK
 	// directly would.
-	sdkKey(ctx context.Context, t keymanager.KeyType) (signFunc, error)
+	sdkKey(ctx context.Context, t engine.KeyType) (signFunc, error)
 	close() error
 }
 
@@ -95,15 +95,15 @@ func (e errUnknownBackend) Error() string {
 }
 
 // keySlug names a key type in resource names (letters, digits, hyphens).
-func keySlug(t keymanager.KeyType) string {
+func keySlug(t engine.KeyType) string {
 	switch t {
-	case keymanager.ECP256:
+	case engine.ECP256:
 		return "ec-p256"
-	case keymanager.ECP384:
+	case engine.ECP384:
 		return "ec-p384"
-	case keymanager.RSA2048:
+	case engine.RSA2048:
 		return "rsa-2048"
-	case keymanager.RSA4096:
+	case engine.RSA4096:
 		return "rsa-4096"
 	}
 	return "unknown"

@@ -12,13 +12,13 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // azureCloud is the Key Vault emulator serving one premium vault.
 type azureCloud struct {
-	srv    *azurekv.Server
+	srv    *keyvault.Server
 	vault  string
 	client *azkeys.Client // raw SDK client for the baselines
 
@@ -30,7 +30,7 @@ type azureCloud struct {
 var azureOps = map[op]string{opSign: "Sign", opCreate: "CreateKey", opKeepAlive: "UpdateKey"}
 
 func startAzure(ctx context.Context, dir string) (*azureCloud, error) {
-	srv, err := azurekv.Start(ctx, azurekv.Options{})
+	srv, err := keyvault.Start(ctx, keyvault.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("starting the Key Vault emulator: %w", err)
 	}
@@ -39,7 +39,7 @@ func startAzure(ctx context.Context, dir string) (*azureCloud, error) {
 		srv.Close()
 		return nil, fmt.Errorf("writing the Key Vault emulator's files: %w", err)
 	}
-	c := &azureCloud{srv: srv, vault: azurekv.DefaultVaultName, latencies: map[op]time.Duration{}}
+	c := &azureCloud{srv: srv, vault: keyvault.DefaultVaultName, latencies: map[op]time.Duration{}}
 	if c.client, err = srv.KeysClient(srv.VaultURL(c.vault)); err != nil {
 		srv.Close()
 		return nil, fmt.Errorf("azure SDK client: %w", err)
@@ -58,7 +58,7 @@ func (c *azureCloud) env() []string { return c.srv.Env() }
 
 func (c *azureCloud) setLatency(o op, d time.Duration, times int) {
 	if times > 0 {
-		c.srv.InjectFault(azurekv.Fault{Op: azureOps[o], Latency: azurekv.Duration(d), Count: times})
+		c.srv.InjectFault(keyvault.Fault{Op: azureOps[o], Latency: keyvault.Duration(d), Count: times})
 		return
 	}
 	c.mu.Lock()
@@ -70,7 +70,7 @@ func (c *azureCloud) setLatency(o op, d time.Duration, times int) {
 	}
 	c.srv.ClearFaults()
 	for o, d := range c.latencies {
-		c.srv.InjectFault(azurekv.Fault{Op: azureOps[o], Latency: azurekv.Duration(d)})
+		c.srv.InjectFault(keyvault.Fault{Op: azureOps[o], Latency: keyvault.Duration(d)})
 	}
 }
 
@@ -100,7 +100,7 @@ func (c *azureCloud) now() time.Time          { return c.srv.Clock().Now() }
 
 // backend opens the Azure backend from plugin_data: it writes no times of
 // its own (Created and Updated are the vault's).
-func (c *azureCloud) backend(ctx context.Context, serverID string, _ func() time.Time) (keymanager.Backend, error) {
+func (c *azureCloud) backend(ctx context.Context, serverID string, _ func() time.Time) (engine.Backend, error) {
 	return openFromPluginData(ctx, c, serverID)
 }
 
@@ -115,7 +115,7 @@ func (c *azureCloud) seedForeign(n int) error {
 	c.mu.Unlock()
 	for i := first; i < first+n; i++ {
 		name := fmt.Sprintf("payments-app-key-%05d", i)
-		if _, err := c.srv.SeedKey(c.vault, azurekv.SeedKey{Name: name, Signer: key, Tags: map[string]string{"owner": "payments"}}); err != nil {
+		if _, err := c.srv.SeedKey(c.vault, keyvault.SeedKey{Name: name, Signer: key, Tags: map[string]string{"owner": "payments"}}); err != nil {
 			return fmt.Errorf("seeding foreign key %s: %w", name, err)
 		}
 	}
@@ -129,13 +129,13 @@ func (c *azureCloud) listPass(int) (int, string) {
 	return pages, fmt.Sprintf("ListKeys ⌈%d keys in the vault / 25⌉ = %d pages", keys, pages)
 }
 
-func (c *azureCloud) sdkKey(ctx context.Context, t keymanager.KeyType) (signFunc, error) {
+func (c *azureCloud) sdkKey(ctx context.Context, t engine.KeyType) (signFunc, error) {
 	params := azkeys.CreateKeyParameters{}
 	var alg azkeys.SignatureAlgorithm
 	switch t {
-	case keymanager.ECP256:
+	case engine.ECP256:
 		params.Kty, params.Curve, alg = ptr(azkeys.KeyTypeEC), ptr(azkeys.CurveNameP256), azkeys.SignatureAlgorithmES256
-	case keymanager.RSA2048:
+	case engine.RSA2048:
 		params.Kty, params.KeySize, alg = ptr(azkeys.KeyTypeRSA), ptr(int32(2048)), azkeys.SignatureAlgorithmRS256
 	default:
 		return nil, fmt.Errorf("azure SDK baseline: unsupported key type %v", t)

@@ -11,9 +11,9 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	gcpbackend "github.com/kmskeeper/kmskeeper/backend/gcpkms"
-	"github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/backend/gcpkms"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // gcpKeyRing is the key ring the plugin and the baselines use.
@@ -22,7 +22,7 @@ const gcpKeyRing = "projects/kmskeeper-bench/locations/global/keyRings/spire"
 // gcpCloud is the Cloud KMS emulator (plaintext gRPC on loopback,
 // anonymous), with one key ring.
 type gcpCloud struct {
-	srv    *gcpkms.Server
+	srv    *cloudkms.Server
 	client *kms.KeyManagementClient // raw SDK client for the baselines
 
 	mu        sync.Mutex
@@ -37,7 +37,7 @@ var gcpOps = map[op][]string{
 }
 
 func startGCP(ctx context.Context, _ string) (*gcpCloud, error) {
-	srv, err := gcpkms.Start(ctx, gcpkms.Options{KeyRings: []string{gcpKeyRing}})
+	srv, err := cloudkms.Start(ctx, cloudkms.Options{KeyRings: []string{gcpKeyRing}})
 	if err != nil {
 		return nil, fmt.Errorf("starting the Cloud KMS emulator: %w", err)
 	}
@@ -60,7 +60,7 @@ func (c *gcpCloud) env() []string { return c.srv.Env() }
 func (c *gcpCloud) setLatency(o op, d time.Duration, times int) {
 	if times > 0 {
 		for _, m := range gcpOps[o] {
-			c.srv.InjectFault(gcpkms.Fault{Method: m, Latency: d, Times: times})
+			c.srv.InjectFault(cloudkms.Fault{Method: m, Latency: d, Times: times})
 		}
 		return
 	}
@@ -74,7 +74,7 @@ func (c *gcpCloud) setLatency(o op, d time.Duration, times int) {
 	c.srv.ClearFaults()
 	for o, d := range c.latencies {
 		for _, m := range gcpOps[o] {
-			c.srv.InjectFault(gcpkms.Fault{Method: m, Latency: d})
+			c.srv.InjectFault(cloudkms.Fault{Method: m, Latency: d})
 		}
 	}
 }
@@ -111,8 +111,8 @@ func (c *gcpCloud) now() time.Time          { return c.srv.Clock().Now() }
 // plugin_data (key ring, plaintext loopback endpoint, no credentials), with
 // one difference: spire-last-update labels are stamped with now, the
 // engine's fake clock, instead of the real clock of the process.
-func (c *gcpCloud) backend(ctx context.Context, serverID string, now func() time.Time) (keymanager.Backend, error) {
-	b, err := gcpbackend.New(ctx, gcpbackend.Options{
+func (c *gcpCloud) backend(ctx context.Context, serverID string, now func() time.Time) (engine.Backend, error) {
+	b, err := gcpkms.New(ctx, gcpkms.Options{
 		KeyRing:       gcpKeyRing,
 		TrustDomain:   trustDomain,
 		ServerID:      serverID,
@@ -133,7 +133,7 @@ func (c *gcpCloud) seedForeign(n int) error {
 	c.mu.Unlock()
 	for i := first; i < first+n; i++ {
 		name := fmt.Sprintf("%s/cryptoKeys/payments-app-key-%05d", gcpKeyRing, i)
-		_, err := c.srv.SeedCryptoKey(gcpkms.SeedKey{
+		_, err := c.srv.SeedCryptoKey(cloudkms.SeedKey{
 			Name:      name,
 			Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256,
 			Labels:    map[string]string{"owner": "payments"},
@@ -151,12 +151,12 @@ func (c *gcpCloud) listPass(own int) (int, string) {
 	return 1 + own, fmt.Sprintf("1 filtered ListCryptoKeys + %d ListCryptoKeyVersions", own)
 }
 
-func (c *gcpCloud) sdkKey(ctx context.Context, t keymanager.KeyType) (signFunc, error) {
+func (c *gcpCloud) sdkKey(ctx context.Context, t engine.KeyType) (signFunc, error) {
 	var alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm
 	switch t {
-	case keymanager.ECP256:
+	case engine.ECP256:
 		alg = kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256
-	case keymanager.RSA2048:
+	case engine.RSA2048:
 		alg = kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_2048_SHA256
 	default:
 		return nil, fmt.Errorf("cloud KMS SDK baseline: unsupported key type %v", t)

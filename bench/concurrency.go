@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Concurrency settings of measurement 2.
@@ -34,11 +34,11 @@ func (r *runner) concurrency(ctx context.Context, c cloud) []Row {
 		return fail(err)
 	}
 	defer p.Close()
-	plugin, err := pluginSigner(ctx, p, "x509-CA-A", keymanager.ECP256)
+	plugin, err := pluginSigner(ctx, p, "x509-CA-A", engine.ECP256)
 	if err != nil {
 		return fail(err)
 	}
-	sdk, err := c.sdkKey(ctx, keymanager.ECP256)
+	sdk, err := c.sdkKey(ctx, engine.ECP256)
 	if err != nil {
 		return fail(err)
 	}

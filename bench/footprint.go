@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // footprint measures 7: the plugin process's peak RSS (VmHWM) idle, after
@@ -31,7 +31,7 @@ func (r *runner) footprint(ctx context.Context, c cloud) []Row {
 	defer p.Close()
 	var sign signFunc
 	for _, id := range []string{"x509-CA-A", "x509-CA-B", "JWT-Signer-A", "JWT-Signer-B"} {
-		if sign, err = pluginSigner(ctx, p, id, keymanager.ECP256); err != nil {
+		if sign, err = pluginSigner(ctx, p, id, engine.ECP256); err != nil {
 			return fail(err)
 		}
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/kmskeeper/kmskeeper/bench/internal/cloudkinds"
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // errNoBackend says a cloud backend is not part of this build yet.
@@ -21,7 +21,7 @@ var errNoBackend = errors.New("backend not in this build")
 
 // openFromPluginData builds c's backend in this process from the same
 // plugin_data the binary gets (config.Parse, then Backend.Open).
-func openFromPluginData(ctx context.Context, c cloud, serverID string) (keymanager.Backend, error) {
+func openFromPluginData(ctx context.Context, c cloud, serverID string) (engine.Backend, error) {
 	kind, ok := cloudkinds.ByName()[c.name()]
 	if !ok {
 		return nil, fmt.Errorf("the %s %w", c.name(), errNoBackend)
@@ -47,16 +47,16 @@ func openFromPluginData(ctx context.Context, c cloud, serverID string) (keymanag
 	return b, nil
 }
 
-// engine is a Manager over c's real backend with a fake clock that moves
+// inProcess is a Manager over c's real backend with a fake clock that moves
 // together with the emulator's.
-type engine struct {
-	*keymanager.Manager
+type inProcess struct {
+	*engine.Manager
 	clock   *fakeClock
 	cloud   cloud
 	retired *retireCounter
 }
 
-func newEngine(ctx context.Context, c cloud, serverID string) (*engine, error) {
+func newEngine(ctx context.Context, c cloud, serverID string) (*inProcess, error) {
 	// The fake clock starts at the emulator's time, so that the engine's
 	// estimate of the cloud's clock starts right.
 	clock := newFakeClock(c.now())
@@ -65,7 +65,7 @@ func newEngine(ctx context.Context, c cloud, serverID string) (*engine, error) {
 		return nil, err
 	}
 	retired := &retireCounter{}
-	m, err := keymanager.New(keymanager.Options{Backend: b, ServerID: serverID, Clock: clock, Metrics: retired})
+	m, err := engine.New(engine.Options{Backend: b, ServerID: serverID, Clock: clock, Metrics: retired})
 	if err != nil {
 		return nil, err
 	}
@@ -73,18 +73,18 @@ func newEngine(ctx context.Context, c cloud, serverID string) (*engine, error) {
 		m.Close()
 		return nil, fmt.Errorf("loading: %w", err)
 	}
-	return &engine{Manager: m, clock: clock, cloud: c, retired: retired}, nil
+	return &inProcess{Manager: m, clock: clock, cloud: c, retired: retired}, nil
 }
 
 // advance moves the engine's clock and the emulator's by d.
-func (e *engine) advance(d time.Duration) {
+func (e *inProcess) advance(d time.Duration) {
 	e.clock.advance(d)
 	e.cloud.advance(d)
 }
 
 // checkRetired runs the background tasks that are due (as Start's loop
 // would) and reports an error unless n generations were retired so far.
-func (e *engine) checkRetired(ctx context.Context, n int) error {
+func (e *inProcess) checkRetired(ctx context.Context, n int) error {
 	e.RunDue(ctx)
 	if got := e.retired.count(); got < n {
 		return fmt.Errorf("%d generations retired, want %d", got, n)
@@ -92,13 +92,13 @@ func (e *engine) checkRetired(ctx context.Context, n int) error {
 	return nil
 }
 
-// retireCounter is a keymanager.Metrics that counts retired generations.
+// retireCounter is a engine.Metrics that counts retired generations.
 type retireCounter struct {
 	mu sync.Mutex
 	n  int
 }
 
-func (r *retireCounter) IncrCounter(key []string, v float32, _ ...keymanager.Label) {
+func (r *retireCounter) IncrCounter(key []string, v float32, _ ...engine.Label) {
 	if len(key) == 3 && key[1] == "keys" && key[2] == "retired" {
 		r.mu.Lock()
 		r.n += int(v)
@@ -106,7 +106,7 @@ func (r *retireCounter) IncrCounter(key []string, v float32, _ ...keymanager.Lab
 	}
 }
 
-func (r *retireCounter) MeasureSince([]string, time.Time, ...keymanager.Label) {}
+func (r *retireCounter) MeasureSince([]string, time.Time, ...engine.Label) {}
 
 func (r *retireCounter) count() int {
 	r.mu.Lock()
@@ -114,7 +114,7 @@ func (r *retireCounter) count() int {
 	return r.n
 }
 
-// fakeClock is a keymanager.Clock that only moves when advanced.
+// fakeClock is a engine.Clock that only moves when advanced.
 type fakeClock struct {
 	mu      sync.Mutex
 	now     time.Time

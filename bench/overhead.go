@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -28,7 +28,7 @@ var digest = sha256.Sum256([]byte("kmskeeper bench"))
 func (r *runner) overhead(ctx context.Context, c cloud) []Row {
 	var rows []Row
 	fail := func(err error) []Row {
-		for _, t := range []keymanager.KeyType{keymanager.ECP256, keymanager.RSA2048} {
+		for _, t := range []engine.KeyType{engine.ECP256, engine.RSA2048} {
 			for _, lat := range []time.Duration{0, 5 * time.Millisecond} {
 				rows = append(rows, notMeasured(1, overheadLabel(t, lat), c.name(), overheadTargetText(lat), err))
 			}
@@ -45,7 +45,7 @@ func (r *runner) overhead(ctx context.Context, c cloud) []Row {
 		return fail(err)
 	}
 	defer e.Close()
-	for _, t := range []keymanager.KeyType{keymanager.ECP256, keymanager.RSA2048} {
+	for _, t := range []engine.KeyType{engine.ECP256, engine.RSA2048} {
 		id := "x509-CA-" + keySlug(t)
 		var paths overheadPaths
 		if paths.plugin, err = pluginSigner(ctx, p, id, t); err != nil {
@@ -83,7 +83,7 @@ type overheadPaths struct {
 
 // pluginSigner creates key id through the plugin and returns a signFunc
 // calling SignData on it.
-func pluginSigner(ctx context.Context, p *pluginhost.Plugin, id string, t keymanager.KeyType) (signFunc, error) {
+func pluginSigner(ctx context.Context, p *pluginhost.Plugin, id string, t engine.KeyType) (signFunc, error) {
 	if _, err := p.GenerateKey(ctx, id, t); err != nil {
 		return nil, fmt.Errorf("GenerateKey %s: %w", id, err)
 	}
@@ -93,7 +93,7 @@ func pluginSigner(ctx context.Context, p *pluginhost.Plugin, id string, t keyman
 	}, nil
 }
 
-func (r *runner) overheadRow(ctx context.Context, c cloud, t keymanager.KeyType, lat time.Duration, paths overheadPaths) Row {
+func (r *runner) overheadRow(ctx context.Context, c cloud, t engine.KeyType, lat time.Duration, paths overheadPaths) Row {
 	label, target := overheadLabel(t, lat), overheadTargetText(lat)
 	funcs := []signFunc{paths.plugin, paths.sdk, paths.engine, paths.hop}
 	got := make([]samples, len(funcs))
@@ -122,7 +122,7 @@ func (r *runner) overheadRow(ctx context.Context, c cloud, t keymanager.KeyType,
 	return row
 }
 
-func overheadLabel(t keymanager.KeyType, lat time.Duration) string {
+func overheadLabel(t engine.KeyType, lat time.Duration) string {
 	return fmt.Sprintf("1. SignData overhead, %v, +%v latency (plugin/SDK)", t, lat)
 }
 

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // builtinManagementPerDay is the built-in plugins' steady-state management
@@ -36,7 +36,7 @@ func (r *runner) serverDay(ctx context.Context, c cloud) []Row {
 	defer e.Close()
 	ids := []string{"x509-CA-A", "JWT-Signer-A", "x509-CA-B", "JWT-Signer-B"}
 	for _, id := range ids {
-		if _, err := e.GenerateKey(ctx, id, keymanager.ECP256); err != nil {
+		if _, err := e.GenerateKey(ctx, id, engine.ECP256); err != nil {
 			return fail(fmt.Errorf("GenerateKey %s: %w", id, err))
 		}
 	}
@@ -55,7 +55,7 @@ func (r *runner) serverDay(ctx context.Context, c cloud) []Row {
 			prepare = ids[:2]
 		}
 		for _, id := range prepare {
-			if _, err := e.GenerateKey(ctx, id, keymanager.ECP256); err != nil {
+			if _, err := e.GenerateKey(ctx, id, engine.ECP256); err != nil {
 				return fail(fmt.Errorf("GenerateKey %s at %v: %w", id, t, err))
 			}
 			rotations++
@@ -66,12 +66,12 @@ func (r *runner) serverDay(ctx context.Context, c cloud) []Row {
 		if t == 8*time.Hour {
 			active = "x509-CA-B" // activated two hours after preparation
 		}
-		if t%keymanager.DefaultLivenessInterval == 0 {
+		if t%engine.DefaultLivenessInterval == 0 {
 			if err := e.KeepAlive(ctx); err != nil {
 				return fail(fmt.Errorf("liveness pass at %v: %w", t, err))
 			}
 		}
-		if t%keymanager.DefaultCleanupInterval == 0 {
+		if t%engine.DefaultCleanupInterval == 0 {
 			if _, err := e.Cleanup(ctx, true); err != nil {
 				return fail(fmt.Errorf("cleanup pass at %v: %w", t, err))
 			}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -43,7 +43,7 @@ func (r *runner) rotationStall(ctx context.Context, c cloud) Row {
 	}
 	defer p.Close()
 	const id = "x509-CA-A"
-	sign, err := pluginSigner(ctx, p, id, keymanager.ECP256)
+	sign, err := pluginSigner(ctx, p, id, engine.ECP256)
 	if err != nil {
 		return fail(err)
 	}
@@ -60,7 +60,7 @@ func (r *runner) rotationStall(ctx context.Context, c cloud) Row {
 		}
 		c.setLatency(opCreate, stallCreateLatency, 1)
 		during, took, err := loadWhile(ctx, sign, r.sz.stallSigners, func(ctx context.Context) error {
-			_, err := p.GenerateKey(ctx, id, keymanager.ECP256)
+			_, err := p.GenerateKey(ctx, id, engine.ECP256)
 			return err
 		})
 		c.clearLatency()
@@ -86,7 +86,7 @@ func (r *runner) livenessStall(ctx context.Context, c cloud) Row {
 	ids := []string{"x509-CA-A", "x509-CA-B", "JWT-Signer-A", "JWT-Signer-B"}
 	var sign signFunc
 	for i := len(ids) - 1; i >= 0; i-- {
-		if sign, err = pluginSigner(ctx, p, ids[i], keymanager.ECP256); err != nil {
+		if sign, err = pluginSigner(ctx, p, ids[i], engine.ECP256); err != nil {
 			return fail(err)
 		}
 	}
@@ -108,7 +108,7 @@ func (r *runner) livenessStall(ctx context.Context, c cloud) Row {
 		c.resetCounts()
 		during, took, err := loadWhile(ctx, sign, r.sz.stallSigners, func(ctx context.Context) error {
 			probe := fmt.Sprintf("bench-clock-probe-%d", i)
-			if _, err := p.GenerateKey(ctx, probe, keymanager.ECP256); err != nil {
+			if _, err := p.GenerateKey(ctx, probe, engine.ECP256); err != nil {
 				return fmt.Errorf("GenerateKey of the clock probe: %w", err)
 			}
 			return waitLivenessPass(ctx, c, p, len(ids))

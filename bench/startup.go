@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // startup measures 5: Configure time and cloud calls through the binary with
@@ -27,7 +27,7 @@ func (r *runner) startup(ctx context.Context, c cloud) []Row {
 		return fail(0, err)
 	}
 	for _, id := range []string{"x509-CA-A", "x509-CA-B", "JWT-Signer-A", "JWT-Signer-B"} {
-		if _, err := p.GenerateKey(ctx, id, keymanager.ECP256); err != nil {
+		if _, err := p.GenerateKey(ctx, id, engine.ECP256); err != nil {
 			p.Close()
 			return fail(0, fmt.Errorf("GenerateKey %s: %w", id, err))
 		}

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Creation storm settings of measurement 6: SPIRE retries a failed
@@ -28,7 +28,7 @@ func (r *runner) storm(ctx context.Context, c cloud) []Row {
 }
 
 func stormTarget() string {
-	return fmt.Sprintf("created ≤ %d (guard default; built-ins create %d)", keymanager.DefaultMaxCreationsPerHour, stormAttempts)
+	return fmt.Sprintf("created ≤ %d (guard default; built-ins create %d)", engine.DefaultMaxCreationsPerHour, stormAttempts)
 }
 
 func (r *runner) stormInProcess(ctx context.Context, c cloud) Row {
@@ -42,7 +42,7 @@ func (r *runner) stormInProcess(ctx context.Context, c cloud) Row {
 	c.resetCounts()
 	created, refused := 0, 0
 	for range stormAttempts {
-		_, err := e.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256)
+		_, err := e.GenerateKey(ctx, "x509-CA-A", engine.ECP256)
 		switch {
 		case err == nil:
 			created++
@@ -53,7 +53,7 @@ func (r *runner) stormInProcess(ctx context.Context, c cloud) Row {
 		}
 		e.advance(stormEvery)
 	}
-	e.advance(keymanager.DefaultSettle) // every superseded key has settled
+	e.advance(engine.DefaultSettle) // every superseded key has settled
 	if err := e.checkRetired(ctx, created-1); err != nil {
 		return fail(err)
 	}
@@ -71,7 +71,7 @@ func (r *runner) stormBinary(ctx context.Context, c cloud) Row {
 	c.resetCounts()
 	created, refused := 0, 0
 	for range stormAttempts {
-		_, err := p.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256)
+		_, err := p.GenerateKey(ctx, "x509-CA-A", engine.ECP256)
 		switch {
 		case err == nil:
 			created++
@@ -87,7 +87,7 @@ func (r *runner) stormBinary(ctx context.Context, c cloud) Row {
 func stormRow(label string, c cloud, created, refused int) Row {
 	tl := tallyOf(c)
 	return Row{ID: 6, Measurement: label, Backend: c.name(), Target: stormTarget(),
-		Verdict: verdict(created <= keymanager.DefaultMaxCreationsPerHour),
+		Verdict: verdict(created <= engine.DefaultMaxCreationsPerHour),
 		Value: fmt.Sprintf("%d created, %d refused (ResourceExhausted) of %d; cloud calls: %s",
 			created, refused, stormAttempts, tl.ops(classManagement))}
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Common holds the settings every backend shares.
@@ -23,12 +23,12 @@ type Common struct {
 	LivenessInterval string `hcl:"liveness_interval"`
 	CleanupInterval  string `hcl:"cleanup_interval"`
 
-	schedule keymanager.Schedule
+	schedule engine.Schedule
 }
 
 // Live returns the settings a runtime re-Configure may change.
-func (c *Config) Live() keymanager.Live {
-	return keymanager.Live{MaxCreationsPerHour: c.Common.MaxKeyCreationsPerHour, Schedule: c.Common.schedule}
+func (c *Config) Live() engine.Live {
+	return engine.Live{MaxCreationsPerHour: c.Common.MaxKeyCreationsPerHour, Schedule: c.Common.schedule}
 }
 
 // Backend is one cloud's configuration, decoded from the same HCL text by its
@@ -43,7 +43,7 @@ type Backend interface {
 	Fixed() string
 	// Open builds the backend. It may call the cloud (to obtain
 	// credentials), but does not list or create keys.
-	Open(ctx context.Context, p OpenParams) (keymanager.Backend, error)
+	Open(ctx context.Context, p OpenParams) (engine.Backend, error)
 }
 
 // ServerIDChecker is implemented by backend configurations whose cloud
@@ -76,7 +76,7 @@ type OpenParams struct {
 	ServerID    string
 	Logger      hclog.Logger
 	// Metrics receives the backend's own measurements (throttled retries).
-	Metrics keymanager.Metrics
+	Metrics engine.Metrics
 }
 
 // Kind describes a backend kind the configuration can select.
@@ -94,8 +94,8 @@ type Config struct {
 	Common  Common
 	Kind    Kind
 	Backend Backend
-	// Migrate is the migrate_from block, if any.
-	Migrate *Migration
+	// Predecessor is the migrate_from block, if any.
+	Predecessor *Predecessor
 	// Warnings are notes for the operator (deprecated keys) that do not stop
 	// the plugin.
 	Warnings []string

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 type fakeBackend struct {
@@ -25,7 +25,7 @@ func (f *fakeBackend) Check(string) error {
 	return nil
 }
 func (f *fakeBackend) Fixed() string { return f.Vault }
-func (f *fakeBackend) Open(context.Context, OpenParams) (keymanager.Backend, error) {
+func (f *fakeBackend) Open(context.Context, OpenParams) (engine.Backend, error) {
 	return nil, errors.New("not used")
 }
 
@@ -35,7 +35,7 @@ type otherBackend struct {
 
 func (o *otherBackend) Check(string) error { return nil }
 func (o *otherBackend) Fixed() string      { return o.Ring }
-func (o *otherBackend) Open(context.Context, OpenParams) (keymanager.Backend, error) {
+func (o *otherBackend) Open(context.Context, OpenParams) (engine.Backend, error) {
 	return nil, nil
 }
 
@@ -97,7 +97,7 @@ func TestParse(t *testing.T) {
 			name: "longest intervals",
 			hcl:  `fake_vault = "https://v" key_identifier_value = "s" liveness_interval = "24h" cleanup_interval = "336h"`,
 			check: func(t *testing.T, c *Config) {
-				if l := c.Live(); l.Schedule.LivenessInterval != keymanager.DefaultKeepAliveAge || l.Schedule.CleanupInterval != keymanager.DefaultStaleAfter {
+				if l := c.Live(); l.Schedule.LivenessInterval != engine.DefaultKeepAliveAge || l.Schedule.CleanupInterval != engine.DefaultStaleAfter {
 					t.Errorf("Live() = %+v", l)
 				}
 			},
@@ -119,8 +119,8 @@ func TestParse(t *testing.T) {
 			name: "migrate from disk",
 			hcl:  `fake_vault = "https://v" key_identifier_value = "s" migrate_from { disk_keys_path = "/opt/spire/data/keys.json" }`,
 			check: func(t *testing.T, c *Config) {
-				if c.Migrate == nil || c.Migrate.DiskKeysPath != "/opt/spire/data/keys.json" || c.Migrate.From != nil {
-					t.Errorf("Migrate = %+v", c.Migrate)
+				if c.Predecessor == nil || c.Predecessor.DiskKeysPath != "/opt/spire/data/keys.json" || c.Predecessor.From != nil {
+					t.Errorf("Predecessor = %+v", c.Predecessor)
 				}
 			},
 		},
@@ -128,8 +128,8 @@ func TestParse(t *testing.T) {
 			name: "migrate from another backend",
 			hcl:  "fake_vault = \"https://v\"\nkey_identifier_value = \"s\"\nmigrate_from {\n other_ring = \"r\"\n key_identifier_value = \"old\"\n}",
 			check: func(t *testing.T, c *Config) {
-				if c.Migrate == nil || c.Migrate.From == nil || c.Migrate.From.Kind.Name != "other" || c.Migrate.From.Common.KeyIdentifierValue != "old" {
-					t.Errorf("Migrate = %+v", c.Migrate)
+				if c.Predecessor == nil || c.Predecessor.From == nil || c.Predecessor.From.Kind.Name != "other" || c.Predecessor.From.Common.KeyIdentifierValue != "old" {
+					t.Errorf("Predecessor = %+v", c.Predecessor)
 				}
 			},
 		},
@@ -235,7 +235,7 @@ type strictBackend struct {
 
 func (s *strictBackend) Check(string) error { return nil }
 func (s *strictBackend) Fixed() string      { return s.Vault }
-func (s *strictBackend) Open(context.Context, OpenParams) (keymanager.Backend, error) {
+func (s *strictBackend) Open(context.Context, OpenParams) (engine.Backend, error) {
 	return nil, errors.New("not used")
 }
 func (s *strictBackend) CheckServerID(id string) error {
@@ -313,8 +313,8 @@ func TestIntervalMaximum(t *testing.T) {
 	// At the maximum, a served key is at most KeepAliveAge + the interval
 	// old when every liveness pass succeeds, and a peer still sees it fresh
 	// after 11 failed passes in a row.
-	if age := keymanager.DefaultKeepAliveAge + 12*keymanager.DefaultKeepAliveAge; age >= keymanager.DefaultStaleAfter {
-		t.Errorf("at the longest liveness_interval a served key gets %s old after 11 failed passes: not younger than the stale period %s", age, keymanager.DefaultStaleAfter)
+	if age := engine.DefaultKeepAliveAge + 12*engine.DefaultKeepAliveAge; age >= engine.DefaultStaleAfter {
+		t.Errorf("at the longest liveness_interval a served key gets %s old after 11 failed passes: not younger than the stale period %s", age, engine.DefaultStaleAfter)
 	}
 }
 

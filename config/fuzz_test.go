@@ -9,7 +9,7 @@ import (
 	"github.com/kmskeeper/kmskeeper/backend/azurekv"
 	"github.com/kmskeeper/kmskeeper/backend/memory"
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // secretBackend is a kind with a credential, like azure_key_vault's
@@ -21,7 +21,7 @@ type secretBackend struct {
 
 func (b *secretBackend) Check(string) error { return nil }
 func (b *secretBackend) Fixed() string      { return b.Vault }
-func (b *secretBackend) Open(context.Context, config.OpenParams) (keymanager.Backend, error) {
+func (b *secretBackend) Open(context.Context, config.OpenParams) (engine.Backend, error) {
 	return nil, nil
 }
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/hcl/hcl/ast"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // DefaultMaxKeyCreationsPerHour is max_key_creations_per_hour when unset.
@@ -47,7 +47,7 @@ func Parse(text, trustDomain string, kinds []Kind) (*Config, error) {
 	switch len(migrateItems) {
 	case 0:
 	case 1:
-		if c.Migrate, err = parseMigration(migrateItems[0], trustDomain, kinds); err != nil {
+		if c.Predecessor, err = parsePredecessor(migrateItems[0], trustDomain, kinds); err != nil {
 			return nil, err
 		}
 	default:
@@ -188,7 +188,7 @@ const (
 // delay by as much the cleanup's report of two processes wrongly sharing a
 // server ID.
 func intervalLimit(key string) (time.Duration, string) {
-	keepAlive, stale := keymanager.DefaultKeepAliveAge, keymanager.DefaultStaleAfter
+	keepAlive, stale := engine.DefaultKeepAliveAge, engine.DefaultStaleAfter
 	days := int(stale / (24 * time.Hour))
 	switch key {
 	case "liveness_interval":
@@ -287,7 +287,7 @@ func hclKeys(v any) []string {
 // knownKeys returns every key some kind accepts, at the top level or in
 // migrate_from: the names a parse error may cite.
 func knownKeys(kinds []Kind) []string {
-	known := hclKeys(&Migration{})
+	known := hclKeys(&Predecessor{})
 	for _, k := range kinds {
 		known = append(known, k.Keys()...)
 	}

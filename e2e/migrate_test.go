@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -67,7 +67,7 @@ func TestMigrateFromDisk(t *testing.T) {
 			t.Fatal(err)
 		}
 		want, _ := x509.MarshalPKIXPublicKey(k.Public())
-		if string(pk.PKIX) != string(want) || pk.Fingerprint != keymanager.Fingerprint(want) {
+		if string(pk.PKIX) != string(want) || pk.Fingerprint != engine.Fingerprint(want) {
 			t.Fatalf("%s: served key differs from SPIRE's disk key", id)
 		}
 		// SPIRE's own signing path: a crypto.Signer over SignData.
@@ -81,14 +81,14 @@ func TestMigrateFromDisk(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: sign with the disk key: %v", id, err)
 		}
-		if err := keymanager.Verify(k.Public(), d, sig, opts); err != nil {
+		if err := engine.Verify(k.Public(), d, sig, opts); err != nil {
 			t.Fatalf("%s: %v", id, err)
 		}
 	}
 	// SPIRE rotates each ID: it moves to the backend.
 	for _, id := range []string{"x509-CA-A", "JWT-Signer-A"} {
 		old, _ := p.GetPublicKey(ctx(t), id)
-		nk, err := p.GenerateKey(ctx(t), id, keymanager.ECP256)
+		nk, err := p.GenerateKey(ctx(t), id, engine.ECP256)
 		if err != nil {
 			t.Fatal(err)
 		}

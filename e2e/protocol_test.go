@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kmskeeper/kmskeeper/backend/memory"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 	keymanagerv1 "github.com/kmskeeper/kmskeeper/proto/spire/plugin/server/keymanager/v1"
 	initv1 "github.com/kmskeeper/kmskeeper/proto/spire/service/private/init/v1"
@@ -23,7 +23,7 @@ import (
 
 func TestInitListsServices(t *testing.T) {
 	p := start(t, pluginhost.Options{})
-	want := []string{"spire.plugin.server.keymanager.v1.KeyManager", "spire.service.common.config.v1.Config"}
+	want := []string{"spire.plugin.server.engine.v1.KeyManager", "spire.service.common.config.v1.Config"}
 	got := p.PluginServiceNames()
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
@@ -39,7 +39,7 @@ func TestNotConfigured(t *testing.T) {
 		call func(ctx context.Context) error
 	}{
 		{"GenerateKey", func(ctx context.Context) error {
-			_, err := p.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256)
+			_, err := p.GenerateKey(ctx, "x509-CA-A", engine.ECP256)
 			return err
 		}},
 		{"GetPublicKey", func(ctx context.Context) error {
@@ -236,7 +236,7 @@ func TestValidate(t *testing.T) {
 
 func TestReconfigure(t *testing.T) {
 	p, dir := startConfigured(t, pluginhost.Options{})
-	pk, err := p.GenerateKey(ctx(t), "x509-CA-A", keymanager.ECP256)
+	pk, err := p.GenerateKey(ctx(t), "x509-CA-A", engine.ECP256)
 	if err != nil {
 		t.Fatalf("GenerateKey: %v", err)
 	}
@@ -285,7 +285,7 @@ func TestReconfigure(t *testing.T) {
 			t.Fatalf("re-Configure: %v", err)
 		}
 		stillServing(t)
-		_, err := p.GenerateKey(ctx(t), "x509-CA-A", keymanager.ECP256)
+		_, err := p.GenerateKey(ctx(t), "x509-CA-A", engine.ECP256)
 		if status.Code(err) != codes.ResourceExhausted {
 			t.Errorf("GenerateKey past the new limit = %v, want ResourceExhausted", err)
 		}
@@ -300,7 +300,7 @@ func TestDeinit(t *testing.T) {
 	if err := p.Configure(ctx(t), trustDomain, memoryConfig(dir, `liveness_interval = "1s"`+"\n"+`cleanup_interval = "1s"`)); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}
-	if _, err := p.GenerateKey(ctx(t), "JWT-Signer-A", keymanager.ECP256); err != nil {
+	if _, err := p.GenerateKey(ctx(t), "JWT-Signer-A", engine.ECP256); err != nil {
 		t.Fatalf("GenerateKey: %v", err)
 	}
 	store, err := memory.OpenStore(filepath.Join(dir, "vault.json"))
@@ -354,7 +354,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("Configure: %v", err)
 	}
 	before := time.Now()
-	pk, err := p.GenerateKey(ctx(t), "x509-CA-A", keymanager.ECP384)
+	pk, err := p.GenerateKey(ctx(t), "x509-CA-A", engine.ECP384)
 	if err != nil {
 		t.Fatalf("GenerateKey: %v", err)
 	}
@@ -366,7 +366,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("SignData(missing) = %v, want NotFound", err)
 	}
 	// A rotation supersedes the first key; it is retired once it has
-	// settled (keymanager.DefaultSettle on the cloud's clock), not before.
+	// settled (engine.DefaultSettle on the cloud's clock), not before.
 	store, err := memory.OpenStore(filepath.Join(dir, "vault.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -375,7 +375,7 @@ func TestMetrics(t *testing.T) {
 	if err := store.InjectFault(memory.Fault{Op: "List"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.GenerateKey(ctx(t), "x509-CA-A", keymanager.ECP384); err != nil {
+	if _, err := p.GenerateKey(ctx(t), "x509-CA-A", engine.ECP384); err != nil {
 		t.Fatalf("GenerateKey: %v", err)
 	}
 	listed := func() int {
@@ -401,7 +401,7 @@ func TestMetrics(t *testing.T) {
 	if refs := store.Refs(); len(refs) != 2 {
 		t.Fatalf("the store holds %v right after the rotation, want both generations", refs)
 	}
-	if err := store.Advance(keymanager.DefaultSettle + time.Minute); err != nil {
+	if err := store.Advance(engine.DefaultSettle + time.Minute); err != nil {
 		t.Fatal(err)
 	}
 
@@ -433,7 +433,7 @@ func TestMetrics(t *testing.T) {
 
 func TestNoMetricsWhenNotOffered(t *testing.T) {
 	p, _ := startConfigured(t, pluginhost.Options{WithoutMetrics: true})
-	pk, err := p.GenerateKey(ctx(t), "x509-CA-A", keymanager.ECP256)
+	pk, err := p.GenerateKey(ctx(t), "x509-CA-A", engine.ECP256)
 	if err != nil {
 		t.Fatalf("GenerateKey: %v", err)
 	}
@@ -450,7 +450,7 @@ func TestNoMetricsWhenNotOffered(t *testing.T) {
 
 func TestLogsAreJSONOnStderr(t *testing.T) {
 	p, _ := startConfigured(t, pluginhost.Options{})
-	if _, err := p.GenerateKey(ctx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	if _, err := p.GenerateKey(ctx(t), "x509-CA-A", engine.ECP256); err != nil {
 		t.Fatalf("GenerateKey: %v", err)
 	}
 	wctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -471,7 +471,7 @@ func TestKillAndRestart(t *testing.T) {
 	if err := p.Configure(ctx(t), trustDomain, memoryConfig(dir, "")); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}
-	pk, err := p.GenerateKey(ctx(t), "x509-CA-B", keymanager.ECP256)
+	pk, err := p.GenerateKey(ctx(t), "x509-CA-B", engine.ECP256)
 	if err != nil {
 		t.Fatalf("GenerateKey: %v", err)
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -24,7 +24,7 @@ func sha384(t *testing.T, s string) []byte {
 // crypto.Signer handed to x509.CreateCertificate.
 func TestSignerCreatesCertificate(t *testing.T) {
 	p, _ := startConfigured(t, pluginhost.Options{})
-	for _, kt := range []keymanager.KeyType{keymanager.ECP256, keymanager.ECP384, keymanager.RSA2048} {
+	for _, kt := range []engine.KeyType{engine.ECP256, engine.ECP384, engine.RSA2048} {
 		t.Run(kt.String(), func(t *testing.T) {
 			id := "x509-CA-" + kt.String()
 			if _, err := p.GenerateKey(ctx(t), id, kt); err != nil {

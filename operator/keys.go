@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // KeyRow is one key generation as `keys list` and `gc` show it.
@@ -35,8 +35,8 @@ type KeyRow struct {
 // ListKeys lists every key of the trust domain in the session's vault or key
 // ring and says what each is to this server and what cleanup would do. now
 // is the local time; ages are judged on the cloud's time, estimated from the
-// listing (keymanager.CloudNow).
-func ListKeys(ctx context.Context, s *Session, o Options, now time.Time) ([]KeyRow, []keymanager.Assessment, error) {
+// listing (engine.CloudNow).
+func ListKeys(ctx context.Context, s *Session, o Options, now time.Time) ([]KeyRow, []engine.Assessment, error) {
 	o.progress("Listing the keys of trust domain %s in %s ...", s.TrustDomain, s.Config.Backend.Fixed())
 	cctx, cancel := o.call(ctx)
 	gens, err := s.Backend.ListGenerations(cctx)
@@ -45,8 +45,8 @@ func ListKeys(ctx context.Context, s *Session, o Options, now time.Time) ([]KeyR
 		return nil, nil, fmt.Errorf("listing keys: %w", err)
 	}
 	o.progress("Listed %d keys.", len(gens))
-	now = keymanager.CloudNow(s.Backend, gens, now)
-	plan := keymanager.Plan(gens, s.ServerID, now, s.Config.Live().Schedule)
+	now = engine.CloudNow(s.Backend, gens, now)
+	plan := engine.Plan(gens, s.ServerID, now, s.Config.Live().Schedule)
 	if o.Decommissioned {
 		if err := decommission(plan, s, now); err != nil {
 			return nil, nil, err
@@ -58,7 +58,7 @@ func ListKeys(ctx context.Context, s *Session, o Options, now time.Time) ([]KeyR
 			KeyID: a.KeyID, Ref: a.Ref, ServerID: a.ServerID, ThisServer: s.ServerID != "" && a.ServerID == s.ServerID,
 			Created: a.Created, Updated: a.Updated, State: string(a.State), Cleanup: "keep",
 		}
-		if a.Type != keymanager.KeyTypeUnspecified {
+		if a.Type != engine.KeyTypeUnspecified {
 			r.Type = a.Type.String()
 		}
 		if a.Retire {
@@ -90,21 +90,21 @@ func ListKeys(ctx context.Context, s *Session, o Options, now time.Time) ([]KeyR
 
 // StateDecommissioned is a generation of a server that the operator says
 // has stopped for good (gc --decommissioned).
-const StateDecommissioned keymanager.State = "decommissioned"
+const StateDecommissioned engine.State = "decommissioned"
 
 // decommission marks every generation of the session's server for
 // retirement, unless one of them shows that a process may still serve it:
 // a running kmskeeper keeps each key it serves updated (created, rotated or
 // kept alive) at least every keep-alive age plus its liveness interval, and
 // this tool cannot know the interval a server runs with, so a generation
-// updated within the lease period (keymanager.LeaseTTL: the keep-alive age
+// updated within the lease period (engine.LeaseTTL: the keep-alive age
 // plus two of the longest intervals, 72 h) refuses the whole decommission.
-func decommission(plan []keymanager.Assessment, s *Session, now time.Time) error {
+func decommission(plan []engine.Assessment, s *Session, now time.Time) error {
 	if s.ServerID == "" {
 		return fmt.Errorf("decommissioning: the configuration names no server ID (key_identifier_file does not exist): set key_identifier_value to the server ID of the keys to retire")
 	}
 	sched := s.Config.Live().Schedule
-	quiet := keymanager.LeaseTTL(sched)
+	quiet := engine.LeaseTTL(sched)
 	for _, a := range plan {
 		if a.ServerID != s.ServerID {
 			continue
@@ -155,7 +155,7 @@ func PrintKeys(w io.Writer, rows []KeyRow, asJSON bool) error {
 		if r.Error != "" {
 			cleanup += " FAILED: " + r.Error
 		}
-		if r.State == string(keymanager.StateHeld) && len(r.Holders) > 0 {
+		if r.State == string(engine.StateHeld) && len(r.Holders) > 0 {
 			cleanup += " (leased by " + strings.Join(r.Holders, ", ") + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.KeyID, typ, server, r.Updated.UTC().Format(time.RFC3339), r.State, cleanup, r.Ref)
@@ -167,7 +167,7 @@ func PrintKeys(w io.Writer, rows []KeyRow, asJSON bool) error {
 // nothing and counts every lease: it lists, plans, and when apply is set
 // retires what the plan marks (this server's settled superseded generations
 // and other servers' keys not kept alive for the stale period), each after
-// reading it again (keymanager.Recheck), so that a server running beside it
+// reading it again (engine.Recheck), so that a server running beside it
 // keeps everything it serves. It returns every row with its outcome, and an
 // error if any retirement failed.
 func GC(ctx context.Context, s *Session, o Options, now time.Time, apply bool) ([]KeyRow, error) {
@@ -175,11 +175,11 @@ func GC(ctx context.Context, s *Session, o Options, now time.Time, apply bool) (
 	if err != nil {
 		return nil, err
 	}
-	gens := make([]keymanager.Generation, len(plan))
+	gens := make([]engine.Generation, len(plan))
 	for i, a := range plan {
 		gens[i] = a.Generation
 	}
-	facts := keymanager.Facts{ServerID: s.ServerID, Now: keymanager.CloudNow(s.Backend, gens, now), Schedule: s.Config.Live().Schedule}
+	facts := engine.Facts{ServerID: s.ServerID, Now: engine.CloudNow(s.Backend, gens, now), Schedule: s.Config.Live().Schedule}
 	if !apply {
 		return rows, nil
 	}
@@ -199,8 +199,8 @@ func GC(ctx context.Context, s *Session, o Options, now time.Time, apply bool) (
 		cctx, cancel := o.call(ctx)
 		err := error(nil)
 		if a.State != StateDecommissioned {
-			var checked keymanager.Assessment
-			checked, err = keymanager.Recheck(cctx, s.Backend, a, gens, facts)
+			var checked engine.Assessment
+			checked, err = engine.Recheck(cctx, s.Backend, a, gens, facts)
 			if err == nil && !checked.Retire {
 				cancel()
 				r.State, r.Cleanup = string(checked.State), "keep"

@@ -18,7 +18,7 @@ import (
 
 	"github.com/kmskeeper/kmskeeper/backend/memory"
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/operator"
 )
 
@@ -32,7 +32,7 @@ type testConfig struct {
 
 func (c *testConfig) Check(string) error { return nil }
 func (c *testConfig) Fixed() string      { return "test_vault=" + c.Vault }
-func (c *testConfig) Open(_ context.Context, p config.OpenParams) (keymanager.Backend, error) {
+func (c *testConfig) Open(_ context.Context, p config.OpenParams) (engine.Backend, error) {
 	return c.store.Backend(p.TrustDomain, p.ServerID), nil
 }
 
@@ -221,7 +221,7 @@ func TestValidateProbeCreateFailsAfterTheCloudMadeTheKey(t *testing.T) {
 		if _, err := store.Add("example.org", operator.ProbeServerID, keyID, k, time.Now(), time.Now()); err != nil {
 			return err
 		}
-		return keymanager.Errorf(codes.PermissionDenied, "reading the public key denied: the identity lacks the permission")
+		return engine.Errorf(codes.PermissionDenied, "reading the public key denied: the identity lacks the permission")
 	}
 	r := operator.Validate(context.Background(), src, o, true)
 	var probe operator.Check
@@ -243,13 +243,13 @@ func TestValidateProbeCreateFailsAfterTheCloudMadeTheKey(t *testing.T) {
 
 func denyOp(op, denied string) error {
 	if op == denied {
-		return keymanager.Errorf(codes.PermissionDenied, "%s denied: the identity lacks the permission", op)
+		return engine.Errorf(codes.PermissionDenied, "%s denied: the identity lacks the permission", op)
 	}
 	return nil
 }
 
 // TestKeysListAndGC checks keys list and gc over the one retirement rule
-// (keymanager.Plan), judged on the cloud's clock: this server's newest
+// (engine.Plan), judged on the cloud's clock: this server's newest
 // generation of each key ID is current and kept; a superseded one is kept
 // while it settles and while any process (a crashed one included) holds a
 // live lease on it; other servers' keys are kept until they go stale. gc
@@ -267,11 +267,11 @@ func TestKeysListAndGC(t *testing.T) {
 	live, _ := store.Add("example.org", "server-c", "x509-CA-A", k, now.Add(-40*day), now.Add(-2*day))
 	store.Add("other.org", "server-a", "x509-CA-A", k, now, now)
 	// JWT-Signer-A was rotated 10 minutes ago: its superseded generation
-	// settles for keymanager.DefaultSettle.
+	// settles for engine.DefaultSettle.
 	settling, _ := store.Add("example.org", "server-a", "JWT-Signer-A", k, now.Add(-day), now.Add(-day))
 	jwt, _ := store.Add("example.org", "server-a", "JWT-Signer-A", k, now.Add(-10*time.Minute), now.Add(-10*time.Minute))
 	// x509-CA-B's superseded generation is held by a process that crashed
-	// two days ago: its lease lasts keymanager.LeaseTTL (72 h).
+	// two days ago: its lease lasts engine.LeaseTTL (72 h).
 	held, _ := store.Add("example.org", "server-a", "x509-CA-B", k, now.Add(-3*day), now.Add(-3*day))
 	caB, _ := store.Add("example.org", "server-a", "x509-CA-B", k, now.Add(-2*day), now.Add(-2*day))
 	writeLease(t, store, held, "crashed", now.Add(-2*day))
@@ -329,14 +329,14 @@ func TestKeysListAndGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkLeft(t, store, "gc an hour later by the host's clock only", []string{settling}, nil)
-	store.Advance(keymanager.DefaultSettle + time.Minute)
+	store.Advance(engine.DefaultSettle + time.Minute)
 	if _, err = operator.GC(ctx, s, o, time.Now(), true); err != nil {
 		t.Fatal(err)
 	}
 	checkLeft(t, store, "gc once the cloud's clock passed the settle period", []string{cur, held, caB, jwt}, []string{settling})
 
 	// The crashed process's lease ends 72 h after it was written.
-	store.Advance(keymanager.LeaseTTL(keymanager.Schedule{}) - 2*day - (keymanager.DefaultSettle + time.Minute) - time.Minute)
+	store.Advance(engine.LeaseTTL(engine.Schedule{}) - 2*day - (engine.DefaultSettle + time.Minute) - time.Minute)
 	if _, err = operator.GC(ctx, s, o, time.Now(), true); err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +397,7 @@ func writeLease(t *testing.T, store *memory.Store, ref, holder string, renewed t
 	}
 	for _, g := range gens {
 		if g.Ref == ref {
-			g.Leases = append(g.Leases, keymanager.Lease{Holder: holder, Ref: ref, Renewed: renewed})
+			g.Leases = append(g.Leases, engine.Lease{Holder: holder, Ref: ref, Renewed: renewed})
 			if _, err := store.Backend("example.org", g.ServerID).KeepAlive(context.Background(), g); err != nil {
 				t.Fatal(err)
 			}
@@ -503,7 +503,7 @@ func TestCallBudget(t *testing.T) {
 			return nil
 		}
 		<-ctx.Done()
-		return keymanager.Errorf(codes.Unavailable, "%s: no answer within the budget: %w", op, ctx.Err())
+		return engine.Errorf(codes.Unavailable, "%s: no answer within the budget: %w", op, ctx.Err())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -10,7 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Session is a configuration opened for an operator command: the decoded
@@ -21,7 +21,7 @@ type Session struct {
 	TrustDomain string
 	// ServerID is empty when key_identifier_file does not exist yet.
 	ServerID string
-	Backend  keymanager.Backend
+	Backend  engine.Backend
 }
 
 // Options are what every operator command shares.
@@ -35,7 +35,7 @@ type Options struct {
 	// Progress, if set, receives progress lines (a terminal's stderr).
 	Progress io.Writer
 	// Budget bounds each cloud call, retries included, as the plugin's
-	// engine bounds its own; zero means keymanager.DefaultBudget. Without
+	// engine bounds its own; zero means engine.DefaultBudget. Without
 	// it a cloud that keeps failing would be retried for minutes, or (on
 	// Cloud KMS, whose retries stop only at a deadline) forever.
 	Budget time.Duration
@@ -51,7 +51,7 @@ type Options struct {
 func (o Options) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	b := o.Budget
 	if b <= 0 {
-		b = keymanager.DefaultBudget
+		b = engine.DefaultBudget
 	}
 	return context.WithTimeout(ctx, b)
 }
@@ -104,7 +104,7 @@ func Open(ctx context.Context, src *Source, o Options) (*Session, error) {
 
 // Close releases the backend's clients.
 func (s *Session) Close() error {
-	if c, ok := s.Backend.(keymanager.Closer); ok {
+	if c, ok := s.Backend.(engine.Closer); ok {
 		return c.Close()
 	}
 	return nil

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // ProbeServerID is the server ID of validate --probe's throwaway keys. It is
@@ -105,16 +105,16 @@ func Validate(ctx context.Context, src *Source, o Options, probe bool) *Report {
 		return r
 	}
 
-	if cfg.Migrate != nil {
+	if cfg.Predecessor != nil {
 		p, err := cfg.OpenPredecessor(ctx, config.OpenParams{TrustDomain: td, Logger: o.logger()})
-		c := result("migration source", err, "fix migrate_from as the message says")
+		c := result("predecessor", err, "fix migrate_from as the message says")
 		if err == nil {
 			cctx, cancel := o.call(ctx)
 			keys, kerr := p.Keys(cctx)
 			cancel()
-			c = result("migration source", kerr, fixFor(kerr))
+			c = result("predecessor", kerr, fixFor(kerr))
 			c.Detail = fmt.Sprintf("%s holds %d keys", p.Name(), len(keys))
-			if cl, ok := p.(keymanager.Closer); ok {
+			if cl, ok := p.(engine.Closer); ok {
 				cl.Close()
 			}
 		}
@@ -145,12 +145,12 @@ func Validate(ctx context.Context, src *Source, o Options, probe bool) *Report {
 // it; the key is retired even when signing fails. b is the backend opened
 // as this server, through which what is left of the probe key is retired
 // (see retireProbeKey).
-func probeOne(ctx context.Context, pb, b keymanager.Backend, t keymanager.KeyType, o Options) (c Check) {
+func probeOne(ctx context.Context, pb, b engine.Backend, t engine.KeyType, o Options) (c Check) {
 	c.Name = "probe " + t.String()
 	id := "probe-" + strings.ToLower(t.String())
 	started := time.Now()
 	cctx, cancel := o.call(ctx)
-	g, err := pb.Create(cctx, keymanager.CreateRequest{KeyID: id, Type: t, Lease: keymanager.Lease{Holder: "probe", Renewed: time.Now().Truncate(time.Millisecond), Pending: true}})
+	g, err := pb.Create(cctx, engine.CreateRequest{KeyID: id, Type: t, Lease: engine.Lease{Holder: "probe", Renewed: time.Now().Truncate(time.Millisecond), Pending: true}})
 	cancel()
 	if err != nil {
 		c = failed(c, "create", err)
@@ -177,7 +177,7 @@ func probeOne(ctx context.Context, pb, b keymanager.Backend, t keymanager.KeyTyp
 		}
 	}()
 	h := crypto.SHA256
-	if t == keymanager.ECP384 {
+	if t == engine.ECP384 {
 		h = crypto.SHA384
 	}
 	w := h.New()
@@ -198,7 +198,7 @@ func probeOne(ctx context.Context, pb, b keymanager.Backend, t keymanager.KeyTyp
 // if another validate run is probing with it at the same moment (Cloud KMS
 // probe keys are shared), the backend refuses with Aborted and that run
 // retires it.
-func retireProbeKey(ctx context.Context, b keymanager.Backend, g keymanager.Generation, o Options) error {
+func retireProbeKey(ctx context.Context, b engine.Backend, g engine.Generation, o Options) error {
 	cctx, cancel := o.call(ctx)
 	gens, err := b.ListGenerations(cctx)
 	cancel()
@@ -223,7 +223,7 @@ func retireProbeKey(ctx context.Context, b keymanager.Backend, g keymanager.Gene
 // creation started at started may have left, listed through the probe
 // backend pb, and then what a listing through b still shows of them (see
 // retireProbeKey). It returns what it could not retire.
-func retireFailedProbe(ctx context.Context, pb, b keymanager.Backend, id string, started time.Time, o Options) (string, error) {
+func retireFailedProbe(ctx context.Context, pb, b engine.Backend, id string, started time.Time, o Options) (string, error) {
 	cctx, cancel := o.call(ctx)
 	gens, err := pb.ListGenerations(cctx)
 	cancel()
@@ -248,11 +248,11 @@ func retireFailedProbe(ctx context.Context, pb, b keymanager.Backend, id string,
 	return "", nil
 }
 
-func finishProbe(c Check, g keymanager.Generation, digest, sig []byte, opts crypto.SignerOpts, err error) Check {
+func finishProbe(c Check, g engine.Generation, digest, sig []byte, opts crypto.SignerOpts, err error) Check {
 	if err != nil {
 		return failed(c, "sign", err)
 	}
-	if err := keymanager.Verify(g.Public, digest, sig, opts); err != nil {
+	if err := engine.Verify(g.Public, digest, sig, opts); err != nil {
 		c.Detail = fmt.Sprintf("signature by %s does not verify: %v", g.Ref, err)
 		c.Fix = "the cloud returned a bad signature; report it with the key reference"
 		return c
@@ -297,25 +297,25 @@ func fixFor(err error) string {
 	return "see docs/troubleshooting.md for this message"
 }
 
-func closeBackend(b keymanager.Backend) {
-	if c, ok := b.(keymanager.Closer); ok {
+func closeBackend(b engine.Backend) {
+	if c, ok := b.(engine.Closer); ok {
 		c.Close()
 	}
 }
 
 // ParseKeyType maps SPIRE's server.conf key type names to key types.
-func ParseKeyType(s string) (keymanager.KeyType, error) {
+func ParseKeyType(s string) (engine.KeyType, error) {
 	switch strings.ToLower(s) {
 	case "ec-p256":
-		return keymanager.ECP256, nil
+		return engine.ECP256, nil
 	case "ec-p384":
-		return keymanager.ECP384, nil
+		return engine.ECP384, nil
 	case "rsa-2048":
-		return keymanager.RSA2048, nil
+		return engine.RSA2048, nil
 	case "rsa-4096":
-		return keymanager.RSA4096, nil
+		return engine.RSA4096, nil
 	}
-	return keymanager.KeyTypeUnspecified, fmt.Errorf("unknown key type %q", s)
+	return engine.KeyTypeUnspecified, fmt.Errorf("unknown key type %q", s)
 }
 
 // PrintReport writes the report as a table or JSON.

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	configv1 "github.com/kmskeeper/kmskeeper/proto/spire/service/common/config/v1"
 )
 
@@ -61,13 +61,13 @@ func (s *server) configure(ctx context.Context, cfg *config.Config, td string) e
 	params.Logger = s.log.Named("migrate_from")
 	predecessor, err := cfg.OpenPredecessor(ctx, params)
 	if err != nil {
-		if cl, ok := backend.(keymanager.Closer); ok {
+		if cl, ok := backend.(engine.Closer); ok {
 			cl.Close()
 		}
-		return statusf(err, codes.InvalidArgument, "opening the migration source")
+		return statusf(err, codes.InvalidArgument, "opening the predecessor (migrate_from)")
 	}
 	live := cfg.Live()
-	m, err := keymanager.New(keymanager.Options{
+	m, err := engine.New(engine.Options{
 		Backend:             backend,
 		ServerID:            serverID,
 		MaxCreationsPerHour: live.MaxCreationsPerHour,
@@ -77,7 +77,7 @@ func (s *server) configure(ctx context.Context, cfg *config.Config, td string) e
 		Metrics:             s.metrics,
 	})
 	if err != nil {
-		if cl, ok := backend.(keymanager.Closer); ok {
+		if cl, ok := backend.(engine.Closer); ok {
 			cl.Close()
 		}
 		return statusf(err, codes.InvalidArgument, "starting the key manager")
@@ -113,8 +113,8 @@ func (s *server) reconfigure(ctx context.Context, cur *running, cfg *config.Conf
 	if err != nil {
 		return statusf(err, codes.FailedPrecondition, "re-configure: opening %s (the running configuration is kept)", cfg.Kind.Name)
 	}
-	if (cfg.Migrate == nil) != (cur.cfg.Migrate == nil) {
-		s.log.Info("migrate_from changed; the migration source in use is kept until the next restart")
+	if (cfg.Predecessor == nil) != (cur.cfg.Predecessor == nil) {
+		s.log.Info("migrate_from changed; the predecessor in use is kept until the next restart")
 	}
 	cur.manager.Reconfigure(cfg.Live(), backend)
 	s.current.Store(&running{manager: cur.manager, cfg: cfg, trustDomain: td, serverID: serverID})

@@ -11,7 +11,7 @@ import (
 
 	"github.com/kmskeeper/kmskeeper/backend/memory"
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	configv1 "github.com/kmskeeper/kmskeeper/proto/spire/service/common/config/v1"
 )
 
@@ -20,7 +20,7 @@ type fixedBackend struct{ location string }
 
 func (f fixedBackend) Check(string) error { return nil }
 func (f fixedBackend) Fixed() string      { return f.location }
-func (f fixedBackend) Open(context.Context, config.OpenParams) (keymanager.Backend, error) {
+func (f fixedBackend) Open(context.Context, config.OpenParams) (engine.Backend, error) {
 	return nil, nil
 }
 

@@ -1,6 +1,6 @@
 // Package plugin is kmskeeper's protocol adapter: it serves SPIRE's external
 // KeyManager plugin protocol over hashicorp/go-plugin and hands every call to
-// the engine (package keymanager).
+// the engine (package engine).
 //
 // SPIRE launches the binary with the go-plugin magic cookie and drives three
 // services on it: Init (service names both ways, Deinit before unload),

@@ -7,39 +7,39 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	keymanagerv1 "github.com/kmskeeper/kmskeeper/proto/spire/plugin/server/keymanager/v1"
 )
 
 // keyTypeFromProto maps a wire key type to the engine's. An unspecified or
 // unknown type is InvalidArgument: SPIRE must say which key it wants.
-func keyTypeFromProto(t keymanagerv1.KeyType) (keymanager.KeyType, error) {
+func keyTypeFromProto(t keymanagerv1.KeyType) (engine.KeyType, error) {
 	switch t {
 	case keymanagerv1.KeyType_EC_P256:
-		return keymanager.ECP256, nil
+		return engine.ECP256, nil
 	case keymanagerv1.KeyType_EC_P384:
-		return keymanager.ECP384, nil
+		return engine.ECP384, nil
 	case keymanagerv1.KeyType_RSA_2048:
-		return keymanager.RSA2048, nil
+		return engine.RSA2048, nil
 	case keymanagerv1.KeyType_RSA_4096:
-		return keymanager.RSA4096, nil
+		return engine.RSA4096, nil
 	case keymanagerv1.KeyType_UNSPECIFIED_KEY_TYPE:
-		return keymanager.KeyTypeUnspecified, status.Error(codes.InvalidArgument, "key type is required")
+		return engine.KeyTypeUnspecified, status.Error(codes.InvalidArgument, "key type is required")
 	default:
-		return keymanager.KeyTypeUnspecified, status.Errorf(codes.InvalidArgument, "unsupported key type %d", int32(t))
+		return engine.KeyTypeUnspecified, status.Errorf(codes.InvalidArgument, "unsupported key type %d", int32(t))
 	}
 }
 
 // keyTypeToProto maps an engine key type to the wire's.
-func keyTypeToProto(t keymanager.KeyType) keymanagerv1.KeyType {
+func keyTypeToProto(t engine.KeyType) keymanagerv1.KeyType {
 	switch t {
-	case keymanager.ECP256:
+	case engine.ECP256:
 		return keymanagerv1.KeyType_EC_P256
-	case keymanager.ECP384:
+	case engine.ECP384:
 		return keymanagerv1.KeyType_EC_P384
-	case keymanager.RSA2048:
+	case engine.RSA2048:
 		return keymanagerv1.KeyType_RSA_2048
-	case keymanager.RSA4096:
+	case engine.RSA4096:
 		return keymanagerv1.KeyType_RSA_4096
 	default:
 		return keymanagerv1.KeyType_UNSPECIFIED_KEY_TYPE
@@ -102,7 +102,7 @@ func signerOptsFromProto(req *keymanagerv1.SignDataRequest) (crypto.SignerOpts, 
 }
 
 // publicKeyToProto maps an engine public key to the wire's.
-func publicKeyToProto(k keymanager.PublicKey) *keymanagerv1.PublicKey {
+func publicKeyToProto(k engine.PublicKey) *keymanagerv1.PublicKey {
 	return &keymanagerv1.PublicKey{
 		Id:          k.ID,
 		Type:        keyTypeToProto(k.Type),

@@ -8,23 +8,23 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	keymanagerv1 "github.com/kmskeeper/kmskeeper/proto/spire/plugin/server/keymanager/v1"
 )
 
 func TestKeyTypeFromProto(t *testing.T) {
 	tests := []struct {
 		in      keymanagerv1.KeyType
-		want    keymanager.KeyType
+		want    engine.KeyType
 		wantErr codes.Code
 	}{
-		{keymanagerv1.KeyType_EC_P256, keymanager.ECP256, codes.OK},
-		{keymanagerv1.KeyType_EC_P384, keymanager.ECP384, codes.OK},
-		{keymanagerv1.KeyType_RSA_2048, keymanager.RSA2048, codes.OK},
-		{keymanagerv1.KeyType_RSA_4096, keymanager.RSA4096, codes.OK},
-		{keymanagerv1.KeyType_UNSPECIFIED_KEY_TYPE, keymanager.KeyTypeUnspecified, codes.InvalidArgument},
-		{keymanagerv1.KeyType(5), keymanager.KeyTypeUnspecified, codes.InvalidArgument},
-		{keymanagerv1.KeyType(-1), keymanager.KeyTypeUnspecified, codes.InvalidArgument},
+		{keymanagerv1.KeyType_EC_P256, engine.ECP256, codes.OK},
+		{keymanagerv1.KeyType_EC_P384, engine.ECP384, codes.OK},
+		{keymanagerv1.KeyType_RSA_2048, engine.RSA2048, codes.OK},
+		{keymanagerv1.KeyType_RSA_4096, engine.RSA4096, codes.OK},
+		{keymanagerv1.KeyType_UNSPECIFIED_KEY_TYPE, engine.KeyTypeUnspecified, codes.InvalidArgument},
+		{keymanagerv1.KeyType(5), engine.KeyTypeUnspecified, codes.InvalidArgument},
+		{keymanagerv1.KeyType(-1), engine.KeyTypeUnspecified, codes.InvalidArgument},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in.String(), func(t *testing.T) {
@@ -45,7 +45,7 @@ func TestKeyTypeFromProto(t *testing.T) {
 }
 
 func TestKeyTypeToProtoCoversEngineTypes(t *testing.T) {
-	for _, kt := range keymanager.KeyTypes {
+	for _, kt := range engine.KeyTypes {
 		p := keyTypeToProto(kt)
 		if p == keymanagerv1.KeyType_UNSPECIFIED_KEY_TYPE {
 			t.Errorf("keyTypeToProto(%v) is unspecified", kt)
@@ -54,7 +54,7 @@ func TestKeyTypeToProtoCoversEngineTypes(t *testing.T) {
 			t.Errorf("keyTypeToProto(%v) = %v: names differ", kt, p)
 		}
 	}
-	if p := keyTypeToProto(keymanager.KeyType(99)); p != keymanagerv1.KeyType_UNSPECIFIED_KEY_TYPE {
+	if p := keyTypeToProto(engine.KeyType(99)); p != keymanagerv1.KeyType_UNSPECIFIED_KEY_TYPE {
 		t.Errorf("keyTypeToProto(99) = %v, want unspecified", p)
 	}
 }
@@ -152,7 +152,7 @@ func TestSignerOptsFromProto(t *testing.T) {
 }
 
 func TestPublicKeyToProto(t *testing.T) {
-	in := keymanager.PublicKey{ID: "x509-CA-A", Type: keymanager.RSA4096, PKIX: []byte{1, 2, 3}, Fingerprint: "ab"}
+	in := engine.PublicKey{ID: "x509-CA-A", Type: engine.RSA4096, PKIX: []byte{1, 2, 3}, Fingerprint: "ab"}
 	got := publicKeyToProto(in)
 	if got.GetId() != in.ID || got.GetType() != keymanagerv1.KeyType_RSA_4096 || string(got.GetPkixData()) != string(in.PKIX) || got.GetFingerprint() != in.Fingerprint {
 		t.Errorf("publicKeyToProto(%+v) = %v", in, got)

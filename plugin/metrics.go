@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	metricsv1 "github.com/kmskeeper/kmskeeper/proto/spire/hostservice/common/metrics/v1"
 )
 
@@ -26,10 +26,10 @@ const (
 // noMetrics is the sink when SPIRE does not offer the Metrics host service.
 type noMetrics struct{}
 
-func (noMetrics) IncrCounter([]string, float32, ...keymanager.Label)    {}
-func (noMetrics) MeasureSince([]string, time.Time, ...keymanager.Label) {}
+func (noMetrics) IncrCounter([]string, float32, ...engine.Label)    {}
+func (noMetrics) MeasureSince([]string, time.Time, ...engine.Label) {}
 
-// hostMetrics implements keymanager.Metrics over SPIRE's Metrics host
+// hostMetrics implements engine.Metrics over SPIRE's Metrics host
 // service without ever blocking the caller: measurements go to a bounded
 // queue that one goroutine sends in order, and are dropped when it is full.
 type hostMetrics struct {
@@ -60,12 +60,12 @@ func newHostMetrics(conn *grpc.ClientConn, log hclog.Logger) *hostMetrics {
 }
 
 // IncrCounter queues an IncrCounter call to the host.
-func (h *hostMetrics) IncrCounter(key []string, val float32, labels ...keymanager.Label) {
+func (h *hostMetrics) IncrCounter(key []string, val float32, labels ...engine.Label) {
 	h.enqueue(&metricsv1.IncrCounterRequest{Key: cloneKey(key), Val: val, Labels: labelsToProto(labels)})
 }
 
 // MeasureSince queues a MeasureSince call to the host.
-func (h *hostMetrics) MeasureSince(key []string, start time.Time, labels ...keymanager.Label) {
+func (h *hostMetrics) MeasureSince(key []string, start time.Time, labels ...engine.Label) {
 	h.enqueue(&metricsv1.MeasureSinceRequest{Key: cloneKey(key), Time: start.UnixNano(), Labels: labelsToProto(labels)})
 }
 
@@ -121,7 +121,7 @@ func (h *hostMetrics) Close() error {
 
 func cloneKey(key []string) []string { return append([]string(nil), key...) }
 
-func labelsToProto(labels []keymanager.Label) []*metricsv1.Label {
+func labelsToProto(labels []engine.Label) []*metricsv1.Label {
 	if len(labels) == 0 {
 		return nil
 	}

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/emptypb"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	metricsv1 "github.com/kmskeeper/kmskeeper/proto/spire/hostservice/common/metrics/v1"
 )
 
@@ -89,7 +89,7 @@ func TestHostMetricsDelivers(t *testing.T) {
 
 	key := []string{"kmskeeper", "sign", "latency"}
 	start := time.Unix(1700000000, 5)
-	h.MeasureSince(key, start, keymanager.Label{Name: "key_type", Value: "EC_P256"})
+	h.MeasureSince(key, start, engine.Label{Name: "key_type", Value: "EC_P256"})
 	key[0] = "changed by the caller" // the sender must have copied it
 	h.IncrCounter([]string{"kmskeeper", "keys", "created"}, 2)
 

@@ -8,7 +8,7 @@ import (
 	goplugin "github.com/hashicorp/go-plugin"
 
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // server is the state the three services share.
@@ -20,14 +20,14 @@ type server struct {
 	// KeyManager calls read through current, which they load without it.
 	mu       sync.Mutex
 	broker   *goplugin.GRPCBroker
-	metrics  keymanager.Metrics
+	metrics  engine.Metrics
 	closeMet func() error
 	current  atomic.Pointer[running]
 }
 
 // running is one configured engine and what it was configured with.
 type running struct {
-	manager     *keymanager.Manager
+	manager     *engine.Manager
 	cfg         *config.Config
 	trustDomain string
 	serverID    string
@@ -45,7 +45,7 @@ func (s *server) setBroker(b *goplugin.GRPCBroker) {
 
 // manager returns the engine serving KeyManager calls, or
 // FailedPrecondition before Configure.
-func (s *server) manager() (*keymanager.Manager, error) {
+func (s *server) manager() (*engine.Manager, error) {
 	r := s.current.Load()
 	if r == nil {
 		return nil, errNotConfigured

@@ -5,7 +5,7 @@ import (
 	"crypto"
 	"crypto/rsa"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	keymanagerv1 "github.com/kmskeeper/kmskeeper/proto/spire/plugin/server/keymanager/v1"
 )
 
@@ -15,30 +15,30 @@ func (p *Plugin) KeyManagerClient() keymanagerv1.KeyManagerClient { return p.key
 
 // GenerateKey asks for a new key under id. The public key is returned as the
 // plugin sent it, unchecked: tests assert on it.
-func (p *Plugin) GenerateKey(ctx context.Context, id string, t keymanager.KeyType) (keymanager.PublicKey, error) {
+func (p *Plugin) GenerateKey(ctx context.Context, id string, t engine.KeyType) (engine.PublicKey, error) {
 	resp, err := p.keyManager.GenerateKey(ctx, &keymanagerv1.GenerateKeyRequest{KeyId: id, KeyType: keyTypeToProto(t)})
 	if err != nil {
-		return keymanager.PublicKey{}, err
+		return engine.PublicKey{}, err
 	}
 	return publicKeyFromProto(resp.GetPublicKey()), nil
 }
 
 // GetPublicKey returns the key under id as the plugin sent it.
-func (p *Plugin) GetPublicKey(ctx context.Context, id string) (keymanager.PublicKey, error) {
+func (p *Plugin) GetPublicKey(ctx context.Context, id string) (engine.PublicKey, error) {
 	resp, err := p.keyManager.GetPublicKey(ctx, &keymanagerv1.GetPublicKeyRequest{KeyId: id})
 	if err != nil {
-		return keymanager.PublicKey{}, err
+		return engine.PublicKey{}, err
 	}
 	return publicKeyFromProto(resp.GetPublicKey()), nil
 }
 
 // GetPublicKeys returns every key as the plugin sent them, in its order.
-func (p *Plugin) GetPublicKeys(ctx context.Context) ([]keymanager.PublicKey, error) {
+func (p *Plugin) GetPublicKeys(ctx context.Context) ([]engine.PublicKey, error) {
 	resp, err := p.keyManager.GetPublicKeys(ctx, &keymanagerv1.GetPublicKeysRequest{})
 	if err != nil {
 		return nil, err
 	}
-	keys := make([]keymanager.PublicKey, 0, len(resp.GetPublicKeys()))
+	keys := make([]engine.PublicKey, 0, len(resp.GetPublicKeys()))
 	for _, k := range resp.GetPublicKeys() {
 		keys = append(keys, publicKeyFromProto(k))
 	}
@@ -69,36 +69,36 @@ func (p *Plugin) SignData(ctx context.Context, id string, digest []byte, opts cr
 
 // keyTypeToProto maps a key type to the wire's; KeyTypeUnspecified and
 // unknown types go out as UNSPECIFIED_KEY_TYPE.
-func keyTypeToProto(t keymanager.KeyType) keymanagerv1.KeyType {
+func keyTypeToProto(t engine.KeyType) keymanagerv1.KeyType {
 	switch t {
-	case keymanager.ECP256:
+	case engine.ECP256:
 		return keymanagerv1.KeyType_EC_P256
-	case keymanager.ECP384:
+	case engine.ECP384:
 		return keymanagerv1.KeyType_EC_P384
-	case keymanager.RSA2048:
+	case engine.RSA2048:
 		return keymanagerv1.KeyType_RSA_2048
-	case keymanager.RSA4096:
+	case engine.RSA4096:
 		return keymanagerv1.KeyType_RSA_4096
 	}
 	return keymanagerv1.KeyType_UNSPECIFIED_KEY_TYPE
 }
 
-func keyTypeFromProto(t keymanagerv1.KeyType) keymanager.KeyType {
+func keyTypeFromProto(t keymanagerv1.KeyType) engine.KeyType {
 	switch t {
 	case keymanagerv1.KeyType_EC_P256:
-		return keymanager.ECP256
+		return engine.ECP256
 	case keymanagerv1.KeyType_EC_P384:
-		return keymanager.ECP384
+		return engine.ECP384
 	case keymanagerv1.KeyType_RSA_2048:
-		return keymanager.RSA2048
+		return engine.RSA2048
 	case keymanagerv1.KeyType_RSA_4096:
-		return keymanager.RSA4096
+		return engine.RSA4096
 	}
-	return keymanager.KeyTypeUnspecified
+	return engine.KeyTypeUnspecified
 }
 
-func publicKeyFromProto(k *keymanagerv1.PublicKey) keymanager.PublicKey {
-	return keymanager.PublicKey{
+func publicKeyFromProto(k *keymanagerv1.PublicKey) engine.PublicKey {
+	return engine.PublicKey{
 		ID:          k.GetId(),
 		Type:        keyTypeFromProto(k.GetType()),
 		PKIX:        k.GetPkixData(),

@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/emptypb"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	metricsv1 "github.com/kmskeeper/kmskeeper/proto/spire/hostservice/common/metrics/v1"
 )
 
@@ -28,7 +28,7 @@ type Metric struct {
 	// Start is MeasureSince's start time; zero for the other calls.
 	Start time.Time
 	// Labels are the metric's labels in the order sent.
-	Labels []keymanager.Label
+	Labels []engine.Label
 	// Received is when the host got the call.
 	Received time.Time
 }
@@ -63,7 +63,7 @@ func (s *metricsServer) record(call string, key []string, val float32, start int
 		m.Start = time.Unix(0, start)
 	}
 	for _, l := range labels {
-		m.Labels = append(m.Labels, keymanager.Label{Name: l.GetName(), Value: l.GetValue()})
+		m.Labels = append(m.Labels, engine.Label{Name: l.GetName(), Value: l.GetValue()})
 	}
 	s.j.add(m)
 }

@@ -22,8 +22,8 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Names of the Azure setup's second vault and second app registration.
@@ -48,7 +48,7 @@ var azureOps = map[op]string{
 // reads as its view of the vault: reading it needs no request, so the view
 // never consumes an injected fault nor moves a counter.
 type azureVault struct {
-	srv     *azurekv.Server
+	srv     *keyvault.Server
 	dataDir string
 	holds   atomic.Int64
 }
@@ -56,8 +56,8 @@ type azureVault struct {
 func newAzureVault(t *testing.T) vault {
 	t.Helper()
 	dir := t.TempDir()
-	srv, err := azurekv.Start(context.Background(), azurekv.Options{
-		Vaults:       []azurekv.VaultSpec{{Name: azurekv.DefaultVaultName}, {Name: azureOtherVault}},
+	srv, err := keyvault.Start(context.Background(), keyvault.Options{
+		Vaults:       []keyvault.VaultSpec{{Name: keyvault.DefaultVaultName}, {Name: azureOtherVault}},
 		DataDir:      filepath.Join(dir, "data"),
 		ExtraClients: map[string]string{azureOtherApp: azureOtherSecret},
 	})
@@ -76,7 +76,7 @@ func newAzureVault(t *testing.T) vault {
 // (tenant_id, app_id, app_secret), so that the secret flows through the
 // configuration path that the secrets scan watches.
 func (v *azureVault) pluginData(serverID, extra string) string {
-	return v.dataFor(azurekv.DefaultVaultName, v.srv.ClientID(), v.srv.ClientSecret(), serverID, extra)
+	return v.dataFor(keyvault.DefaultVaultName, v.srv.ClientID(), v.srv.ClientSecret(), serverID, extra)
 }
 
 func (v *azureVault) dataFor(vaultName, app, secret, serverID, extra string) string {
@@ -105,9 +105,9 @@ func (v *azureVault) elsewhere(_ *testing.T, serverID string) string {
 
 func (v *azureVault) otherIdentities(_ *testing.T, serverID string) []string {
 	return []string{
-		v.dataFor(azurekv.DefaultVaultName, azureOtherApp, azureOtherSecret, serverID, ""),
+		v.dataFor(keyvault.DefaultVaultName, azureOtherApp, azureOtherSecret, serverID, ""),
 		// The default credential chain instead of the client secret.
-		v.dataFor(azurekv.DefaultVaultName, "", "", serverID, ""),
+		v.dataFor(keyvault.DefaultVaultName, "", "", serverID, ""),
 	}
 }
 
@@ -156,7 +156,7 @@ func (v *azureVault) keys(t *testing.T) []key {
 	t.Helper()
 	st := v.state(t)
 	var out []key
-	for _, k := range st.Vaults[azurekv.DefaultVaultName].Keys {
+	for _, k := range st.Vaults[keyvault.DefaultVaultName].Keys {
 		kv := k.Versions[k.Latest]
 		if kv == nil || kv.Tags["spire-server-td"] != trustDomain || !strings.HasPrefix(k.Name, "spire-key-") || len(k.Name) <= len("spire-key-")+37 {
 			continue
@@ -171,7 +171,7 @@ func (v *azureVault) keys(t *testing.T) []key {
 		}
 		pub := signer.Public()
 		out = append(out, key{
-			Generation: keymanager.Generation{
+			Generation: engine.Generation{
 				KeyID:    k.Name[len("spire-key-")+37:],
 				Ref:      k.Name,
 				Version:  k.Latest,
@@ -193,8 +193,8 @@ func (v *azureVault) keys(t *testing.T) []key {
 // docs/security.md lays it out: "recent=<n>;<holder>:<unix ms>;...", with
 // ":p" after a pending lease. The test reads it on its own, so that a
 // layout the backend misreads is not taken on trust.
-func azureLeases(ref, tag string) []keymanager.Lease {
-	var out []keymanager.Lease
+func azureLeases(ref, tag string) []engine.Lease {
+	var out []engine.Lease
 	for _, e := range strings.Split(tag, ";") {
 		parts := strings.Split(e, ":")
 		if len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "p") {
@@ -204,7 +204,7 @@ func azureLeases(ref, tag string) []keymanager.Lease {
 		if err != nil {
 			continue
 		}
-		out = append(out, keymanager.Lease{Holder: parts[0], Ref: ref, Renewed: time.UnixMilli(ms), Pending: len(parts) == 3})
+		out = append(out, engine.Lease{Holder: parts[0], Ref: ref, Renewed: time.UnixMilli(ms), Pending: len(parts) == 3})
 	}
 	return out
 }
@@ -216,7 +216,7 @@ func (v *azureVault) seed(t *testing.T, serverID, keyID string, created, updated
 		t.Fatal(err)
 	}
 	name := "spire-key-" + uuid.NewString() + "-" + keyID
-	if _, err := v.srv.SeedKey(azurekv.DefaultVaultName, azurekv.SeedKey{
+	if _, err := v.srv.SeedKey(keyvault.DefaultVaultName, keyvault.SeedKey{
 		Name:    name,
 		Signer:  k,
 		KeyOps:  []string{"sign", "verify"},
@@ -228,7 +228,7 @@ func (v *azureVault) seed(t *testing.T, serverID, keyID string, created, updated
 	}
 	// Key Vault keeps times in whole seconds.
 	return key{
-		Generation: keymanager.Generation{
+		Generation: engine.Generation{
 			KeyID: keyID, Ref: name, ServerID: serverID,
 			Created: time.Unix(created.Unix(), 0), Updated: time.Unix(updated.Unix(), 0), Public: k.Public(),
 		},
@@ -254,7 +254,7 @@ func (v *azureVault) hold(t *testing.T, o op, _ bool, d time.Duration) func() bo
 	// A latency-only fault never answers, so its Message is free to mark
 	// this hold and to tell when a request consumed it.
 	mark := fmt.Sprintf("hold %d", v.holds.Add(1))
-	v.srv.InjectFault(azurekv.Fault{Op: v.opName(t, o), Latency: azurekv.Duration(d), Count: 1, Message: mark})
+	v.srv.InjectFault(keyvault.Fault{Op: v.opName(t, o), Latency: keyvault.Duration(d), Count: 1, Message: mark})
 	return func() bool {
 		for _, f := range v.srv.Faults() {
 			if f.Message == mark {
@@ -276,10 +276,10 @@ func (v *azureVault) opName(t *testing.T, o op) string {
 
 func (v *azureVault) inject(t *testing.T, o op, kind faultKind, count int) {
 	t.Helper()
-	f := azurekv.Fault{Op: v.opName(t, o), Count: count}
+	f := keyvault.Fault{Op: v.opName(t, o), Count: count}
 	switch kind {
 	case throttledRetryAfter:
-		f.Status, f.RetryAfter = 429, azurekv.Duration(time.Second)
+		f.Status, f.RetryAfter = 429, keyvault.Duration(time.Second)
 	case throttled:
 		f.Status = 429
 	case serverError:
@@ -296,7 +296,7 @@ func (v *azureVault) inject(t *testing.T, o op, kind faultKind, count int) {
 
 func (v *azureVault) slow(t *testing.T, o op, d time.Duration) {
 	t.Helper()
-	v.srv.InjectFault(azurekv.Fault{Op: v.opName(t, o), Latency: azurekv.Duration(d)})
+	v.srv.InjectFault(keyvault.Fault{Op: v.opName(t, o), Latency: keyvault.Duration(d)})
 }
 
 func (v *azureVault) clear(*testing.T) { v.srv.ClearFaults() }
@@ -334,7 +334,7 @@ func (v *azureVault) persistentCode(kind faultKind) codes.Code {
 // live or deleted.
 func (v *azureVault) secrets(t *testing.T) []string {
 	t.Helper()
-	tok, err := v.srv.IssueToken(v.srv.ClientID(), azurekv.ResourceVault, time.Hour)
+	tok, err := v.srv.IssueToken(v.srv.ClientID(), keyvault.ResourceVault, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

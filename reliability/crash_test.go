@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -29,9 +29,9 @@ type crashRun struct {
 	rng *rand.Rand
 	p   *pluginhost.Plugin
 	// before is what the first process served before the step.
-	before map[string]keymanager.PublicKey
+	before map[string]engine.PublicKey
 	// answered is the key GenerateKey returned before the kill, if it did.
-	answered *keymanager.PublicKey
+	answered *engine.PublicKey
 	// restartExtra is plugin_data for the restarted process.
 	restartExtra string
 }
@@ -54,7 +54,7 @@ func (c *crashRun) generateAsync(id string) func() {
 		defer close(done)
 		// The call's own test-scoped context; a killed process answers
 		// with an error, which is expected and kept for the scan.
-		pk, err := c.p.GenerateKey(c.h.t.Context(), id, keymanager.ECP256)
+		pk, err := c.p.GenerateKey(c.h.t.Context(), id, engine.ECP256)
 		if c.h.record(err) == nil {
 			c.answered = &pk
 		}
@@ -214,7 +214,7 @@ func runCrash(t *testing.T, s setup, cp crashPoint) {
 		stale = &k
 	}
 
-	c := &crashRun{h: h, rng: rand.New(rand.NewPCG(uint64(seed), 0)), before: map[string]keymanager.PublicKey{}}
+	c := &crashRun{h: h, rng: rand.New(rand.NewPCG(uint64(seed), 0)), before: map[string]engine.PublicKey{}}
 	c.p = h.start(crashServer, cp.extra)
 	for _, id := range []string{"x509-CA-A", "JWT-Signer-A"} {
 		c.before[id] = h.mustGenerate(c.p, id)
@@ -267,7 +267,7 @@ func runCrash(t *testing.T, s setup, cp crashPoint) {
 	waitPasses(t, p, livenessDone, 0, 1)
 	cloudNow := v.now(t)
 	for _, k := range own(v.keys(t), crashServer) {
-		if w, ok := want[k.KeyID]; ok && w.Ref == k.Ref && cloudNow.Sub(k.Updated) > keymanager.DefaultKeepAliveAge {
+		if w, ok := want[k.KeyID]; ok && w.Ref == k.Ref && cloudNow.Sub(k.Updated) > engine.DefaultKeepAliveAge {
 			t.Errorf("key %s (%s) in use was last updated %v before the cloud's time, after a liveness pass", k.KeyID, k.Ref, cloudNow.Sub(k.Updated))
 		}
 	}
@@ -342,7 +342,7 @@ func runCrash(t *testing.T, s setup, cp crashPoint) {
 	waitVault(t, "the keys served to be kept alive", func() bool {
 		now := v.now(t)
 		for _, k := range own(v.keys(t), crashServer) {
-			if w, ok := want[k.KeyID]; ok && w.Ref == k.Ref && now.Sub(k.Updated) > keymanager.DefaultKeepAliveAge {
+			if w, ok := want[k.KeyID]; ok && w.Ref == k.Ref && now.Sub(k.Updated) > engine.DefaultKeepAliveAge {
 				return false
 			}
 		}

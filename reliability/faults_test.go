@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -109,7 +109,7 @@ func createFault(t *testing.T, s setup, kind faultKind) {
 	h.v.inject(t, opCreate, kind, 0)
 	ctx, cancel := context.WithTimeout(t.Context(), suite.lastingDeadline())
 	defer cancel()
-	_, err := p.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256)
+	_, err := p.GenerateKey(ctx, "x509-CA-A", engine.ECP256)
 	if status.Code(h.record(err)) != h.v.persistentCode(kind) {
 		t.Errorf("GenerateKey under a lasting %s = %v, want %v", kind, err, h.v.persistentCode(kind))
 	}
@@ -145,7 +145,7 @@ func slowSign(t *testing.T, s setup, pastDeadline bool) {
 
 // stillWorks checks that p serves pk unchanged, signs with it, and can
 // rotate it: the fault left no trace in the process.
-func stillWorks(t *testing.T, h *harness, p *pluginhost.Plugin, pk keymanager.PublicKey) {
+func stillWorks(t *testing.T, h *harness, p *pluginhost.Plugin, pk engine.PublicKey) {
 	t.Helper()
 	got, err := p.GetPublicKey(callCtx(t), pk.ID)
 	if err != nil || got.Fingerprint != pk.Fingerprint {
@@ -174,7 +174,7 @@ func TestFaultStorm(t *testing.T) {
 	forEachSetup(t, func(t *testing.T, s setup) {
 		h := newHarness(t, s)
 		p := h.start(faultServer, faultExtra+`cleanup_interval = "1s"`+"\n"+`liveness_interval = "1s"`)
-		keys := map[string]keymanager.PublicKey{}
+		keys := map[string]engine.PublicKey{}
 		for _, id := range []string{"x509-CA-A", "x509-CA-B", "JWT-Signer-A"} {
 			keys[id] = h.mustGenerate(p, id)
 		}
@@ -251,7 +251,7 @@ func TestFaultStorm(t *testing.T) {
 		h.v.clear(t)
 
 		// After the storm: the same process serves, signs and rotates.
-		var superseded []keymanager.PublicKey
+		var superseded []engine.PublicKey
 		for _, pk := range h.mustSignAll(p) {
 			if !served[pk.Fingerprint] {
 				t.Errorf("after the storm %s is served with %s, which no GenerateKey returned", pk.ID, pk.Fingerprint)

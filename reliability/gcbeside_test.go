@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -49,7 +49,7 @@ func orphanCases(name string) []orphanCase {
 			// good as lost.
 			name: "answer lost",
 			lose: func(t *testing.T, h *harness) {
-				h.v.(*azureVault).srv.InjectFault(azurekv.Fault{Op: "CreateKey", Malform: azurekv.MalformKeyID, Count: 1})
+				h.v.(*azureVault).srv.InjectFault(keyvault.Fault{Op: "CreateKey", Malform: keyvault.MalformKeyID, Count: 1})
 			},
 			pending: true,
 		}}
@@ -61,8 +61,8 @@ func orphanCases(name string) []orphanCase {
 			name: "commit after the budget",
 			lose: func(t *testing.T, h *harness) {
 				srv := h.v.(*gcpVault).srv
-				srv.InjectFault(gcpkms.Fault{Method: "UpdateCryptoKey", Times: 1})
-				srv.InjectFault(gcpkms.Fault{Method: "UpdateCryptoKey", Latency: time.Hour, Times: 1})
+				srv.InjectFault(cloudkms.Fault{Method: "UpdateCryptoKey", Times: 1})
+				srv.InjectFault(cloudkms.Fault{Method: "UpdateCryptoKey", Latency: time.Hour, Times: 1})
 			},
 			pending: true,
 		}, {
@@ -129,7 +129,7 @@ func runGCBeside(t *testing.T, s setup, oc orphanCase) {
 
 	oc.lose(t, h)
 	ctx, cancel := context.WithTimeout(t.Context(), suite.lastingDeadline())
-	pk, err := p1.GenerateKey(ctx, id, keymanager.ECP256)
+	pk, err := p1.GenerateKey(ctx, id, engine.ECP256)
 	cancel()
 	if h.record(err) == nil {
 		t.Fatalf("GenerateKey answered %s; the fault was to fail it", pk.Fingerprint)
@@ -152,13 +152,13 @@ func runGCBeside(t *testing.T, s setup, oc orphanCase) {
 	case !oc.pending && len(x2.Leases) != 0:
 		t.Fatalf("the orphan %s carries the leases %+v, want none", x2.Ref, x2.Leases)
 	}
-	orphan := keymanager.PublicKey{ID: id, Fingerprint: x2.Fingerprint}
+	orphan := engine.PublicKey{ID: id, Fingerprint: x2.Fingerprint}
 
 	// What gc must say of x1 and x2: x1 is kept, as its key ID's current
 	// generation or as held by the first process's lease.
-	x1State, x2State := keymanager.StateCurrent, keymanager.StateSettling
+	x1State, x2State := engine.StateCurrent, engine.StateSettling
 	if !oc.pending {
-		x1State, x2State = keymanager.StateHeld, keymanager.StateCurrent
+		x1State, x2State = engine.StateHeld, engine.StateCurrent
 	}
 	x1Ref := mustHaveGen(t, h, gcServer, x1, "").Ref
 	gc := func(when string) {
@@ -210,7 +210,7 @@ func runGCBeside(t *testing.T, s setup, oc orphanCase) {
 		waitVault(t, "the first process to renew its lease on x1 "+when, func() bool {
 			now := h.v.now(t)
 			for _, l := range committedLeases(mustHaveGen(t, h, gcServer, x1, "a plugin retired it "+when)) {
-				if l.Holder == p1Holder && now.Sub(l.Renewed) <= keymanager.DefaultKeepAliveAge {
+				if l.Holder == p1Holder && now.Sub(l.Renewed) <= engine.DefaultKeepAliveAge {
 					return true
 				}
 			}
@@ -246,7 +246,7 @@ func runGCBeside(t *testing.T, s setup, oc orphanCase) {
 	// only the first process's lease keeps it, which the first process's
 	// keep-alives must renew for as long as it runs.
 	x3 := h.mustGenerate(p2, id)
-	x1State = keymanager.StateHeld
+	x1State = engine.StateHeld
 	if !oc.pending {
 		x2State = "" // superseded by x3: kept while it settles
 	}
@@ -292,7 +292,7 @@ type backgroundSigner struct {
 }
 
 // signWhile signs with pk through p every 50 ms until stop.
-func signWhile(t *testing.T, h *harness, p *pluginhost.Plugin, pk keymanager.PublicKey) *backgroundSigner {
+func signWhile(t *testing.T, h *harness, p *pluginhost.Plugin, pk engine.PublicKey) *backgroundSigner {
 	ctx, cancel := context.WithCancel(t.Context())
 	s := &backgroundSigner{t: t, cancel: cancel, done: make(chan struct{})}
 	go func() {

@@ -28,8 +28,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -60,7 +60,7 @@ var gcpOps = map[op][]string{
 // a service account key file given in plugin_data, and the test looks into
 // the key ring as another, all-powerful account.
 type gcpVault struct {
-	srv    *gcpkms.Server
+	srv    *cloudkms.Server
 	admin  *kms.KeyManagementClient
 	saFile map[string]string // email -> key file
 
@@ -74,7 +74,7 @@ type gcpVault struct {
 func newGCPVault(t *testing.T) vault {
 	t.Helper()
 	dir := t.TempDir()
-	srv, err := gcpkms.Start(context.Background(), gcpkms.Options{
+	srv, err := cloudkms.Start(context.Background(), cloudkms.Options{
 		KeyRings: []string{gcpKeyRing, gcpOtherKeyRing},
 		Principals: map[string][]string{
 			gcpPlugin:      {"cloudkms.*"},
@@ -169,7 +169,7 @@ func (v *gcpVault) keys(t *testing.T) []key {
 			}
 			created := ver.GetCreateTime().AsTime()
 			out = append(out, key{
-				Generation: keymanager.Generation{
+				Generation: engine.Generation{
 					KeyID: keyID, Ref: ver.GetName(), ServerID: serverID,
 					Created: created, Updated: gcpUpdated(created, labels["spire-last-update"]), Public: pub,
 					Leases: gcpLeases(ver.GetName(), labels),
@@ -228,9 +228,9 @@ func gcpUpdated(created time.Time, label string) time.Time {
 // "<version>-<unix ms>", with "-p" appended while pending. The test reads
 // them on its own, so that a layout the backend misreads is not taken on
 // trust.
-func gcpLeases(ref string, labels map[string]string) []keymanager.Lease {
+func gcpLeases(ref string, labels map[string]string) []engine.Lease {
 	_, num, _ := strings.Cut(ref, "/cryptoKeyVersions/")
-	var out []keymanager.Lease
+	var out []engine.Lease
 	for name, value := range labels {
 		holder, ok := strings.CutPrefix(name, "spire-lease-")
 		if !ok || holder == "" {
@@ -243,7 +243,7 @@ func gcpLeases(ref string, labels map[string]string) []keymanager.Lease {
 			if !ok || err != nil || v != num {
 				continue
 			}
-			out = append(out, keymanager.Lease{Holder: holder, Ref: ref, Renewed: time.UnixMilli(n), Pending: pending})
+			out = append(out, engine.Lease{Holder: holder, Ref: ref, Renewed: time.UnixMilli(n), Pending: pending})
 		}
 	}
 	return out
@@ -272,7 +272,7 @@ func (v *gcpVault) seed(t *testing.T, serverID, keyID string, created, updated t
 	created = created.UTC().Truncate(time.Microsecond)
 	name := gcpKeyRing + "/cryptoKeys/spire-key-" + serverID + "-" + keyID
 	label := strconv.FormatInt(updated.Unix(), 10)
-	if _, err := v.srv.SeedCryptoKey(gcpkms.SeedKey{
+	if _, err := v.srv.SeedCryptoKey(cloudkms.SeedKey{
 		Name:      name,
 		Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256,
 		Labels: map[string]string{
@@ -280,12 +280,12 @@ func (v *gcpVault) seed(t *testing.T, serverID, keyID string, created, updated t
 			"spire-active": "true", "spire-last-update": label,
 		},
 		CreateTime: created,
-		Versions:   []gcpkms.SeedVersion{{Key: k, CreateTime: created}},
+		Versions:   []cloudkms.SeedVersion{{Key: k, CreateTime: created}},
 	}); err != nil {
 		t.Fatal(err)
 	}
 	return key{
-		Generation: keymanager.Generation{
+		Generation: engine.Generation{
 			KeyID: keyID, Ref: name + "/cryptoKeyVersions/1", ServerID: serverID,
 			Created: created, Updated: gcpUpdated(created, label), Public: k.Public(),
 		},
@@ -324,7 +324,7 @@ func (v *gcpVault) hold(t *testing.T, o op, after bool, d time.Duration) func() 
 	// this hold and to tell when a request took it.
 	mark := fmt.Sprintf("hold %d", v.holds.Add(1))
 	for _, m := range methods {
-		v.srv.InjectFault(gcpkms.Fault{Method: m, Latency: d, Times: 1, Message: mark})
+		v.srv.InjectFault(cloudkms.Fault{Method: m, Latency: d, Times: 1, Message: mark})
 	}
 	return func() bool {
 		n := 0
@@ -351,7 +351,7 @@ const gcpRetryAfter = 1500 * time.Millisecond
 // fails the call with UNAVAILABLE.
 func (v *gcpVault) inject(t *testing.T, o op, kind faultKind, count int) {
 	t.Helper()
-	f := gcpkms.Fault{Times: count}
+	f := cloudkms.Fault{Times: count}
 	switch kind {
 	case throttledRetryAfter:
 		f.Code, f.RetryDelay = codes.ResourceExhausted, gcpRetryAfter
@@ -375,7 +375,7 @@ func (v *gcpVault) inject(t *testing.T, o op, kind faultKind, count int) {
 func (v *gcpVault) slow(t *testing.T, o op, d time.Duration) {
 	t.Helper()
 	for _, m := range v.methods(t, o) {
-		v.srv.InjectFault(gcpkms.Fault{Method: m, Latency: d})
+		v.srv.InjectFault(cloudkms.Fault{Method: m, Latency: d})
 	}
 }
 
@@ -415,7 +415,7 @@ func (v *gcpVault) leaseCarriesKey() bool { return false }
 // honoured the RetryInfo of every request of o a "429 with Retry-After"
 // answered: the next request for the same method and resource arrived no
 // earlier than the advised delay after it, and the backend counted each such
-// retry (kmskeeper.gcpkms.retries with reason resource_exhausted). Both are
+// retry (kmskeeper.cloudkms.retries with reason resource_exhausted). Both are
 // orderings, not timings: a client that honours the advice cannot come back
 // sooner.
 func (v *gcpVault) checkAdvisedWait(t *testing.T, p *pluginhost.Plugin, o op) {
@@ -450,7 +450,7 @@ func (v *gcpVault) checkAdvisedWait(t *testing.T, p *pluginhost.Plugin, o op) {
 	for m, n := range throttled {
 		seen := 0
 		if _, err := p.WaitMetric(ctx, func(mt pluginhost.Metric) bool {
-			if mt.Name() == "kmskeeper.gcpkms.retries" && mt.Label("method") == m && mt.Label("reason") == "resource_exhausted" {
+			if mt.Name() == "kmskeeper.cloudkms.retries" && mt.Label("method") == m && mt.Label("reason") == "resource_exhausted" {
 				seen++
 			}
 			return seen >= n

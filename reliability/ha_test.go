@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -156,7 +156,7 @@ func TestHAMonth(t *testing.T) {
 				}
 				owner, _ := l.Fields["server_id"].(string)
 				reason, _ := l.Fields["reason"].(string)
-				if owner != name && (reason != string(keymanager.StateStale) || owner != "server-c") {
+				if owner != name && (reason != string(engine.StateStale) || owner != "server-c") {
 					t.Errorf("%s retired a key of %s (reason %s): %s", name, owner, reason, l.Raw)
 				}
 			}
@@ -201,7 +201,7 @@ func quietStretch(t *testing.T, h *harness, running map[string]*pluginhost.Plugi
 		for name := range running {
 			for _, k := range own(all, name) {
 				_, isServed := served[name][k.Ref]
-				if isServed && now.Sub(k.Updated) > keymanager.DefaultKeepAliveAge || !isServed && len(committedLeases(k)) > 0 {
+				if isServed && now.Sub(k.Updated) > engine.DefaultKeepAliveAge || !isServed && len(committedLeases(k)) > 0 {
 					return false
 				}
 			}
@@ -310,7 +310,7 @@ func TestSharedIdentifier(t *testing.T) {
 		// the reader started: the keys are made ten minutes (of the cloud's
 		// clock) after both started.
 		h.v.advance(t, 10*time.Minute)
-		made := map[*pluginhost.Plugin][]keymanager.PublicKey{
+		made := map[*pluginhost.Plugin][]engine.PublicKey{
 			p1: {h.mustGenerate(p1, "x509-CA-A")},
 			p2: {h.mustGenerate(p2, "JWT-Signer-A"), h.mustGenerate(p2, "x509-CA-B")},
 		}
@@ -393,7 +393,7 @@ func TestSharedIdentifierAdoption(t *testing.T) {
 		}
 		for _, c := range []struct {
 			p  *pluginhost.Plugin
-			pk keymanager.PublicKey
+			pk engine.PublicKey
 		}{{p2, k1}, {p1, k2}} {
 			if err := h.sign(callCtx(t), c.p, c.pk); err != nil {
 				t.Errorf("signing with %s after the first rotation: %v", c.pk.Fingerprint, err)
@@ -416,7 +416,7 @@ func TestSharedIdentifierAdoption(t *testing.T) {
 		checkShared := func(when string) bool {
 			t.Helper()
 			left := own(h.v.keys(t), "shared")
-			for _, pk := range []keymanager.PublicKey{k2, k3} {
+			for _, pk := range []engine.PublicKey{k2, k3} {
 				if _, ok := byFingerprint(left, pk.Fingerprint); !ok {
 					t.Errorf("the served generation %s was retired", pk.Fingerprint)
 				}
@@ -451,7 +451,7 @@ func TestSharedIdentifierAdoption(t *testing.T) {
 func signEach(t *testing.T, h *harness, when string, pairs ...any) {
 	t.Helper()
 	for i := 0; i+1 < len(pairs); i += 2 {
-		p, pk := pairs[i].(*pluginhost.Plugin), pairs[i+1].(keymanager.PublicKey)
+		p, pk := pairs[i].(*pluginhost.Plugin), pairs[i+1].(engine.PublicKey)
 		if err := h.sign(callCtx(t), p, pk); err != nil {
 			t.Errorf("signing with %s %s %s: %v", pk.ID, pk.Fingerprint, when, err)
 		}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -203,13 +203,13 @@ func (h *harness) configureData(p *pluginhost.Plugin, hcl string) error {
 }
 
 // generate asks p for a new EC P-256 key under id.
-func (h *harness) generate(p *pluginhost.Plugin, id string) (keymanager.PublicKey, error) {
-	pk, err := p.GenerateKey(callCtx(h.t), id, keymanager.ECP256)
+func (h *harness) generate(p *pluginhost.Plugin, id string) (engine.PublicKey, error) {
+	pk, err := p.GenerateKey(callCtx(h.t), id, engine.ECP256)
 	return pk, h.record(err)
 }
 
 // mustGenerate is generate failing the test on error.
-func (h *harness) mustGenerate(p *pluginhost.Plugin, id string) keymanager.PublicKey {
+func (h *harness) mustGenerate(p *pluginhost.Plugin, id string) engine.PublicKey {
 	h.t.Helper()
 	pk, err := h.generate(p, id)
 	if err != nil {
@@ -222,9 +222,9 @@ func (h *harness) mustGenerate(p *pluginhost.Plugin, id string) keymanager.Publi
 // fingerprint must be pk's and the signature must verify with its public key.
 // The digest is SHA-384 for EC P-384 keys and SHA-256 otherwise, as SPIRE's
 // certificates and JWTs use them.
-func (h *harness) sign(ctx context.Context, p *pluginhost.Plugin, pk keymanager.PublicKey) error {
+func (h *harness) sign(ctx context.Context, p *pluginhost.Plugin, pk engine.PublicKey) error {
 	hash := crypto.SHA256
-	if pk.Type == keymanager.ECP384 {
+	if pk.Type == engine.ECP384 {
 		hash = crypto.SHA384
 	}
 	hf := hash.New()
@@ -241,14 +241,14 @@ func (h *harness) sign(ctx context.Context, p *pluginhost.Plugin, pk keymanager.
 	if err != nil {
 		return fmt.Errorf("public key of %s does not parse: %w", pk.ID, err)
 	}
-	if err := keymanager.Verify(pub, d, sig, hash); err != nil {
+	if err := engine.Verify(pub, d, sig, hash); err != nil {
 		return fmt.Errorf("signature by %s (%s) does not verify: %w", pk.ID, pk.Fingerprint, err)
 	}
 	return nil
 }
 
 // mustSignAll signs with every key p serves and verifies each signature.
-func (h *harness) mustSignAll(p *pluginhost.Plugin) []keymanager.PublicKey {
+func (h *harness) mustSignAll(p *pluginhost.Plugin) []engine.PublicKey {
 	t := h.t
 	t.Helper()
 	pks, err := p.GetPublicKeys(callCtx(t))

@@ -10,9 +10,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -56,30 +56,30 @@ func TestMalformedAnswers(t *testing.T) {
 func malformedCases(name string, v vault) []malformedCase {
 	switch name {
 	case "azure":
-		in := func(o string, m azurekv.Malform) func(*testing.T) {
-			return func(*testing.T) { v.(*azureVault).srv.InjectFault(azurekv.Fault{Op: o, Malform: m}) }
+		in := func(o string, m keyvault.Malform) func(*testing.T) {
+			return func(*testing.T) { v.(*azureVault).srv.InjectFault(keyvault.Fault{Op: o, Malform: m}) }
 		}
 		return []malformedCase{
-			{"CreateKey/malformed JWK", in("CreateKey", azurekv.MalformJWK), true, "EC key"},
-			{"CreateKey/another key's ID", in("CreateKey", azurekv.MalformKeyID), true, "the vault returned key"},
-			{"Sign/another version's ID", in("Sign", azurekv.MalformKeyID), false, "asked for version"},
-			{"Sign/signature of the wrong length", in("Sign", azurekv.MalformSignatureLength), false, "bytes long"},
-			{"Sign/signature by another key", in("Sign", azurekv.MalformSignatureKey), false, "does not verify"},
+			{"CreateKey/malformed JWK", in("CreateKey", keyvault.MalformJWK), true, "EC key"},
+			{"CreateKey/another key's ID", in("CreateKey", keyvault.MalformKeyID), true, "the vault returned key"},
+			{"Sign/another version's ID", in("Sign", keyvault.MalformKeyID), false, "asked for version"},
+			{"Sign/signature of the wrong length", in("Sign", keyvault.MalformSignatureLength), false, "bytes long"},
+			{"Sign/signature by another key", in("Sign", keyvault.MalformSignatureKey), false, "does not verify"},
 		}
 	case "gcp":
 		// Cloud KMS answers carry CRC32C checksums and names: a damaged
 		// answer is asked again a few times, then reported.
-		in := func(m string, tm gcpkms.Tamper) func(*testing.T) {
-			return func(*testing.T) { v.(*gcpVault).srv.InjectFault(gcpkms.Fault{Method: m, Tamper: tm}) }
+		in := func(m string, tm cloudkms.Tamper) func(*testing.T) {
+			return func(*testing.T) { v.(*gcpVault).srv.InjectFault(cloudkms.Fault{Method: m, Tamper: tm}) }
 		}
 		return []malformedCase{
-			{"GetPublicKey/pem_crc32c", in("GetPublicKey", gcpkms.TamperPEMCRC), true, "pem_crc32c"},
-			{"GetPublicKey/damaged PEM", in("GetPublicKey", gcpkms.TamperPEM), true, "pem_crc32c"},
-			{"GetPublicKey/another version's name", in("GetPublicKey", gcpkms.TamperName), true, "name"},
-			{"AsymmetricSign/signature_crc32c", in("AsymmetricSign", gcpkms.TamperSignatureCRC), false, "signature_crc32c"},
-			{"AsymmetricSign/damaged signature", in("AsymmetricSign", gcpkms.TamperSignature), false, "signature_crc32c"},
-			{"AsymmetricSign/digest not verified", in("AsymmetricSign", gcpkms.TamperVerifiedDigest), false, "verified_digest_crc32c"},
-			{"AsymmetricSign/another version's name", in("AsymmetricSign", gcpkms.TamperName), false, "name"},
+			{"GetPublicKey/pem_crc32c", in("GetPublicKey", cloudkms.TamperPEMCRC), true, "pem_crc32c"},
+			{"GetPublicKey/damaged PEM", in("GetPublicKey", cloudkms.TamperPEM), true, "pem_crc32c"},
+			{"GetPublicKey/another version's name", in("GetPublicKey", cloudkms.TamperName), true, "name"},
+			{"AsymmetricSign/signature_crc32c", in("AsymmetricSign", cloudkms.TamperSignatureCRC), false, "signature_crc32c"},
+			{"AsymmetricSign/damaged signature", in("AsymmetricSign", cloudkms.TamperSignature), false, "signature_crc32c"},
+			{"AsymmetricSign/digest not verified", in("AsymmetricSign", cloudkms.TamperVerifiedDigest), false, "verified_digest_crc32c"},
+			{"AsymmetricSign/another version's name", in("AsymmetricSign", cloudkms.TamperName), false, "name"},
 		}
 	}
 	return nil
@@ -101,8 +101,8 @@ func runMalformed(t *testing.T, s setup, name string) {
 	defer cancel()
 	var err error
 	if mc.rotate {
-		var next keymanager.PublicKey
-		next, err = p.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256)
+		var next engine.PublicKey
+		next, err = p.GenerateKey(ctx, "x509-CA-A", engine.ECP256)
 		if h.record(err) == nil {
 			t.Fatalf("GenerateKey with a damaged answer returned %s", next.Fingerprint)
 		}
@@ -118,7 +118,7 @@ func runMalformed(t *testing.T, s setup, name string) {
 
 // signUnverified signs with pk and fails the test if a signature comes back
 // at all: it is returned only to check it.
-func signUnverified(ctx context.Context, h *harness, p *pluginhost.Plugin, pk keymanager.PublicKey) error {
+func signUnverified(ctx context.Context, h *harness, p *pluginhost.Plugin, pk engine.PublicKey) error {
 	d := sha256.Sum256([]byte("malformed " + pk.ID))
 	sig, fp, err := p.SignData(ctx, pk.ID, d[:], crypto.SHA256)
 	if err != nil {

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/operator"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
@@ -47,20 +47,20 @@ const passesExtra = "cleanup_interval = \"1s\"\nliveness_interval = \"1s\"\n"
 // decommissionAge is how long the test waits before gc --decommissioned:
 // past the lease period (72 h), within which a running server updates every
 // key it serves whatever liveness interval it runs with.
-var decommissionAge = keymanager.LeaseTTL(keymanager.Schedule{}) + 6*time.Hour
+var decommissionAge = engine.LeaseTTL(engine.Schedule{}) + 6*time.Hour
 
 // migratedKey is a key ID with the type SPIRE asks for it.
 type migratedKey struct {
 	id string
-	t  keymanager.KeyType
+	t  engine.KeyType
 }
 
 // migratedKeys are the keys every migration moves: SPIRE's CA and JWT
 // slots, with the key types a server.conf can ask for.
 var migratedKeys = []migratedKey{
-	{"x509-CA-A", keymanager.ECP256},
-	{"JWT-Signer-A", keymanager.RSA2048},
-	{"x509-CA-B", keymanager.ECP384},
+	{"x509-CA-A", engine.ECP256},
+	{"JWT-Signer-A", engine.RSA2048},
+	{"x509-CA-B", engine.ECP384},
 }
 
 // cloudSetups are the setups with a cloud emulator, which keys migrate
@@ -145,7 +145,7 @@ func migrateBetween(t *testing.T, h *harness) {
 	if err := h.configureData(pa, oldData); err != nil {
 		t.Fatalf("Configure on the old cloud: %v", err)
 	}
-	old := map[string]keymanager.PublicKey{}
+	old := map[string]engine.PublicKey{}
 	for _, k := range migratedKeys {
 		pk, err := pa.GenerateKey(callCtx(t), k.id, k.t)
 		if err != nil {
@@ -190,7 +190,7 @@ func migrateBetween(t *testing.T, h *harness) {
 		if apply {
 			args = []string{"--apply"}
 		}
-		mustPlan(t, h.gc(t, oldData, args...), string(keymanager.StateCurrent), "keep")
+		mustPlan(t, h.gc(t, oldData, args...), string(engine.StateCurrent), "keep")
 		mustBeUntouched(t, src, before)
 	}
 	// gc --decommissioned says the old server has stopped for good. It is
@@ -259,11 +259,11 @@ func TestMigrateFromDiskRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		edFile := writeDiskKeys(h, filepath.Join(dir, "ed25519.json"), map[string]crypto.Signer{
-			"x509-CA-B": newSigner(t, keymanager.ECP256), "JWT-Signer-B": ed,
+			"x509-CA-B": newSigner(t, engine.ECP256), "JWT-Signer-B": ed,
 		})
 		// Written after the cloud's x509-CA-A was made.
 		conflict := writeDiskKeys(h, filepath.Join(dir, "keys.json"), map[string]crypto.Signer{
-			"x509-CA-A": newSigner(t, keymanager.ECP256), "JWT-Signer-A": newSigner(t, keymanager.ECP256),
+			"x509-CA-A": newSigner(t, engine.ECP256), "JWT-Signer-A": newSigner(t, engine.ECP256),
 		})
 
 		tests := []struct {
@@ -300,7 +300,7 @@ type diskKeys struct {
 	// data is the file as written.
 	data []byte
 	// public holds the keys as SPIRE's journal knows them, by key ID.
-	public map[string]keymanager.PublicKey
+	public map[string]engine.PublicKey
 }
 
 // writeDiskKeys writes signers at path as SPIRE's disk KeyManager does:
@@ -312,7 +312,7 @@ func writeDiskKeys(h *harness, path string, signers map[string]crypto.Signer) di
 	file := struct {
 		Keys map[string][]byte `json:"keys"`
 	}{Keys: map[string][]byte{}}
-	d := diskKeys{path: path, public: map[string]keymanager.PublicKey{}}
+	d := diskKeys{path: path, public: map[string]engine.PublicKey{}}
 	for id, k := range signers {
 		der, err := x509.MarshalPKCS8PrivateKey(k)
 		if err != nil {
@@ -320,7 +320,7 @@ func writeDiskKeys(h *harness, path string, signers map[string]crypto.Signer) di
 		}
 		file.Keys[id] = der
 		h.addSecrets(privateMaterial(t, der)...)
-		if kt, err := keymanager.KeyTypeOf(k.Public()); err == nil {
+		if kt, err := engine.KeyTypeOf(k.Public()); err == nil {
 			d.public[id] = publicKeyOf(t, id, kt, k.Public())
 		}
 	}
@@ -335,18 +335,18 @@ func writeDiskKeys(h *harness, path string, signers map[string]crypto.Signer) di
 }
 
 // newSigner generates a private key of type kt.
-func newSigner(t *testing.T, kt keymanager.KeyType) crypto.Signer {
+func newSigner(t *testing.T, kt engine.KeyType) crypto.Signer {
 	t.Helper()
 	var k crypto.Signer
 	var err error
 	switch kt {
-	case keymanager.ECP256:
+	case engine.ECP256:
 		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case keymanager.ECP384:
+	case engine.ECP384:
 		k, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case keymanager.RSA2048:
+	case engine.RSA2048:
 		k, err = rsa.GenerateKey(rand.Reader, 2048)
-	case keymanager.RSA4096:
+	case engine.RSA4096:
 		k, err = rsa.GenerateKey(rand.Reader, 4096)
 	default:
 		t.Fatalf("no key type %v", kt)
@@ -358,18 +358,18 @@ func newSigner(t *testing.T, kt keymanager.KeyType) crypto.Signer {
 }
 
 // publicKeyOf is pub as the plugin serves it under id.
-func publicKeyOf(t *testing.T, id string, kt keymanager.KeyType, pub crypto.PublicKey) keymanager.PublicKey {
+func publicKeyOf(t *testing.T, id string, kt engine.KeyType, pub crypto.PublicKey) engine.PublicKey {
 	t.Helper()
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return keymanager.PublicKey{ID: id, Type: kt, PKIX: der, Fingerprint: keymanager.Fingerprint(der)}
+	return engine.PublicKey{ID: id, Type: kt, PKIX: der, Fingerprint: engine.Fingerprint(der)}
 }
 
 // mustServe checks that p serves exactly want (same IDs, types and public
 // keys) and signs with each: every signature verifies under want's key.
-func mustServe(t *testing.T, h *harness, p *pluginhost.Plugin, want map[string]keymanager.PublicKey) {
+func mustServe(t *testing.T, h *harness, p *pluginhost.Plugin, want map[string]engine.PublicKey) {
 	t.Helper()
 	got, err := p.GetPublicKeys(callCtx(t))
 	if err != nil {
@@ -397,9 +397,9 @@ func mustServe(t *testing.T, h *harness, p *pluginhost.Plugin, want map[string]k
 // moveAll calls GenerateKey on every ID of old with its type, as SPIRE's
 // rotations do, and checks that each new key is served and signs at once
 // and that none of old is served any more. It returns the new keys.
-func moveAll(t *testing.T, h *harness, p *pluginhost.Plugin, old map[string]keymanager.PublicKey) map[string]keymanager.PublicKey {
+func moveAll(t *testing.T, h *harness, p *pluginhost.Plugin, old map[string]engine.PublicKey) map[string]engine.PublicKey {
 	t.Helper()
-	moved := map[string]keymanager.PublicKey{}
+	moved := map[string]engine.PublicKey{}
 	for _, k := range migratedKeys {
 		pk, err := p.GenerateKey(callCtx(t), k.id, k.t)
 		if err != nil {
@@ -420,7 +420,7 @@ func moveAll(t *testing.T, h *harness, p *pluginhost.Plugin, old map[string]keym
 
 // mustHold checks that v holds exactly one generation of each key of want
 // for migrationServer, with want's public key, enabled, and returns them.
-func mustHold(t *testing.T, v vault, want map[string]keymanager.PublicKey) []key {
+func mustHold(t *testing.T, v vault, want map[string]engine.PublicKey) []key {
 	t.Helper()
 	got := own(v.keys(t), migrationServer)
 	if len(got) != len(want) {

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -184,7 +184,7 @@ func (h *harness) configureCtx(ctx context.Context, p *pluginhost.Plugin, extra 
 
 // restartWithKeys starts a process, has it create a key and stops it: the
 // next process loads that key.
-func restartWithKeys(t *testing.T, h *harness) keymanager.PublicKey {
+func restartWithKeys(t *testing.T, h *harness) engine.PublicKey {
 	t.Helper()
 	p := h.start(faultServer, faultExtra)
 	pk := h.mustGenerate(p, "x509-CA-A")
@@ -196,7 +196,7 @@ func restartWithKeys(t *testing.T, h *harness) keymanager.PublicKey {
 
 // servesExactly checks that p serves want and nothing else (by key ID and
 // fingerprint), and signs with each.
-func servesExactly(t *testing.T, h *harness, p *pluginhost.Plugin, want ...keymanager.PublicKey) {
+func servesExactly(t *testing.T, h *harness, p *pluginhost.Plugin, want ...engine.PublicKey) {
 	t.Helper()
 	got, err := p.GetPublicKeys(callCtx(t))
 	if err != nil {
@@ -277,7 +277,7 @@ func fetchFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 		h.v.inject(t, opFetch, kind, faultCount(lasting))
 		if lasting {
 			ctx, cancel := context.WithTimeout(t.Context(), suite.lastingDeadline())
-			_, err := p.GenerateKey(ctx, "JWT-Signer-A", keymanager.ECP256)
+			_, err := p.GenerateKey(ctx, "JWT-Signer-A", engine.ECP256)
 			cancel()
 			if status.Code(h.record(err)) != want {
 				t.Errorf("GenerateKey under a lasting %s on the public-key read = %v, want %v", kind, err, want)
@@ -289,7 +289,7 @@ func fetchFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 			made := h.mustGenerate(p, "JWT-Signer-A")
 			servesExactly(t, h, p, pk, made)
 		} else {
-			var made keymanager.PublicKey
+			var made engine.PublicKey
 			throughTransient(t, h, opFetch, kind, "GenerateKey", func() (err error) {
 				made, err = h.generate(p, "JWT-Signer-A")
 				return err
@@ -306,7 +306,7 @@ func fetchFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 // Configure succeed, a lasting one fails it with the documented code and a
 // later Configure of the same process succeeds. It returns the process,
 // checked to serve exactly the key the first process made, and that key.
-func loadUnderFault(t *testing.T, h *harness, o op, what string, kind faultKind, lasting bool) (*pluginhost.Plugin, keymanager.PublicKey) {
+func loadUnderFault(t *testing.T, h *harness, o op, what string, kind faultKind, lasting bool) (*pluginhost.Plugin, engine.PublicKey) {
 	t.Helper()
 	pk := restartWithKeys(t, h)
 	ops := []op{o}
@@ -410,14 +410,14 @@ func keepAliveFault(t *testing.T, s setup, kind faultKind, lasting bool) {
 
 // keptAlive reports whether the vault's generation of pk was updated within
 // the keep-alive age of the cloud's time.
-func keptAlive(t *testing.T, h *harness, pk keymanager.PublicKey) bool {
+func keptAlive(t *testing.T, h *harness, pk engine.PublicKey) bool {
 	t.Helper()
 	now := h.v.now(t)
 	k, ok := byFingerprint(own(h.v.keys(t), faultServer), pk.Fingerprint)
 	if !ok {
 		t.Fatalf("%s (%s) is gone from the vault", pk.ID, pk.Fingerprint)
 	}
-	return now.Sub(k.Updated) <= keymanager.DefaultKeepAliveAge
+	return now.Sub(k.Updated) <= engine.DefaultKeepAliveAge
 }
 
 // retireFault faults the retirement of the generation a rotation
@@ -470,7 +470,7 @@ func createTransient(t *testing.T, s setup, kind faultKind) {
 	p := h.start(faultServer, faultExtra)
 	pk := h.mustGenerate(p, "x509-CA-A")
 	h.v.inject(t, opCreate, kind, transientCount)
-	var next keymanager.PublicKey
+	var next engine.PublicKey
 	throughTransient(t, h, opCreate, kind, "GenerateKey", func() (err error) {
 		next, err = h.generate(p, "x509-CA-A")
 		return err
@@ -504,7 +504,7 @@ func slowCreate(t *testing.T, s setup, pastDeadline bool) {
 	}
 	h.v.slow(t, opCreate, time.Hour)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	_, err := p.GenerateKey(ctx, "x509-CA-A", keymanager.ECP256)
+	_, err := p.GenerateKey(ctx, "x509-CA-A", engine.ECP256)
 	cancel()
 	if c := status.Code(h.record(err)); c != codes.DeadlineExceeded && c != codes.Unavailable {
 		t.Errorf("GenerateKey with a creation slower than the deadline = %v, want DeadlineExceeded or Unavailable before the caller's deadline", err)

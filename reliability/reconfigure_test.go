@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // TestReconfigure re-configures a running plugin as SPIRE does on SIGUSR1
@@ -112,8 +112,8 @@ func TestReconfigure(t *testing.T) {
 }
 
 func mustGetPublicKey(t *testing.T, h *harness, p interface {
-	GetPublicKey(context.Context, string) (keymanager.PublicKey, error)
-}, id string) keymanager.PublicKey {
+	GetPublicKey(context.Context, string) (engine.PublicKey, error)
+}, id string) engine.PublicKey {
 	t.Helper()
 	pk, err := p.GetPublicKey(callCtx(t), id)
 	if err != nil {
@@ -154,7 +154,7 @@ func TestReconfigureKeyMetadata(t *testing.T) {
 		wantMeta(t, h, id, "a rotation after the re-Configure", rotated, want)
 		created := h.mustGenerate(p, "JWT-Signer-A")
 		wantMeta(t, h, id, "a new key ID after the re-Configure", created, want)
-		for _, pk := range []keymanager.PublicKey{rotated, created} {
+		for _, pk := range []engine.PublicKey{rotated, created} {
 			if err := h.sign(callCtx(t), p, pk); err != nil {
 				t.Errorf("SignData with %s: %v", pk.ID, err)
 			}
@@ -164,7 +164,7 @@ func TestReconfigureKeyMetadata(t *testing.T) {
 
 // wantMeta checks that the vault holds pk for serverID with every entry of
 // want among its tags or labels.
-func wantMeta(t *testing.T, h *harness, serverID, what string, pk keymanager.PublicKey, want map[string]string) {
+func wantMeta(t *testing.T, h *harness, serverID, what string, pk engine.PublicKey, want map[string]string) {
 	t.Helper()
 	for _, k := range own(h.v.keys(t), serverID) {
 		if k.Fingerprint != pk.Fingerprint {

@@ -5,11 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
-// The retirement rule (keymanager.Decide; docs/security.md, "The retirement
+// The retirement rule (engine.Decide; docs/security.md, "The retirement
 // rule") keeps a superseded generation until it has settled: its record
 // unwritten, and a newer committed generation present, for the settle
 // period, judged on the cloud's clock. A scenario that waits for a
@@ -18,7 +18,7 @@ import (
 // a cleanup pass that began after the move.
 const (
 	// settlePast moves the cloud's clock past the settle period.
-	settlePast = keymanager.DefaultSettle + time.Minute
+	settlePast = engine.DefaultSettle + time.Minute
 	// orphanPast moves it past the hour a generation whose creation never
 	// committed is kept while it is its key ID's newest (it carries the
 	// creation count a restart reads), and so past the settle period too.
@@ -28,7 +28,7 @@ const (
 // leasePast moves the cloud's clock past the lease period (the keep-alive
 // age plus twice the longest liveness interval, 72 h): a killed process's
 // leases count until then.
-var leasePast = keymanager.LeaseTTL(keymanager.Schedule{}) + time.Minute
+var leasePast = engine.LeaseTTL(engine.Schedule{}) + time.Minute
 
 // pendingGen reports whether k was left by a creation that never committed:
 // its record holds a pending lease on it and no committed one. A starting
@@ -49,9 +49,9 @@ func pendingGen(k key) bool {
 
 // liveLeases returns the committed leases on k renewed less than the lease
 // period before now (or after it).
-func liveLeases(k key, now time.Time) []keymanager.Lease {
-	ttl := keymanager.LeaseTTL(keymanager.Schedule{})
-	var out []keymanager.Lease
+func liveLeases(k key, now time.Time) []engine.Lease {
+	ttl := engine.LeaseTTL(engine.Schedule{})
+	var out []engine.Lease
 	for _, l := range k.Leases {
 		if l.Ref == k.Ref && !l.Pending && now.Sub(l.Renewed) <= ttl {
 			out = append(out, l)
@@ -61,8 +61,8 @@ func liveLeases(k key, now time.Time) []keymanager.Lease {
 }
 
 // committedLeases returns the committed leases on k, however old.
-func committedLeases(k key) []keymanager.Lease {
-	var out []keymanager.Lease
+func committedLeases(k key) []engine.Lease {
+	var out []engine.Lease
 	for _, l := range k.Leases {
 		if l.Ref == k.Ref && !l.Pending {
 			out = append(out, l)
@@ -113,7 +113,7 @@ func waitUnleased(t *testing.T, h *harness, serverID, fp string) {
 
 // waitUnleasedUnlessServed is waitUnleased for k unless it is one of
 // served.
-func waitUnleasedUnlessServed(t *testing.T, h *harness, serverID string, k key, served []keymanager.PublicKey) {
+func waitUnleasedUnlessServed(t *testing.T, h *harness, serverID string, k key, served []engine.PublicKey) {
 	t.Helper()
 	for _, pk := range served {
 		if pk.Fingerprint == k.Fingerprint {
@@ -125,7 +125,7 @@ func waitUnleasedUnlessServed(t *testing.T, h *harness, serverID string, k key, 
 
 // mustHaveGen checks that serverID's generation with pk's fingerprint is in
 // the vault, and returns it.
-func mustHaveGen(t *testing.T, h *harness, serverID string, pk keymanager.PublicKey, why string) key {
+func mustHaveGen(t *testing.T, h *harness, serverID string, pk engine.PublicKey, why string) key {
 	t.Helper()
 	k, ok := byFingerprint(own(h.v.keys(t), serverID), pk.Fingerprint)
 	if !ok {
@@ -136,7 +136,7 @@ func mustHaveGen(t *testing.T, h *harness, serverID string, pk keymanager.Public
 
 // mustBeGone checks that serverID's generation with pk's fingerprint is no
 // longer in the vault.
-func mustBeGone(t *testing.T, h *harness, serverID string, pk keymanager.PublicKey, why string) {
+func mustBeGone(t *testing.T, h *harness, serverID string, pk engine.PublicKey, why string) {
 	t.Helper()
 	if k, ok := byFingerprint(own(h.v.keys(t), serverID), pk.Fingerprint); ok {
 		t.Errorf("%s %s (%s) is still in the vault: %s", pk.ID, k.Ref, serverID, why)

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kmskeeper/kmskeeper/backend/memory"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 const trustDomain = "example.org"
@@ -54,7 +54,7 @@ var faultKinds = []faultKind{throttledRetryAfter, throttled, serverError, unavai
 
 // key is one generation in the vault, as the test sees it.
 type key struct {
-	keymanager.Generation
+	engine.Generation
 	Fingerprint string
 	// Meta is what the cloud holds on the key besides the key material:
 	// its tags (Key Vault) or its CryptoKey's labels (Cloud KMS); nil on
@@ -205,7 +205,7 @@ func (v *memoryVault) seed(t *testing.T, serverID, keyID string, created, update
 		t.Fatal(err)
 	}
 	return key{
-		Generation:  keymanager.Generation{KeyID: keyID, Ref: ref, ServerID: serverID, Created: created, Updated: updated, Public: k.Public()},
+		Generation:  engine.Generation{KeyID: keyID, Ref: ref, ServerID: serverID, Created: created, Updated: updated, Public: k.Public()},
 		Fingerprint: fingerprint(t, k.Public()),
 	}
 }
@@ -336,5 +336,5 @@ func fingerprint(t *testing.T, pub crypto.PublicKey) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return keymanager.Fingerprint(der)
+	return engine.Fingerprint(der)
 }

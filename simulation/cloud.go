@@ -15,14 +15,14 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // leaseRecord is where leases are kept, written whole: a Key Vault key's
 // tags (one per generation), or a Cloud KMS CryptoKey's labels (shared by
 // every version of a key ID, with one write time).
 type leaseRecord struct {
-	leases  []keymanager.Lease
+	leases  []engine.Lease
 	updated time.Time
 }
 
@@ -72,10 +72,10 @@ func (c *cloud) find(ref string) *record {
 	return nil
 }
 
-func (c *cloud) generation(r *record) keymanager.Generation {
-	g := keymanager.Generation{
+func (c *cloud) generation(r *record) engine.Generation {
+	g := engine.Generation{
 		KeyID: r.keyID, Ref: r.ref, ServerID: r.serverID, Created: r.created, Updated: r.rec.updated,
-		Type: keymanager.ECP256, Leases: slices.Clone(r.rec.leases), RecentCreations: r.recent,
+		Type: engine.ECP256, Leases: slices.Clone(r.rec.leases), RecentCreations: r.recent,
 	}
 	if c.shared {
 		g.Labels = map[string]string{labelLeases: encodeLeases(r.rec.leases)}
@@ -88,7 +88,7 @@ func (c *cloud) generation(r *record) keymanager.Generation {
 // the label map it last read.
 const labelLeases = "sim-leases"
 
-func encodeLeases(leases []keymanager.Lease) string {
+func encodeLeases(leases []engine.Lease) string {
 	parts := make([]string, len(leases))
 	for i, l := range leases {
 		parts[i] = fmt.Sprintf("%s|%s|%d|%t", l.Holder, l.Ref, l.Renewed.UnixNano(), l.Pending)
@@ -96,15 +96,15 @@ func encodeLeases(leases []keymanager.Lease) string {
 	return strings.Join(parts, ";")
 }
 
-func decodeLeases(v string) []keymanager.Lease {
-	var out []keymanager.Lease
+func decodeLeases(v string) []engine.Lease {
+	var out []engine.Lease
 	for part := range strings.SplitSeq(v, ";") {
 		f := strings.Split(part, "|")
 		if len(f) != 4 {
 			continue
 		}
 		n, _ := strconv.ParseInt(f[2], 10, 64)
-		out = append(out, keymanager.Lease{Holder: f[0], Ref: f[1], Renewed: time.Unix(0, n), Pending: f[3] == "true"})
+		out = append(out, engine.Lease{Holder: f[0], Ref: f[1], Renewed: time.Unix(0, n), Pending: f[3] == "true"})
 	}
 	return out
 }
@@ -113,8 +113,8 @@ func decodeLeases(v string) []keymanager.Lease {
 // base, the record as the writer last saw it). In the shared layout the
 // other versions' leases come from base: one another process wrote since is
 // lost, as on Cloud KMS. A holder keeps leases on at most 3 versions.
-func (c *cloud) write(r *record, base, leases []keymanager.Lease) {
-	var out []keymanager.Lease
+func (c *cloud) write(r *record, base, leases []engine.Lease) {
+	var out []engine.Lease
 	if c.shared {
 		for _, l := range base {
 			if l.Ref != r.ref {
@@ -147,8 +147,8 @@ func (c *cloud) write(r *record, base, leases []keymanager.Lease) {
 
 // capPerHolder keeps each holder's leases on its 3 highest versions, and
 // always the one on keep.
-func capPerHolder(leases []keymanager.Lease, keep string) []keymanager.Lease {
-	var out []keymanager.Lease
+func capPerHolder(leases []engine.Lease, keep string) []engine.Lease {
+	var out []engine.Lease
 	for _, l := range leases {
 		higher := 0
 		for _, o := range leases {
@@ -176,7 +176,7 @@ func (c *cloud) recordFor(serverID, keyID string) *leaseRecord {
 }
 
 // backend is one process incarnation's view of the cloud: a
-// keymanager.Backend whose every call is a step the scheduler interleaves.
+// engine.Backend whose every call is a step the scheduler interleaves.
 type backend struct {
 	s        *sim
 	inc      *incarnation // nil for the operator tool
@@ -185,8 +185,8 @@ type backend struct {
 }
 
 var (
-	_ keymanager.Backend    = (*backend)(nil)
-	_ keymanager.CloudTimer = (*backend)(nil)
+	_ engine.Backend    = (*backend)(nil)
+	_ engine.CloudTimer = (*backend)(nil)
 )
 
 func (b *backend) CloudTime() time.Time { return b.cloudT }
@@ -201,8 +201,8 @@ func (b *backend) do(ctx context.Context, op, keyID string, effect func() error)
 	return err
 }
 
-func (b *backend) ListGenerations(ctx context.Context) ([]keymanager.Generation, error) {
-	var out []keymanager.Generation
+func (b *backend) ListGenerations(ctx context.Context) ([]engine.Generation, error) {
+	var out []engine.Generation
 	err := b.do(ctx, "List", "", func() error {
 		out = nil
 		for _, r := range b.s.cloud.recs {
@@ -215,8 +215,8 @@ func (b *backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 	return out, err
 }
 
-func (b *backend) Create(ctx context.Context, req keymanager.CreateRequest) (keymanager.Generation, error) {
-	var g keymanager.Generation
+func (b *backend) Create(ctx context.Context, req engine.CreateRequest) (engine.Generation, error) {
+	var g engine.Generation
 	err := b.do(ctx, "Create", req.KeyID, func() error {
 		c := b.s.cloud
 		c.seq++
@@ -228,11 +228,11 @@ func (b *backend) Create(ctx context.Context, req keymanager.CreateRequest) (key
 		r := &record{
 			ref: fmt.Sprintf("%s-%s-%04d", b.serverID, req.KeyID, c.seq), keyID: req.KeyID, serverID: b.serverID,
 			created: c.now, rec: c.recordFor(b.serverID, req.KeyID), recent: req.RecentCreations, key: key,
-			fp: keymanager.Fingerprint(der), creator: b.inc,
+			fp: engine.Fingerprint(der), creator: b.inc,
 		}
 		l := req.Lease
 		l.Ref = r.ref
-		c.write(r, r.rec.leases, []keymanager.Lease{l})
+		c.write(r, r.rec.leases, []engine.Lease{l})
 		c.recs = append(c.recs, r)
 		c.byFP[r.fp] = r
 		b.s.noteCreate(b, r)
@@ -243,11 +243,11 @@ func (b *backend) Create(ctx context.Context, req keymanager.CreateRequest) (key
 	return g, err
 }
 
-func (b *backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+func (b *backend) Fetch(ctx context.Context, g engine.Generation) (engine.Generation, error) {
 	err := b.do(ctx, "Fetch", g.KeyID, func() error {
 		r := b.s.cloud.find(g.Ref)
 		if r == nil {
-			return keymanager.Errorf(codes.NotFound, "sim: key %s not found", g.Ref)
+			return engine.Errorf(codes.NotFound, "sim: key %s not found", g.Ref)
 		}
 		g.Public = &r.key.PublicKey
 		return nil
@@ -255,13 +255,13 @@ func (b *backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanage
 	return g, err
 }
 
-func (b *backend) Sign(ctx context.Context, g keymanager.Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+func (b *backend) Sign(ctx context.Context, g engine.Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	var sig []byte
 	err := b.do(ctx, "Sign", g.KeyID, func() error {
 		r := b.s.cloud.find(g.Ref)
 		if r == nil {
 			b.s.noteSignOnRetired(b, g.Ref)
-			return keymanager.Errorf(codes.NotFound, "sim: key %s not found", g.Ref)
+			return engine.Errorf(codes.NotFound, "sim: key %s not found", g.Ref)
 		}
 		var err error
 		sig, err = r.key.Sign(rand.Reader, digest, opts)
@@ -272,13 +272,13 @@ func (b *backend) Sign(ctx context.Context, g keymanager.Generation, digest []by
 
 // KeepAlive writes the record whole from g.Leases: a concurrent writer's
 // lease that g did not carry is lost, as with Key Vault's UpdateKey.
-func (b *backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+func (b *backend) KeepAlive(ctx context.Context, g engine.Generation) (engine.Generation, error) {
 	err := b.do(ctx, "KeepAlive", g.KeyID, func() error {
 		r := b.s.cloud.find(g.Ref)
 		if r == nil {
-			return keymanager.Errorf(codes.NotFound, "sim: key %s not found", g.Ref)
+			return engine.Errorf(codes.NotFound, "sim: key %s not found", g.Ref)
 		}
-		var leases []keymanager.Lease
+		var leases []engine.Lease
 		for _, l := range g.Leases {
 			if l.Ref == r.ref {
 				leases = append(leases, l)
@@ -297,11 +297,11 @@ func (b *backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 	return g, err
 }
 
-func (b *backend) Refresh(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+func (b *backend) Refresh(ctx context.Context, g engine.Generation) (engine.Generation, error) {
 	err := b.do(ctx, "Refresh", g.KeyID, func() error {
 		r := b.s.cloud.find(g.Ref)
 		if r == nil {
-			return keymanager.Errorf(codes.NotFound, "sim: key %s not found", g.Ref)
+			return engine.Errorf(codes.NotFound, "sim: key %s not found", g.Ref)
 		}
 		fresh := b.s.cloud.generation(r)
 		g.Updated, g.Leases, g.Labels = fresh.Updated, fresh.Leases, fresh.Labels
@@ -310,7 +310,7 @@ func (b *backend) Refresh(ctx context.Context, g keymanager.Generation) (keymana
 	return g, err
 }
 
-func (b *backend) Retire(ctx context.Context, g keymanager.Generation) error {
+func (b *backend) Retire(ctx context.Context, g engine.Generation) error {
 	return b.do(ctx, "Retire", g.KeyID, func() error {
 		r := b.s.cloud.find(g.Ref)
 		if r == nil {

@@ -7,7 +7,7 @@
 // key_identifier_value for every replica), each process with its own clock
 // skewed against the cloud's (seconds, hours or fifteen days, either way)
 // and its own SPIRE CA journal. Each process runs the real engine
-// (keymanager.Manager) over an in-memory cloud laid out, as the seed picks,
+// (engine.Manager) over an in-memory cloud laid out, as the seed picks,
 // like Key Vault (one tag set per generation, rewritten whole) or like Cloud
 // KMS (one label map per key ID, shared by its versions, rewritten whole
 // from what the writer last read). Every backend call is a step

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Stats counts what one run did, for the long-run figures.
@@ -64,7 +64,7 @@ func (r Result) Failed() bool { return len(r.Violations) > 0 }
 // config is what a seed chooses for a run.
 type config struct {
 	budget     time.Duration
-	schedule   keymanager.Schedule
+	schedule   engine.Schedule
 	maxPerHour int
 	caTTL      time.Duration
 	failRate   float64
@@ -88,7 +88,7 @@ func Run(seed uint64, opts Options) Result {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	cfg := config{
 		budget: 25 * time.Second,
-		schedule: keymanager.Schedule{
+		schedule: engine.Schedule{
 			LivenessInterval: time.Hour,
 			KeepAliveAge:     4 * time.Hour,
 			CleanupInterval:  []time.Duration{time.Minute, 30 * time.Minute, 2 * time.Hour}[rng.IntN(3)],
@@ -250,7 +250,7 @@ func (s *sim) tick(d time.Duration) {
 // maxStall bounds how late a live process runs a background task: the
 // engine's safety rests on a holder reading its lease back within the settle
 // period, so a longer pause of a process is outside what it promises (see
-// keymanager.DefaultSettle).
+// engine.DefaultSettle).
 const maxStall = 10 * time.Minute
 
 func maxTime(a, b time.Time) time.Time {
@@ -315,7 +315,7 @@ func (s *sim) prepare(inc *incarnation, kind string, slot int, activate bool) {
 	j.retryAt = s.cloud.now.Add(30 * time.Second) // SPIRE's own deadline
 	id := slotKeyID(kind, slot)
 	s.run(&task{name: "generate " + id, inc: inc, deadline: s.cloud.now.Add(s.cfg.budget)}, func(ctx context.Context) {
-		pub, err := inc.m.GenerateKey(ctx, id, keymanager.ECP256)
+		pub, err := inc.m.GenerateKey(ctx, id, engine.ECP256)
 		if inc.dead || inc.stopped {
 			return
 		}
@@ -490,13 +490,13 @@ func (s *sim) gc() {
 		if err != nil {
 			return
 		}
-		now := keymanager.CloudNow(b, gens, s.cloud.now.Add(skew))
-		f := keymanager.Facts{ServerID: serverID, Now: now, Schedule: s.cfg.schedule}
-		for _, a := range keymanager.Decide(gens, f) {
+		now := engine.CloudNow(b, gens, s.cloud.now.Add(skew))
+		f := engine.Facts{ServerID: serverID, Now: now, Schedule: s.cfg.schedule}
+		for _, a := range engine.Decide(gens, f) {
 			if !a.Retire {
 				continue
 			}
-			checked, err := keymanager.Recheck(ctx, b, a, gens, f)
+			checked, err := engine.Recheck(ctx, b, a, gens, f)
 			if err != nil || !checked.Retire {
 				continue
 			}
@@ -517,9 +517,9 @@ func (s *sim) quietPhase() {
 			s.start(p)
 		}
 	}
-	ttl := keymanager.LeaseTTL(s.cfg.schedule)
+	ttl := engine.LeaseTTL(s.cfg.schedule)
 	s.runQuiet(s.cfg.caTTL+time.Hour, true)
-	s.runQuiet(ttl+2*s.cfg.schedule.CleanupInterval+keymanager.DefaultSettle+time.Hour, false)
+	s.runQuiet(ttl+2*s.cfg.schedule.CleanupInterval+engine.DefaultSettle+time.Hour, false)
 	s.drain()
 	s.checkNoLeak()
 }

@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // call is one backend call waiting for the scheduler.
@@ -66,11 +66,11 @@ type sim struct {
 func (s *sim) call(b *backend, op, keyID string, effect func() error) error {
 	t := s.running
 	if b.inc != nil && b.inc.dead {
-		return keymanager.Errorf(codes.Unavailable, "sim: process killed")
+		return engine.Errorf(codes.Unavailable, "sim: process killed")
 	}
 	now := s.cloud.now
 	if t != nil && !t.deadline.IsZero() && !now.Before(t.deadline) {
-		return keymanager.Errorf(codes.DeadlineExceeded, "sim: %s: the caller's deadline passed", op)
+		return engine.Errorf(codes.DeadlineExceeded, "sim: %s: the caller's deadline passed", op)
 	}
 	s.seq++
 	c := &call{b: b, task: t, op: op, keyID: keyID, effect: effect, seq: s.seq, arrived: now, deadline: now.Add(s.cfg.budget), resume: make(chan struct{})}
@@ -111,7 +111,7 @@ func (s *sim) resume(c *call) {
 func (s *sim) applyEffect(c *call) {
 	c.effected = true
 	if !s.quiet && s.rng.Float64() < s.cfg.failRate {
-		c.result = keymanager.Errorf(codes.Unavailable, "sim: %s failed before taking effect", c.op)
+		c.result = engine.Errorf(codes.Unavailable, "sim: %s failed before taking effect", c.op)
 		c.err = c.result
 		c.effected = false
 		return
@@ -119,7 +119,7 @@ func (s *sim) applyEffect(c *call) {
 	c.result = c.effect()
 	c.err = c.result
 	if c.result == nil && !s.quiet && s.rng.Float64() < s.cfg.lostRate {
-		c.err = keymanager.Errorf(codes.Unavailable, "sim: %s took effect but its answer was lost", c.op)
+		c.err = engine.Errorf(codes.Unavailable, "sim: %s took effect but its answer was lost", c.op)
 	}
 }
 
@@ -150,7 +150,7 @@ func (s *sim) timeouts() {
 			s.tracef("effect %s %s (%s) err=%v, just before its deadline", c.op, c.keyID, s.who(c.b), c.result)
 		}
 		c.effected = true
-		c.err = keymanager.Errorf(codes.DeadlineExceeded, "sim: %s: deadline exceeded", c.op)
+		c.err = engine.Errorf(codes.DeadlineExceeded, "sim: %s: deadline exceeded", c.op)
 		s.tracef("timeout %s %s (%s)", c.op, c.keyID, s.who(c.b))
 		s.resume(c)
 	}
@@ -204,7 +204,7 @@ func (s *sim) noteCreate(b *backend, r *record) {
 }
 
 // noteLeaseWrite notices a creator's commit taking effect.
-func (s *sim) noteLeaseWrite(b *backend, r *record, leases []keymanager.Lease) {
+func (s *sim) noteLeaseWrite(b *backend, r *record, leases []engine.Lease) {
 	if b.inc == nil || r.creator != b.inc {
 		return
 	}

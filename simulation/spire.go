@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // kinds are SPIRE's two CA kinds, each with an A and a B slot.
@@ -49,7 +49,7 @@ func (p *process) name() string { return fmt.Sprintf("server%d(%s)", p.idx, p.se
 type incarnation struct {
 	p       *process
 	n       int
-	m       *keymanager.Manager
+	m       *engine.Manager
 	b       *backend
 	clock   *procClock
 	loading bool
@@ -82,7 +82,7 @@ func (s *sim) start(p *process) {
 	inc := &incarnation{p: p, n: p.incs, loading: true, given: map[string]bool{}}
 	inc.clock = &procClock{s: s, skew: p.skew}
 	inc.b = &backend{s: s, inc: inc, serverID: p.serverID}
-	m, err := keymanager.New(keymanager.Options{
+	m, err := engine.New(engine.Options{
 		Backend: inc.b, ServerID: p.serverID, Budget: s.cfg.budget, Clock: inc.clock,
 		Schedule: s.cfg.schedule, MaxCreationsPerHour: s.cfg.maxPerHour, Parallelism: 1,
 		Holder: fmt.Sprintf("h%d%d", p.idx, inc.n),

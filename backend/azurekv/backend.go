@@ -14,11 +14,11 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Backend keeps SPIRE keys in one Key Vault or Managed HSM. It implements
-// keymanager.Backend and holds no key state: only the client and the
+// engine.Backend and holds no key state: only the client and the
 // configuration.
 type Backend struct {
 	client      *azkeys.Client
@@ -33,7 +33,7 @@ type Backend struct {
 	clock       *cloudClock // the vault's time, from its answers' Date headers
 }
 
-var _ keymanager.Backend = (*Backend)(nil)
+var _ engine.Backend = (*Backend)(nil)
 
 // keyOps are the operations of every key created, as the built-in plugin
 // sets them: the key can sign and verify, nothing else.
@@ -43,10 +43,10 @@ var keyOps = []*azkeys.KeyOperation{ptr(azkeys.KeyOperationSign), ptr(azkeys.Key
 // filter) and keeps the keys named spire-key-... that carry this trust
 // domain's tag: this server's and other servers'. A key with the trust
 // domain's tag but an odd name or server tag is skipped with a warning.
-func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation, error) {
+func (b *Backend) ListGenerations(ctx context.Context) ([]engine.Generation, error) {
 	c := &call{op: "ListKeys", perm: "list"}
 	ctx = withCall(ctx, c)
-	var out []keymanager.Generation
+	var out []engine.Generation
 	pager := b.client.NewListKeyPropertiesPager(nil)
 	listed := 0
 	for pager.More() {
@@ -69,7 +69,7 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 				continue
 			}
 			r := recordOf(kp.Tags, kp.Attributes, name)
-			out = append(out, keymanager.Generation{
+			out = append(out, engine.Generation{
 				KeyID:           parsed.keyID,
 				Ref:             name,
 				ServerID:        parsed.serverID,
@@ -91,7 +91,7 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 // creator's pending lease and the creation count. The answer carries the
 // whole key, so the generation is returned complete: public key, version,
 // times and tags.
-func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (keymanager.Generation, error) {
+func (b *Backend) Create(ctx context.Context, req engine.CreateRequest) (engine.Generation, error) {
 	name := keyName(req.KeyID)
 	c := &call{op: "CreateKey", key: name, perm: "create"}
 	ctx = withCall(ctx, c)
@@ -99,8 +99,8 @@ func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (key
 	lease.Ref = name
 	params := azkeys.CreateKeyParameters{
 		KeyOps: keyOps,
-		Tags: b.leaseTags(keymanager.Generation{
-			KeyID: req.KeyID, Ref: name, Leases: []keymanager.Lease{lease}, RecentCreations: req.RecentCreations,
+		Tags: b.leaseTags(engine.Generation{
+			KeyID: req.KeyID, Ref: name, Leases: []engine.Lease{lease}, RecentCreations: req.RecentCreations,
 		}),
 		KeyAttributes: &azkeys.KeyAttributes{Enabled: ptr(true)},
 	}
@@ -109,36 +109,36 @@ func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (key
 		kty = azkeys.KeyTypeECHSM
 	}
 	switch req.Type {
-	case keymanager.ECP256:
+	case engine.ECP256:
 		params.Curve = ptr(azkeys.CurveNameP256)
-	case keymanager.ECP384:
+	case engine.ECP384:
 		params.Curve = ptr(azkeys.CurveNameP384)
-	case keymanager.RSA2048, keymanager.RSA4096:
+	case engine.RSA2048, engine.RSA4096:
 		kty = azkeys.KeyTypeRSA
 		if b.hsm {
 			kty = azkeys.KeyTypeRSAHSM
 		}
 		params.KeySize = ptr(int32(2048))
-		if req.Type == keymanager.RSA4096 {
+		if req.Type == engine.RSA4096 {
 			params.KeySize = ptr(int32(4096))
 		}
 	default:
-		return keymanager.Generation{}, keymanager.Errorf(codes.InvalidArgument, "key %s: key type %v is not supported", req.KeyID, req.Type)
+		return engine.Generation{}, engine.Errorf(codes.InvalidArgument, "key %s: key type %v is not supported", req.KeyID, req.Type)
 	}
 	params.Kty = &kty
 	resp, err := b.client.CreateKey(ctx, name, params, nil)
 	if err != nil {
-		return keymanager.Generation{}, b.fail(ctx, c, err)
+		return engine.Generation{}, b.fail(ctx, c, err)
 	}
 	m, err := materialOf(resp.KeyBundle, name)
 	if err != nil {
-		return keymanager.Generation{}, keymanager.Errorf(codes.Internal, "%s: CreateKey on key %s: %v", b.vault.url, name, err)
+		return engine.Generation{}, engine.Errorf(codes.Internal, "%s: CreateKey on key %s: %v", b.vault.url, name, err)
 	}
 	if m.typ != req.Type {
-		return keymanager.Generation{}, keymanager.Errorf(codes.Internal, "%s: CreateKey on key %s: asked for %v, the vault created %v", b.vault.url, name, req.Type, m.typ)
+		return engine.Generation{}, engine.Errorf(codes.Internal, "%s: CreateKey on key %s: asked for %v, the vault created %v", b.vault.url, name, req.Type, m.typ)
 	}
 	r := recordOf(resp.Tags, resp.Attributes, name)
-	return keymanager.Generation{
+	return engine.Generation{
 		KeyID:           req.KeyID,
 		Ref:             name,
 		Version:         m.version,
@@ -159,14 +159,14 @@ func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (key
 // someone else can never sign under this key's fingerprint. It returns g
 // with Public, Type, Version and Disabled set from the answer; the lease
 // record stays as listed (Refresh reads it when it matters).
-func (b *Backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+func (b *Backend) Fetch(ctx context.Context, g engine.Generation) (engine.Generation, error) {
 	resp, err := b.getKey(ctx, g.Ref)
 	if err != nil {
 		return g, err
 	}
 	m, err := materialOf(resp.KeyBundle, g.Ref)
 	if err != nil {
-		return g, keymanager.Errorf(codes.FailedPrecondition, "%s: GetKey on key %s: it cannot serve SPIRE: %v", b.vault.url, g.Ref, err)
+		return g, engine.Errorf(codes.FailedPrecondition, "%s: GetKey on key %s: it cannot serve SPIRE: %v", b.vault.url, g.Ref, err)
 	}
 	r := recordOf(resp.Tags, resp.Attributes, g.Ref)
 	g.Public, g.Type, g.Version, g.Disabled = m.public, m.typ, m.version, r.disabled
@@ -190,7 +190,7 @@ func (b *Backend) getKey(ctx context.Context, name string) (azkeys.GetKeyRespons
 // the key object it is.
 type material struct {
 	public  crypto.PublicKey
-	typ     keymanager.KeyType
+	typ     engine.KeyType
 	version string
 }
 
@@ -215,7 +215,7 @@ func materialOf(kb azkeys.KeyBundle, name string) (material, error) {
 type record struct {
 	created, updated time.Time
 	disabled         bool
-	leases           []keymanager.Lease
+	leases           []engine.Lease
 	labels           map[string]string
 	recent           int
 }
@@ -245,10 +245,10 @@ func (r record) fill(have int) int {
 
 // Sign signs digest with the fetched version of the key. ECDSA signatures
 // are converted from r||s to DER.
-func (b *Backend) Sign(ctx context.Context, g keymanager.Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+func (b *Backend) Sign(ctx context.Context, g engine.Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	alg, ok := signAlgorithm(g.Type, opts)
 	if !ok {
-		return nil, keymanager.Errorf(codes.InvalidArgument, "key %s: Key Vault cannot sign a %v digest with a %v key (P-256 signs SHA-256, P-384 signs SHA-384, RSA signs SHA-256/384/512 with PKCS#1 v1.5 or PSS)", g.KeyID, hashName(opts), g.Type)
+		return nil, engine.Errorf(codes.InvalidArgument, "key %s: Key Vault cannot sign a %v digest with a %v key (P-256 signs SHA-256, P-384 signs SHA-384, RSA signs SHA-256/384/512 with PKCS#1 v1.5 or PSS)", g.KeyID, hashName(opts), g.Type)
 	}
 	c := &call{op: "Sign", key: g.Ref, perm: "sign"}
 	ctx = withCall(ctx, c)
@@ -257,14 +257,14 @@ func (b *Backend) Sign(ctx context.Context, g keymanager.Generation, digest []by
 		return nil, b.fail(ctx, c, err)
 	}
 	if resp.KID != nil && g.Version != "" && resp.KID.Version() != "" && resp.KID.Version() != g.Version {
-		return nil, keymanager.Errorf(codes.Internal, "%s: Sign on key %s: asked for version %s, the vault signed with %s", b.vault.url, g.Ref, g.Version, resp.KID.Version())
+		return nil, engine.Errorf(codes.Internal, "%s: Sign on key %s: asked for version %s, the vault signed with %s", b.vault.url, g.Ref, g.Version, resp.KID.Version())
 	}
 	if !g.Type.IsEC() {
 		return resp.Result, nil
 	}
 	der, err := p1363ToDER(resp.Result, g.Type)
 	if err != nil {
-		return nil, keymanager.Errorf(codes.Internal, "%s: Sign on key %s: %v", b.vault.url, g.Ref, err)
+		return nil, engine.Errorf(codes.Internal, "%s: Sign on key %s: %v", b.vault.url, g.Ref, err)
 	}
 	return der, nil
 }
@@ -284,7 +284,7 @@ func hashName(opts crypto.SignerOpts) string {
 // the answer carries the key, so a key adopted at start needs no separate
 // fetch. It returns g with Updated, Leases and Labels from the answer, and
 // Public and Version of the key's current version; every other field is g's.
-func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+func (b *Backend) KeepAlive(ctx context.Context, g engine.Generation) (engine.Generation, error) {
 	c := &call{op: "UpdateKey", key: g.Ref, perm: "update"}
 	ctx = withCall(ctx, c)
 	resp, err := b.client.UpdateKey(ctx, g.Ref, "", azkeys.UpdateKeyParameters{KeyOps: keyOps, Tags: b.leaseTags(g)}, nil)
@@ -293,7 +293,7 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 	}
 	m, err := materialOf(resp.KeyBundle, g.Ref)
 	if err != nil {
-		return g, keymanager.Errorf(codes.FailedPrecondition, "%s: UpdateKey on key %s: it cannot serve SPIRE: %v", b.vault.url, g.Ref, err)
+		return g, engine.Errorf(codes.FailedPrecondition, "%s: UpdateKey on key %s: it cannot serve SPIRE: %v", b.vault.url, g.Ref, err)
 	}
 	r := recordOf(resp.Tags, resp.Attributes, g.Ref)
 	if !r.updated.IsZero() {
@@ -310,13 +310,13 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 // returns g with those (Updated, Leases, Labels, Disabled) as the vault
 // holds them; every other field is g's, the key material included (Refresh
 // decides nothing on it, so a key whose public half is odd still refreshes).
-func (b *Backend) Refresh(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+func (b *Backend) Refresh(ctx context.Context, g engine.Generation) (engine.Generation, error) {
 	resp, err := b.getKey(ctx, g.Ref)
 	if err != nil {
 		return g, err
 	}
 	if k := resp.Key; k != nil && k.KID != nil && !strings.EqualFold(k.KID.Name(), g.Ref) {
-		return g, keymanager.Errorf(codes.Internal, "%s: GetKey on key %s: the vault returned key %s", b.vault.url, g.Ref, k.KID.Name())
+		return g, engine.Errorf(codes.Internal, "%s: GetKey on key %s: the vault returned key %s", b.vault.url, g.Ref, k.KID.Name())
 	}
 	r := recordOf(resp.Tags, resp.Attributes, g.Ref)
 	if !r.updated.IsZero() {
@@ -330,9 +330,9 @@ func (b *Backend) Refresh(ctx context.Context, g keymanager.Generation) (keymana
 // Retire deletes the key object (soft delete: recoverable for the vault's
 // retention period) and, with purge_deleted_keys, purges it. A key already
 // gone is not an error.
-func (b *Backend) Retire(ctx context.Context, g keymanager.Generation) error {
+func (b *Backend) Retire(ctx context.Context, g engine.Generation) error {
 	if !strings.HasPrefix(g.Ref, keyPrefix) {
-		return keymanager.Errorf(codes.Internal, "%s: refusing to delete key %s: it is not named like SPIRE's keys", b.vault.url, g.Ref)
+		return engine.Errorf(codes.Internal, "%s: refusing to delete key %s: it is not named like SPIRE's keys", b.vault.url, g.Ref)
 	}
 	c := &call{op: "DeleteKey", key: g.Ref, perm: "delete"}
 	dctx := withCall(ctx, c)

@@ -5,21 +5,21 @@ import (
 	"crypto/sha256"
 	"testing"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // TestLifecycle drives every backend call through the real SDK against the
 // emulator: create, list, fetch, sign (verified), keep alive, retire.
 func TestLifecycle(t *testing.T) {
-	srv := startEmulator(t, azurekv.Options{})
-	b, _ := openBackend(t, testConfig(t, srv, azurekv.DefaultVaultName, nil), "server-a")
+	srv := startEmulator(t, keyvault.Options{})
+	b, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "server-a")
 
-	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	if g.Version == "" || g.Public == nil || g.Type != keymanager.ECP256 {
+	if g.Version == "" || g.Public == nil || g.Type != engine.ECP256 {
 		t.Fatalf("Create returned %+v", g)
 	}
 	gens, err := b.ListGenerations(callCtx(t))
@@ -41,7 +41,7 @@ func TestLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Sign: %v", err)
 	}
-	if err := keymanager.Verify(f.Public, digest[:], sig, crypto.SHA256); err != nil {
+	if err := engine.Verify(f.Public, digest[:], sig, crypto.SHA256); err != nil {
 		t.Fatalf("signature does not verify: %v", err)
 	}
 	srv.Clock().Advance(48 * 3600e9)
@@ -58,7 +58,7 @@ func TestLifecycle(t *testing.T) {
 	if err := b.Retire(callCtx(t), f); err != nil {
 		t.Fatalf("Retire twice: %v", err)
 	}
-	if names := srv.KeyNames(azurekv.DefaultVaultName); len(names) != 0 {
+	if names := srv.KeyNames(keyvault.DefaultVaultName); len(names) != 0 {
 		t.Fatalf("keys left: %v", names)
 	}
 }

@@ -13,14 +13,14 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // open builds the credential and the azkeys client for c.
 func open(_ context.Context, c *Config, p config.OpenParams) (*Backend, error) {
 	if c.vault.url == "" {
 		if err := c.Check(p.TrustDomain); err != nil {
-			return nil, keymanager.Errorf(codes.InvalidArgument, "%w", err)
+			return nil, engine.Errorf(codes.InvalidArgument, "%w", err)
 		}
 	}
 	log := p.Logger
@@ -32,12 +32,12 @@ func open(_ context.Context, c *Config, p config.OpenParams) (*Backend, error) {
 		metrics = nopMetrics{}
 	}
 	if len(p.ServerID) > maxTagLen {
-		return nil, keymanager.Errorf(codes.InvalidArgument, "the server ID is %d characters long; the spire-server-id tag holds at most %d", len(p.ServerID), maxTagLen)
+		return nil, engine.Errorf(codes.InvalidArgument, "the server ID is %d characters long; the spire-server-id tag holds at most %d", len(p.ServerID), maxTagLen)
 	}
 
 	cred, err := c.credential()
 	if err != nil {
-		return nil, keymanager.Errorf(codes.FailedPrecondition, "setting up %s for %s: %w", c.identity(), c.vault.url, err)
+		return nil, engine.Errorf(codes.FailedPrecondition, "setting up %s for %s: %w", c.identity(), c.vault.url, err)
 	}
 	opts := &azkeys.ClientOptions{
 		ClientOptions: c.clientOptions(),
@@ -51,7 +51,7 @@ func open(_ context.Context, c *Config, p config.OpenParams) (*Backend, error) {
 	opts.PerRetryPolicies = append(opts.PerRetryPolicies, &tryPolicy{metrics: metrics}, clock)
 	client, err := azkeys.NewClient(c.vault.url, cred, opts)
 	if err != nil {
-		return nil, keymanager.Errorf(codes.InvalidArgument, "creating the Key Vault client for %s: %w", c.vault.url, err)
+		return nil, engine.Errorf(codes.InvalidArgument, "creating the Key Vault client for %s: %w", c.vault.url, err)
 	}
 	if c.vault.kind == kindUnknown && !c.vault.loopback {
 		log.Warn("The vault host is not a known Key Vault or Managed HSM name; using the public cloud's authority unless AZURE_AUTHORITY_HOST says otherwise", "key_vault_uri", c.vault.url)

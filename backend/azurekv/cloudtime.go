@@ -7,12 +7,12 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
-var _ keymanager.CloudTimer = (*Backend)(nil)
+var _ engine.CloudTimer = (*Backend)(nil)
 
-// CloudTime implements keymanager.CloudTimer: the vault's time as the Date
+// CloudTime implements engine.CloudTimer: the vault's time as the Date
 // header of its latest answer said, so that the engine judges lease and
 // staleness ages on the vault's clock, the one that stamps attributes.created
 // and attributes.updated, whatever the host's clock says. It is the zero

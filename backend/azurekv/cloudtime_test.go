@@ -9,8 +9,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // TestCloudTime checks that CloudTime is the vault's clock as its answers'
@@ -20,9 +20,9 @@ import (
 // vault's clock does.
 func TestCloudTime(t *testing.T) {
 	t.Parallel()
-	srv := startEmulator(t, azurekv.Options{})
-	b, _ := openBackend(t, testConfig(t, srv, azurekv.DefaultVaultName, nil), "server-a")
-	var timer keymanager.CloudTimer = b
+	srv := startEmulator(t, keyvault.Options{})
+	b, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "server-a")
+	var timer engine.CloudTimer = b
 	if got := timer.CloudTime(); !got.IsZero() {
 		t.Fatalf("CloudTime before any call = %v, want zero", got)
 	}
@@ -44,7 +44,7 @@ func TestCloudTime(t *testing.T) {
 			return err
 		}, false},
 		{"a refusal a day further", 24 * time.Hour, func() error {
-			_, err := b.Refresh(callCtx(t), keymanager.Generation{KeyID: "x509-CA-A", Ref: keyName("x509-CA-A")})
+			_, err := b.Refresh(callCtx(t), engine.Generation{KeyID: "x509-CA-A", Ref: keyName("x509-CA-A")})
 			return err
 		}, true},
 	} {

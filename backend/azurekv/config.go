@@ -10,7 +10,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 var _ config.ServerIDChecker = (*Config)(nil)
@@ -216,6 +216,6 @@ func chainIdentity(getenv func(string) string) string {
 
 // Open implements config.Backend: it builds the credential and the client.
 // No call reaches the vault until the engine lists it.
-func (c *Config) Open(ctx context.Context, p config.OpenParams) (keymanager.Backend, error) {
+func (c *Config) Open(ctx context.Context, p config.OpenParams) (engine.Backend, error) {
 	return open(ctx, c, p)
 }

@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // TestGenerationContract checks, on the emulator, what each backend call
-// returns of a generation (keymanager.Backend's contract): Create and
+// returns of a generation (engine.Backend's contract): Create and
 // ListGenerations return the whole generation as the vault holds it, the
 // pending lease and the creation count included; Fetch, KeepAlive and
 // Refresh change only the fields their documentation names, set to what the
@@ -24,11 +24,11 @@ import (
 // it was, however odd (the inputs carry sentinel values there).
 func TestGenerationContract(t *testing.T) {
 	t.Parallel()
-	srv := startEmulator(t, azurekv.Options{})
-	b, _ := openBackend(t, testConfig(t, srv, azurekv.DefaultVaultName, nil), "server-a")
-	raw := rawClient(t, srv, azurekv.DefaultVaultName)
+	srv := startEmulator(t, keyvault.Options{})
+	b, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "server-a")
+	raw := rawClient(t, srv, keyvault.DefaultVaultName)
 	// vault reads the key as the vault holds it now, through the plain SDK.
-	vault := func(ref string) keymanager.Generation {
+	vault := func(ref string) engine.Generation {
 		t.Helper()
 		resp, err := raw.GetKey(callCtx(t), ref, "", nil)
 		if err != nil {
@@ -39,14 +39,14 @@ func TestGenerationContract(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := recordOf(resp.Tags, resp.Attributes, ref)
-		return keymanager.Generation{
+		return engine.Generation{
 			Ref: ref, Version: m.version, Created: r.created, Updated: r.updated, Type: m.typ, Public: m.public,
 			Disabled: r.disabled, Leases: r.leases, Labels: r.labels, RecentCreations: r.recent,
 		}
 	}
 
 	pendingLease := testLease()
-	g, err := b.Create(callCtx(t), keymanager.CreateRequest{KeyID: "x509-CA-A", Type: keymanager.ECP256, Lease: pendingLease, RecentCreations: 3})
+	g, err := b.Create(callCtx(t), engine.CreateRequest{KeyID: "x509-CA-A", Type: engine.ECP256, Lease: pendingLease, RecentCreations: 3})
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -58,7 +58,7 @@ func TestGenerationContract(t *testing.T) {
 	if !reflect.DeepEqual(comparable(g), comparable(want)) {
 		t.Errorf("Create returned\n%+v\nthe vault holds\n%+v", g, want)
 	}
-	if !reflect.DeepEqual(g.Leases, []keymanager.Lease{pendingLease}) || g.RecentCreations != 3 {
+	if !reflect.DeepEqual(g.Leases, []engine.Lease{pendingLease}) || g.RecentCreations != 3 {
 		t.Errorf("Create recorded leases %v and count %d, want the pending lease %v and 3", g.Leases, g.RecentCreations, pendingLease)
 	}
 	if g.Created.IsZero() || g.Updated.IsZero() || g.Public == nil || g.Version == "" {
@@ -70,20 +70,20 @@ func TestGenerationContract(t *testing.T) {
 		t.Fatalf("ListGenerations = %v, %v; want the one key", gens, err)
 	}
 	listed := gens[0]
-	want.Version, want.Type, want.Public = "", keymanager.KeyTypeUnspecified, nil // the listing cannot tell
+	want.Version, want.Type, want.Public = "", engine.KeyTypeUnspecified, nil // the listing cannot tell
 	if !reflect.DeepEqual(comparable(listed), comparable(want)) {
 		t.Errorf("ListGenerations returned\n%+v\nwant\n%+v", listed, want)
 	}
 
 	// sentinel returns g with every field but Ref and keep set to a value
 	// no call could have read from the vault.
-	sentinel := func(g keymanager.Generation, keep ...string) keymanager.Generation {
-		s := keymanager.Generation{
+	sentinel := func(g engine.Generation, keep ...string) engine.Generation {
+		s := engine.Generation{
 			KeyID: "sentinel-key-id", Ref: g.Ref, Version: "sentinel-version", ServerID: "sentinel-server",
 			Created: time.Unix(1_000_000_000, 0), Updated: time.Unix(1_000_000_001, 0),
-			Type: keymanager.RSA4096, Public: &rsa.PublicKey{N: big.NewInt(3233), E: 17},
+			Type: engine.RSA4096, Public: &rsa.PublicKey{N: big.NewInt(3233), E: 17},
 			Disabled: true, Algorithm: "sentinel-algorithm",
-			Leases:          []keymanager.Lease{{Holder: "sentinel", Ref: g.Ref, Renewed: time.Unix(1_000_000_002, 0)}},
+			Leases:          []engine.Lease{{Holder: "sentinel", Ref: g.Ref, Renewed: time.Unix(1_000_000_002, 0)}},
 			Labels:          map[string]string{"sentinel": "label"},
 			RecentCreations: 7,
 		}
@@ -93,14 +93,14 @@ func TestGenerationContract(t *testing.T) {
 		}
 		return s
 	}
-	committed := keymanager.Lease{Holder: "testproc", Ref: ref, Renewed: time.Now().Truncate(time.Millisecond)}
+	committed := engine.Lease{Holder: "testproc", Ref: ref, Renewed: time.Now().Truncate(time.Millisecond)}
 	commit := listed
-	commit.Leases = []keymanager.Lease{committed}
+	commit.Leases = []engine.Lease{committed}
 
 	for _, tt := range []struct {
 		name  string
-		call  func(context.Context, keymanager.Generation) (keymanager.Generation, error)
-		in    keymanager.Generation
+		call  func(context.Context, engine.Generation) (engine.Generation, error)
+		in    engine.Generation
 		named []string // the fields the call may change
 	}{
 		{"Fetch", b.Fetch, sentinel(listed), []string{"Public", "Type", "Version", "Disabled"}},
@@ -136,20 +136,20 @@ func TestGenerationContract(t *testing.T) {
 		})
 	}
 	// The keep-alives committed the lease: the pending one is gone.
-	if got := vault(ref).Leases; !reflect.DeepEqual(got, []keymanager.Lease{committed}) {
+	if got := vault(ref).Leases; !reflect.DeepEqual(got, []engine.Lease{committed}) {
 		t.Errorf("leases after the keep-alives %v, want only the committed %v", got, committed)
 	}
 }
 
 // withCount returns g with creation count n.
-func withCount(g keymanager.Generation, n int) keymanager.Generation {
+func withCount(g engine.Generation, n int) engine.Generation {
 	g.RecentCreations = n
 	return g
 }
 
 // changedFields names the fields of a generation that differ between in
 // and out, exactly: a field a call kept is the very value passed in.
-func changedFields(in, out keymanager.Generation) []string {
+func changedFields(in, out engine.Generation) []string {
 	iv, ov := reflect.ValueOf(in), reflect.ValueOf(out)
 	var changed []string
 	for i := range iv.NumField() {
@@ -161,7 +161,7 @@ func changedFields(in, out keymanager.Generation) []string {
 }
 
 // field returns the value of g's field name.
-func field(g keymanager.Generation, name string) any {
+func field(g engine.Generation, name string) any {
 	return reflect.ValueOf(g).FieldByName(name).Interface()
 }
 
@@ -182,7 +182,7 @@ func comparableField(v any) any {
 }
 
 // comparable returns every field of g in comparableField's form.
-func comparable(g keymanager.Generation) map[string]any {
+func comparable(g engine.Generation) map[string]any {
 	gv := reflect.ValueOf(g)
 	out := make(map[string]any, gv.NumField())
 	for i := range gv.NumField() {

@@ -8,7 +8,7 @@
 // same fingerprints. Each generation of a SPIRE key is its own Key Vault key
 // object, because Key Vault cannot delete single versions.
 //
-// The backend holds no key state: the engine (package keymanager) caches
+// The backend holds no key state: the engine (package engine) caches
 // keys, decides what to rotate and retire, and verifies every signature.
 // This package turns each engine call into as few vault calls as possible
 // (one listing pass at start, no GetKey before a keep-alive update), keeps

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 	"github.com/kmskeeper/kmskeeper/pluginhost/plugintest"
 )
@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 // pluginEnv returns the emulator's client environment (CA file, authority,
 // app and managed identity credentials), keeping only the variables whose
 // names start with one of keep; SSL_CERT_FILE is always kept.
-func pluginEnv(t *testing.T, srv *azurekv.Server, keep ...string) []string {
+func pluginEnv(t *testing.T, srv *keyvault.Server, keep ...string) []string {
 	t.Helper()
 	if err := srv.WriteCAFile(filepath.Join(t.TempDir(), "ca.pem")); err != nil {
 		t.Fatal(err)

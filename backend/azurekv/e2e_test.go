@@ -20,8 +20,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -39,9 +39,9 @@ var workloadEnv = []string{"AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_ID", "AZU
 // workloadEmulator starts an emulator whose main app trusts wiIssuer's
 // tokens about wiSubject, and writes a token about subject to a file that
 // the emulator's environment then names; it returns the token.
-func workloadEmulator(t *testing.T, subject string) (*azurekv.Server, string) {
+func workloadEmulator(t *testing.T, subject string) (*keyvault.Server, string) {
 	t.Helper()
-	srv := startEmulator(t, azurekv.Options{FederatedCredentials: []azurekv.FederatedCredential{{Issuer: wiIssuer, Subject: wiSubject}}})
+	srv := startEmulator(t, keyvault.Options{FederatedCredentials: []keyvault.FederatedCredential{{Issuer: wiIssuer, Subject: wiSubject}}})
 	file := filepath.Join(t.TempDir(), "azure-identity-token")
 	if err := srv.WriteFederatedTokenFile(file, subject); err != nil {
 		t.Fatal(err)
@@ -72,13 +72,13 @@ func TestCredentials(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var (
-				srv       *azurekv.Server
+				srv       *keyvault.Server
 				assertion string
 			)
 			if tt.workload {
 				srv, assertion = workloadEmulator(t, wiSubject)
 			} else {
-				srv = startEmulator(t, azurekv.Options{})
+				srv = startEmulator(t, keyvault.Options{})
 			}
 			extra := tt.extra
 			if strings.Contains(extra, "%q") {
@@ -88,8 +88,8 @@ func TestCredentials(t *testing.T) {
 			if tt.workload && slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "AZURE_CLIENT_SECRET=") }) {
 				t.Fatalf("the workload identity environment holds the client secret: %v", env)
 			}
-			p := configured(t, env, srv.VaultURL(azurekv.DefaultVaultName), "server-a", extra)
-			signer := generate(t, p, "x509-CA-A", keymanager.ECP256)
+			p := configured(t, env, srv.VaultURL(keyvault.DefaultVaultName), "server-a", extra)
+			signer := generate(t, p, "x509-CA-A", engine.ECP256)
 			digest := sha256.Sum256([]byte("x"))
 			if _, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256); err != nil {
 				t.Fatalf("Sign: %v", err)
@@ -123,7 +123,7 @@ func TestWorkloadIdentityRefused(t *testing.T) {
 	const intruder = "system:serviceaccount:default:intruder"
 	srv, assertion := workloadEmulator(t, intruder)
 	p := launch(t, pluginEnv(t, srv, workloadEnv...))
-	err := p.Configure(spireCtx(t), testTD, pluginData(srv.VaultURL(azurekv.DefaultVaultName), "server-a", ""))
+	err := p.Configure(spireCtx(t), testTD, pluginData(srv.VaultURL(keyvault.DefaultVaultName), "server-a", ""))
 	if err == nil {
 		t.Fatal("Configure with a token the app does not trust succeeded")
 	}
@@ -146,7 +146,7 @@ func TestWorkloadIdentityRefused(t *testing.T) {
 }
 
 // generate asks the plugin for a key and returns a crypto.Signer on it.
-func generate(t *testing.T, p *pluginhost.Plugin, id string, kt keymanager.KeyType) crypto.Signer {
+func generate(t *testing.T, p *pluginhost.Plugin, id string, kt engine.KeyType) crypto.Signer {
 	t.Helper()
 	if _, err := p.GenerateKey(spireCtx(t), id, kt); err != nil {
 		t.Fatalf("GenerateKey(%s): %v", id, err)
@@ -180,7 +180,7 @@ type builtinKey struct {
 // seed puts keys into a vault exactly as the built-in plugin lays them out:
 // spire-key-<UUIDv4>-<key ID>, key_ops sign and verify, tags
 // spire-server-td and spire-server-id.
-func seed(t *testing.T, srv *azurekv.Server, vault string, keys []*builtinKey) {
+func seed(t *testing.T, srv *keyvault.Server, vault string, keys []*builtinKey) {
 	t.Helper()
 	for _, k := range keys {
 		k.name = "spire-key-" + uuid.NewString() + "-" + k.keyID
@@ -188,7 +188,7 @@ func seed(t *testing.T, srv *azurekv.Server, vault string, keys []*builtinKey) {
 		if k.td != "" {
 			tags = map[string]string{"spire-server-td": k.td, "spire-server-id": k.serverID}
 		}
-		if _, err := srv.SeedKey(vault, azurekv.SeedKey{
+		if _, err := srv.SeedKey(vault, keyvault.SeedKey{
 			Name: k.name, Signer: k.signer, KeyOps: []string{"sign", "verify"}, Tags: tags,
 			Created: k.created, Updated: k.created,
 		}); err != nil {
@@ -203,7 +203,7 @@ func fingerprint(t *testing.T, pub crypto.PublicKey) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return keymanager.Fingerprint(der)
+	return engine.Fingerprint(der)
 }
 
 // TestAdoptBuiltinKeys seeds keys laid out by SPIRE's built-in plugin,
@@ -212,7 +212,7 @@ func fingerprint(t *testing.T, pub crypto.PublicKey) string {
 // fetches only the newest generation of each and retires the older one (it
 // was superseded long ago, so it has settled).
 func TestAdoptBuiltinKeys(t *testing.T) {
-	srv := startEmulator(t, azurekv.Options{})
+	srv := startEmulator(t, keyvault.Options{})
 	const serverID = "6f1d7a0e-4d7b-4bde-9d27-3a7f0e0b7c11"
 	ec := func() crypto.Signer { k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader); return k }
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -226,10 +226,10 @@ func TestAdoptBuiltinKeys(t *testing.T) {
 		{keyID: "JWT-Signer-A", serverID: serverID, td: testTD, signer: ec(), created: now.Add(-time.Hour)},
 		{keyID: "x509-CA-B", serverID: serverID, td: testTD, signer: rsaKey, created: now.Add(-2 * time.Hour)},
 	}
-	seed(t, srv, azurekv.DefaultVaultName, keys)
+	seed(t, srv, keyvault.DefaultVaultName, keys)
 	srv.ResetCounts()
 
-	p := configured(t, pluginEnv(t, srv, allEnv...), srv.VaultURL(azurekv.DefaultVaultName), serverID, "")
+	p := configured(t, pluginEnv(t, srv, allEnv...), srv.VaultURL(keyvault.DefaultVaultName), serverID, "")
 	got, err := p.GetPublicKeys(spireCtx(t))
 	if err != nil {
 		t.Fatal(err)
@@ -256,16 +256,16 @@ func TestAdoptBuiltinKeys(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Sign with adopted %s: %v", k.keyID, err)
 		}
-		if err := keymanager.Verify(k.signer.Public(), digest[:], sig, crypto.SHA256); err != nil {
+		if err := engine.Verify(k.signer.Public(), digest[:], sig, crypto.SHA256); err != nil {
 			t.Errorf("signature of adopted %s does not verify with the seeded key: %v", k.keyID, err)
 		}
 	}
 	// The older x509-CA-A generation is retired in the background.
-	waitFor(t, func() bool { return slices.Contains(srv.DeletedKeyNames(azurekv.DefaultVaultName), keys[1].name) })
+	waitFor(t, func() bool { return slices.Contains(srv.DeletedKeyNames(keyvault.DefaultVaultName), keys[1].name) })
 	if c := srv.Counts(); c["UpdateKey"] != 3 || c["GetKey"] != 1 || c["DeleteKey"] != 1 || c["CreateKey"] != 0 {
 		t.Errorf("counts %v: want 3 UpdateKey (the lease on the newest generation of each key ID, whose answer carries the public key), one GetKey and one DeleteKey (the superseded generation, read again just before it is retired) and no CreateKey", c)
 	}
-	live := srv.KeyNames(azurekv.DefaultVaultName)
+	live := srv.KeyNames(keyvault.DefaultVaultName)
 	for _, k := range []*builtinKey{keys[0], keys[2], keys[3]} {
 		if !slices.Contains(live, k.name) {
 			t.Errorf("adopted key %s is gone; live keys %v", k.name, live)
@@ -277,7 +277,7 @@ func TestAdoptBuiltinKeys(t *testing.T) {
 // keys that are not its own and checks its calls: one listing pass and one
 // GetKey per own key, nothing else.
 func TestStartupManyForeignKeys(t *testing.T) {
-	srv := startEmulator(t, azurekv.Options{})
+	srv := startEmulator(t, keyvault.Options{})
 	shared, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	var keys []*builtinKey
 	now := srv.Clock().Now()
@@ -295,11 +295,11 @@ func TestStartupManyForeignKeys(t *testing.T) {
 		{keyID: "x509-CA-A", serverID: "server-a", td: testTD, signer: shared, created: now},
 		{keyID: "JWT-Signer-A", serverID: "server-a", td: testTD, signer: shared, created: now},
 	}
-	seed(t, srv, azurekv.DefaultVaultName, append(keys, mine...))
+	seed(t, srv, keyvault.DefaultVaultName, append(keys, mine...))
 	srv.ResetCounts()
 
 	start := time.Now()
-	p := configured(t, pluginEnv(t, srv, allEnv...), srv.VaultURL(azurekv.DefaultVaultName), "server-a", "")
+	p := configured(t, pluginEnv(t, srv, allEnv...), srv.VaultURL(keyvault.DefaultVaultName), "server-a", "")
 	t.Logf("Configure with %d keys in the vault took %v", len(keys)+len(mine), time.Since(start))
 	got, err := p.GetPublicKeys(spireCtx(t))
 	if err != nil || len(got) != 2 {
@@ -335,23 +335,23 @@ func TestStartupManyForeignKeys(t *testing.T) {
 // and retires B's as stale. Both servers learn the vault's time from its
 // answers' Date headers, so moving the emulator's clock moves theirs.
 func TestTwoServersAndCleanup(t *testing.T) {
-	srv := startEmulator(t, azurekv.Options{})
+	srv := startEmulator(t, keyvault.Options{})
 	env := pluginEnv(t, srv, allEnv...)
-	vault := srv.VaultURL(azurekv.DefaultVaultName)
+	vault := srv.VaultURL(keyvault.DefaultVaultName)
 	const fast = "liveness_interval = \"1s\"\ncleanup_interval = \"1s\"\n"
 	a := configured(t, env, vault, "server-a", fast)
 	b := configured(t, env, vault, "server-b", fast)
 	for _, p := range []*pluginhost.Plugin{a, b} {
-		generate(t, p, "x509-CA-A", keymanager.ECP256)
-		generate(t, p, "JWT-Signer-A", keymanager.ECP256)
+		generate(t, p, "x509-CA-A", engine.ECP256)
+		generate(t, p, "JWT-Signer-A", engine.ECP256)
 	}
-	generate(t, b, "x509-CA-A", keymanager.ECP256) // B rotates; B retires its old key once settled
+	generate(t, b, "x509-CA-A", engine.ECP256) // B rotates; B retires its old key once settled
 	// B ends its lease on the old key first, a write that starts the settle
 	// period again: move the vault's clock past it until B has retired it
 	// (twice at most: the write comes right after the rotation).
-	retired := func() bool { return len(srv.KeyNames(azurekv.DefaultVaultName)) == 4 }
+	retired := func() bool { return len(srv.KeyNames(keyvault.DefaultVaultName)) == 4 }
 	for range 2 {
-		srv.Clock().Advance(keymanager.DefaultSettle + time.Minute)
+		srv.Clock().Advance(engine.DefaultSettle + time.Minute)
 		for end := time.Now().Add(8 * time.Second); !retired() && time.Now().Before(end); {
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -359,7 +359,7 @@ func TestTwoServersAndCleanup(t *testing.T) {
 	waitFor(t, retired)
 	waitCleanups(t, a, 2)
 	waitCleanups(t, b, 2)
-	before := srv.KeyNames(azurekv.DefaultVaultName)
+	before := srv.KeyNames(keyvault.DefaultVaultName)
 	if len(before) != 4 {
 		t.Fatalf("after both servers' cleanups the vault holds %v, want the 4 live keys", before)
 	}
@@ -372,16 +372,16 @@ func TestTwoServersAndCleanup(t *testing.T) {
 	srv.Clock().Advance(15 * 24 * time.Hour)
 	// A creates a key on the vault's new day, and its next cleanup pass
 	// judges B's keys on it.
-	generate(t, a, "JWT-Signer-B", keymanager.ECP256)
+	generate(t, a, "JWT-Signer-B", engine.ECP256)
 	waitFor(t, func() bool {
-		for _, n := range srv.KeyNames(azurekv.DefaultVaultName) {
+		for _, n := range srv.KeyNames(keyvault.DefaultVaultName) {
 			if owner[n] == "server-b" {
 				return false
 			}
 		}
 		return true
 	})
-	live := srv.KeyNames(azurekv.DefaultVaultName)
+	live := srv.KeyNames(keyvault.DefaultVaultName)
 	for n, o := range owner {
 		if o == "server-a" && !slices.Contains(live, n) {
 			t.Errorf("server A's key %s was retired", n)
@@ -396,9 +396,9 @@ func TestTwoServersAndCleanup(t *testing.T) {
 }
 
 // ownersOf maps the vault's live key names to their spire-server-id tag.
-func ownersOf(t *testing.T, srv *azurekv.Server) map[string]string {
+func ownersOf(t *testing.T, srv *keyvault.Server) map[string]string {
 	t.Helper()
-	b, _ := openBackend(t, testConfig(t, srv, azurekv.DefaultVaultName, nil), "observer")
+	b, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "observer")
 	gens, err := b.ListGenerations(callCtx(t))
 	if err != nil {
 		t.Fatal(err)

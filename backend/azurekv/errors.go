@@ -13,7 +13,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"google.golang.org/grpc/codes"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // serviceError is the body of a Key Vault error answer.
@@ -94,9 +94,9 @@ func (b *Backend) fail(ctx context.Context, c *call, err error) error {
 	var be *budgetError
 	if errors.As(err, &be) {
 		if be.status == http.StatusTooManyRequests {
-			return keymanager.Errorf(codes.ResourceExhausted, "%s: throttled by the vault past the call's budget; the vault's request limit is shared by everything using it: retry later, or spread the load over more vaults (%v; %d throttled answers)", where, be, c.throttled)
+			return engine.Errorf(codes.ResourceExhausted, "%s: throttled by the vault past the call's budget; the vault's request limit is shared by everything using it: retry later, or spread the load over more vaults (%v; %d throttled answers)", where, be, c.throttled)
 		}
-		return keymanager.Errorf(codes.Unavailable, "%s: %v", where, be)
+		return engine.Errorf(codes.Unavailable, "%s: %v", where, be)
 	}
 	var re *azcore.ResponseError
 	if errors.As(err, &re) {
@@ -104,25 +104,25 @@ func (b *Backend) fail(ctx context.Context, c *call, err error) error {
 	}
 	var afe *azidentity.AuthenticationFailedError
 	if errors.As(err, &afe) {
-		return keymanager.Errorf(codes.Unauthenticated, "%s: obtaining a token as %s failed: %v", where, b.identity, afe)
+		return engine.Errorf(codes.Unauthenticated, "%s: obtaining a token as %s failed: %v", where, b.identity, afe)
 	}
 	if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		switch {
 		case errors.Is(ctx.Err(), context.Canceled) || errors.Is(err, context.Canceled):
-			return keymanager.Errorf(codes.Canceled, "%s: canceled: %w", where, err)
+			return engine.Errorf(codes.Canceled, "%s: canceled: %w", where, err)
 		case c.lastStatus == http.StatusTooManyRequests:
-			return keymanager.Errorf(codes.ResourceExhausted, "%s: still throttled by the vault when the call's budget ran out; the vault's request limit is shared by everything using it: retry later, or spread the load over more vaults (%d throttled answers in %d tries)", where, c.throttled, c.tries)
+			return engine.Errorf(codes.ResourceExhausted, "%s: still throttled by the vault when the call's budget ran out; the vault's request limit is shared by everything using it: retry later, or spread the load over more vaults (%d throttled answers in %d tries)", where, c.throttled, c.tries)
 		case c.lastStatus >= 500:
-			return keymanager.Errorf(codes.Unavailable, "%s: the vault kept answering %d until the call's budget ran out (%d tries)", where, c.lastStatus, c.tries)
+			return engine.Errorf(codes.Unavailable, "%s: the vault kept answering %d until the call's budget ran out (%d tries)", where, c.lastStatus, c.tries)
 		}
-		return keymanager.Errorf(codes.Unavailable, "%s: no answer within the call's budget (%d tries): %w", where, c.tries, err)
+		return engine.Errorf(codes.Unavailable, "%s: no answer within the call's budget (%d tries): %w", where, c.tries, err)
 	}
 	if strings.Contains(err.Error(), "Credential") || strings.Contains(err.Error(), "credential") {
 		// azidentity's "credential unavailable" errors (no managed identity
 		// endpoint, no environment variables) are unexported types.
-		return keymanager.Errorf(codes.Unauthenticated, "%s: no token as %s: %v", where, b.identity, err)
+		return engine.Errorf(codes.Unauthenticated, "%s: no token as %s: %v", where, b.identity, err)
 	}
-	return keymanager.Errorf(codes.Unavailable, "%s: %v", where, err)
+	return engine.Errorf(codes.Unavailable, "%s: %v", where, err)
 }
 
 // failResponse maps an HTTP answer of the vault.
@@ -134,29 +134,29 @@ func (b *Backend) failResponse(c *call, where string, re *azcore.ResponseError) 
 	}
 	switch s := re.StatusCode; {
 	case s == http.StatusBadRequest && c.perm == "create" && b.hsm && strings.Contains(strings.ToLower(msg), "standard vault"):
-		return keymanager.Errorf(codes.FailedPrecondition, "%s: key_protection = \"hsm\" needs a Premium vault or a Managed HSM, and this is a Standard vault; move to a Premium vault, or set key_protection = \"software\" (%s)", where, said)
+		return engine.Errorf(codes.FailedPrecondition, "%s: key_protection = \"hsm\" needs a Premium vault or a Managed HSM, and this is a Standard vault; move to a Premium vault, or set key_protection = \"software\" (%s)", where, said)
 	case s == http.StatusBadRequest && c.perm == "create" && b.hsm && b.vault.kind != kindManagedHSM:
 		// The service's wording for a Standard vault is not part of its
 		// contract: any refusal of an HSM key by a vault gets the hint.
-		return keymanager.Errorf(codes.InvalidArgument, "%s: %s; if this is a Standard vault, key_protection = \"hsm\" needs a Premium vault or a Managed HSM (or set key_protection = \"software\")", where, said)
+		return engine.Errorf(codes.InvalidArgument, "%s: %s; if this is a Standard vault, key_protection = \"hsm\" needs a Premium vault or a Managed HSM (or set key_protection = \"software\")", where, said)
 	case s == http.StatusBadRequest:
-		return keymanager.Errorf(codes.InvalidArgument, "%s: %s", where, said)
+		return engine.Errorf(codes.InvalidArgument, "%s: %s", where, said)
 	case s == http.StatusUnauthorized:
-		return keymanager.Errorf(codes.Unauthenticated, "%s: the vault did not accept the token of %s (%s); check that the identity belongs to the vault's tenant", where, b.identity, said)
+		return engine.Errorf(codes.Unauthenticated, "%s: the vault did not accept the token of %s (%s); check that the identity belongs to the vault's tenant", where, b.identity, said)
 	case s == http.StatusForbidden && code == "KeyDisabled":
-		return keymanager.Errorf(codes.FailedPrecondition, "%s: the key is disabled in the vault; enable it, or delete it so that SPIRE prepares a new key (%s)", where, said)
+		return engine.Errorf(codes.FailedPrecondition, "%s: the key is disabled in the vault; enable it, or delete it so that SPIRE prepares a new key (%s)", where, said)
 	case s == http.StatusForbidden && strings.Contains(strings.ToLower(msg), "purge protection"):
-		return keymanager.Errorf(codes.FailedPrecondition, "%s: the vault has purge protection, so deleted keys cannot be purged; set purge_deleted_keys = false (they are purged when the retention ends) (%s)", where, said)
+		return engine.Errorf(codes.FailedPrecondition, "%s: the vault has purge protection, so deleted keys cannot be purged; set purge_deleted_keys = false (they are purged when the retention ends) (%s)", where, said)
 	case s == http.StatusForbidden:
-		return keymanager.Errorf(codes.PermissionDenied, "%s: %s may not %s keys; grant it %s (%s)", where, b.identity, c.perm, b.role(c.perm), said)
+		return engine.Errorf(codes.PermissionDenied, "%s: %s may not %s keys; grant it %s (%s)", where, b.identity, c.perm, b.role(c.perm), said)
 	case s == http.StatusNotFound:
-		return keymanager.Errorf(codes.NotFound, "%s: %s", where, said)
+		return engine.Errorf(codes.NotFound, "%s: %s", where, said)
 	case s == http.StatusConflict:
-		return keymanager.Errorf(codes.FailedPrecondition, "%s: %s", where, said)
+		return engine.Errorf(codes.FailedPrecondition, "%s: %s", where, said)
 	case s == http.StatusTooManyRequests:
-		return keymanager.Errorf(codes.ResourceExhausted, "%s: throttled by the vault; the vault's request limit is shared by everything using it: retry later, or spread the load over more vaults (%d tries; %s)", where, c.tries, said)
+		return engine.Errorf(codes.ResourceExhausted, "%s: throttled by the vault; the vault's request limit is shared by everything using it: retry later, or spread the load over more vaults (%d tries; %s)", where, c.tries, said)
 	case s == http.StatusRequestTimeout || s >= 500:
-		return keymanager.Errorf(codes.Unavailable, "%s: %s", where, said)
+		return engine.Errorf(codes.Unavailable, "%s: %s", where, said)
 	}
-	return keymanager.Errorf(codes.Unknown, "%s: %s", where, said)
+	return engine.Errorf(codes.Unknown, "%s: %s", where, said)
 }

@@ -17,12 +17,12 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // created makes one key through b and returns it ready to sign.
-func created(t *testing.T, b *Backend, id string, kt keymanager.KeyType) keymanager.Generation {
+func created(t *testing.T, b *Backend, id string, kt engine.KeyType) engine.Generation {
 	t.Helper()
 	g, err := b.Create(callCtx(t), createReq(id, kt))
 	if err != nil {
@@ -33,7 +33,7 @@ func created(t *testing.T, b *Backend, id string, kt keymanager.KeyType) keymana
 
 func wantCode(t *testing.T, err error, code codes.Code, contains ...string) {
 	t.Helper()
-	if got := keymanager.Code(err); got != code {
+	if got := engine.Code(err); got != code {
 		t.Fatalf("error %v has code %v, want %v", err, got, code)
 	}
 	for _, s := range contains {
@@ -47,13 +47,13 @@ func wantCode(t *testing.T, err error, code codes.Code, contains ...string) {
 // honouring Retry-After, counted in the metrics, and become
 // ResourceExhausted naming the vault and operation past the budget.
 func TestThrottling(t *testing.T) {
-	srv := startEmulator(t, azurekv.Options{})
-	b, m := openBackend(t, testConfig(t, srv, azurekv.DefaultVaultName, nil), "server-a")
-	g := created(t, b, "x509-CA-A", keymanager.ECP256)
+	srv := startEmulator(t, keyvault.Options{})
+	b, m := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "server-a")
+	g := created(t, b, "x509-CA-A", engine.ECP256)
 	digest := sha256.Sum256([]byte("x"))
 
 	t.Run("Retry-After honoured", func(t *testing.T) {
-		srv.InjectFault(azurekv.Fault{Op: "Sign", Status: http.StatusTooManyRequests, RetryAfter: azurekv.Duration(time.Second), Count: 2})
+		srv.InjectFault(keyvault.Fault{Op: "Sign", Status: http.StatusTooManyRequests, RetryAfter: keyvault.Duration(time.Second), Count: 2})
 		start := time.Now()
 		if _, err := b.Sign(callCtx(t), g, digest[:], crypto.SHA256); err != nil {
 			t.Fatalf("Sign after two 429s: %v", err)
@@ -67,7 +67,7 @@ func TestThrottling(t *testing.T) {
 	})
 	t.Run("Retry-After past the budget", func(t *testing.T) {
 		srv.ClearFaults()
-		srv.InjectFault(azurekv.Fault{Op: "Sign", Status: http.StatusTooManyRequests, RetryAfter: azurekv.Duration(time.Minute)})
+		srv.InjectFault(keyvault.Fault{Op: "Sign", Status: http.StatusTooManyRequests, RetryAfter: keyvault.Duration(time.Minute)})
 		start := time.Now()
 		_, err := b.Sign(callCtx(t), g, digest[:], crypto.SHA256)
 		wantCode(t, err, codes.ResourceExhausted, "throttled", "Sign on key "+g.Ref, "127.0.0.1")
@@ -77,7 +77,7 @@ func TestThrottling(t *testing.T) {
 	})
 	t.Run("no Retry-After until the deadline", func(t *testing.T) {
 		srv.ClearFaults()
-		srv.InjectFault(azurekv.Fault{Op: "Sign", Status: http.StatusTooManyRequests})
+		srv.InjectFault(keyvault.Fault{Op: "Sign", Status: http.StatusTooManyRequests})
 		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 		defer cancel()
 		_, err := b.Sign(ctx, g, digest[:], crypto.SHA256)
@@ -85,7 +85,7 @@ func TestThrottling(t *testing.T) {
 	})
 	t.Run("5xx until the deadline", func(t *testing.T) {
 		srv.ClearFaults()
-		srv.InjectFault(azurekv.Fault{Op: "UpdateKey", Status: http.StatusServiceUnavailable})
+		srv.InjectFault(keyvault.Fault{Op: "UpdateKey", Status: http.StatusServiceUnavailable})
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
 		_, err := b.KeepAlive(ctx, g)
@@ -93,7 +93,7 @@ func TestThrottling(t *testing.T) {
 	})
 	t.Run("dropped connections retried", func(t *testing.T) {
 		srv.ClearFaults()
-		srv.InjectFault(azurekv.Fault{Op: "Sign", Drop: true, Count: 1})
+		srv.InjectFault(keyvault.Fault{Op: "Sign", Drop: true, Count: 1})
 		if _, err := b.Sign(callCtx(t), g, digest[:], crypto.SHA256); err != nil {
 			t.Fatalf("Sign after a dropped connection: %v", err)
 		}
@@ -104,13 +104,13 @@ func TestThrottling(t *testing.T) {
 		defer srv.SetThrottling(false)
 		// 20 creates per 10 s on a vault: the 21st waits for the window.
 		for i := range 20 {
-			if _, err := b.Create(callCtx(t), createReq("k", keymanager.ECP256)); err != nil {
+			if _, err := b.Create(callCtx(t), createReq("k", engine.ECP256)); err != nil {
 				t.Fatalf("create %d: %v", i, err)
 			}
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
-		_, err := b.Create(ctx, createReq("k", keymanager.ECP256))
+		_, err := b.Create(ctx, createReq("k", engine.ECP256))
 		wantCode(t, err, codes.ResourceExhausted, "CreateKey")
 	})
 }
@@ -119,17 +119,17 @@ func TestThrottling(t *testing.T) {
 // key and the role that grants it.
 func TestPermissionDenied(t *testing.T) {
 	const reader = "7c1d2e3f-0000-4000-8000-00000000c0de"
-	srv := startEmulator(t, azurekv.Options{
+	srv := startEmulator(t, keyvault.Options{
 		ExtraClients: map[string]string{reader: "reader-secret"},
 		Roles:        map[string][]string{reader: {"keys/get", "keys/list"}},
 	})
-	admin, _ := openBackend(t, testConfig(t, srv, azurekv.DefaultVaultName, nil), "server-a")
-	g := created(t, admin, "x509-CA-A", keymanager.ECP256)
-	limited, _ := openBackend(t, testConfig(t, srv, azurekv.DefaultVaultName, func(c *Config) {
+	admin, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "server-a")
+	g := created(t, admin, "x509-CA-A", engine.ECP256)
+	limited, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, func(c *Config) {
 		c.AppID, c.AppSecret = reader, "reader-secret"
 	}), "server-a")
 
-	_, err := limited.Create(callCtx(t), createReq("x509-CA-B", keymanager.ECP256))
+	_, err := limited.Create(callCtx(t), createReq("x509-CA-B", engine.ECP256))
 	wantCode(t, err, codes.PermissionDenied, "CreateKey on key spire-key-", "may not create", "Key Vault Crypto Officer", reader)
 	digest := sha256.Sum256([]byte("x"))
 	_, err = limited.Sign(callCtx(t), g, digest[:], crypto.SHA256)
@@ -145,7 +145,7 @@ func TestPermissionDenied(t *testing.T) {
 	}
 
 	// A wrong secret fails the token request, named, without the secret.
-	wrong, _ := openBackend(t, testConfig(t, srv, azurekv.DefaultVaultName, func(c *Config) { c.AppSecret = "not-the-secret" }), "server-a")
+	wrong, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, func(c *Config) { c.AppSecret = "not-the-secret" }), "server-a")
 	_, err = wrong.ListGenerations(callCtx(t))
 	wantCode(t, err, codes.Unauthenticated, "ListKeys", srv.ClientID())
 	if strings.Contains(err.Error(), "not-the-secret") {
@@ -156,37 +156,37 @@ func TestPermissionDenied(t *testing.T) {
 // TestHSMProtection checks HSM keys on a Premium vault and a Managed HSM, and
 // the FailedPrecondition naming the fix on a Standard vault.
 func TestHSMProtection(t *testing.T) {
-	srv := startEmulator(t, azurekv.Options{
-		Vaults:      []azurekv.VaultSpec{{Name: "premium", SKU: azurekv.SKUPremium}, {Name: "standard", SKU: azurekv.SKUStandard}},
+	srv := startEmulator(t, keyvault.Options{
+		Vaults:      []keyvault.VaultSpec{{Name: "premium", SKU: keyvault.SKUPremium}, {Name: "standard", SKU: keyvault.SKUStandard}},
 		ManagedHSMs: []string{"mhsm"},
 	})
 	hsm := func(c *Config) { c.KeyProtection = "hsm" }
 	for _, vault := range []string{"premium", "mhsm"} {
 		b, _ := openBackend(t, testConfig(t, srv, vault, hsm), "server-a")
-		g := created(t, b, "x509-CA-A", keymanager.ECP384)
+		g := created(t, b, "x509-CA-A", engine.ECP384)
 		digest := sha512.Sum384([]byte("x"))
 		sig, err := b.Sign(callCtx(t), g, digest[:], crypto.SHA384)
 		if err != nil {
 			t.Fatalf("%s: Sign: %v", vault, err)
 		}
-		if err := keymanager.Verify(g.Public, digest[:], sig, crypto.SHA384); err != nil {
+		if err := engine.Verify(g.Public, digest[:], sig, crypto.SHA384); err != nil {
 			t.Fatalf("%s: %v", vault, err)
 		}
 	}
 	b, _ := openBackend(t, testConfig(t, srv, "standard", hsm), "server-a")
-	_, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
+	_, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 	wantCode(t, err, codes.FailedPrecondition, "Premium vault", `key_protection = "software"`)
 
 	// Worded otherwise by the service, the refusal still names the fix.
-	srv.InjectFault(azurekv.Fault{Op: "CreateKey", Vault: "standard", Status: http.StatusBadRequest, Code: "BadParameter", Message: "Key type RSA-HSM is not supported here.", Count: 1})
-	_, err = b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
+	srv.InjectFault(keyvault.Fault{Op: "CreateKey", Vault: "standard", Status: http.StatusBadRequest, Code: "BadParameter", Message: "Key type RSA-HSM is not supported here.", Count: 1})
+	_, err = b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 	wantCode(t, err, codes.InvalidArgument, "not supported here", "if this is a Standard vault", `key_protection = "software"`)
 }
 
 // TestRetirePurge checks that Retire soft-deletes, purges with
 // purge_deleted_keys, and explains a vault with purge protection.
 func TestRetirePurge(t *testing.T) {
-	srv := startEmulator(t, azurekv.Options{Vaults: []azurekv.VaultSpec{{Name: "plain"}, {Name: "protected", PurgeProtection: true}}})
+	srv := startEmulator(t, keyvault.Options{Vaults: []keyvault.VaultSpec{{Name: "plain"}, {Name: "protected", PurgeProtection: true}}})
 	for _, tt := range []struct {
 		vault       string
 		purge       bool
@@ -198,9 +198,9 @@ func TestRetirePurge(t *testing.T) {
 		{"protected", true, true, codes.FailedPrecondition},
 	} {
 		b, _ := openBackend(t, testConfig(t, srv, tt.vault, func(c *Config) { c.PurgeDeletedKeys = tt.purge }), "server-a")
-		g := created(t, b, "x509-CA-A", keymanager.ECP256)
+		g := created(t, b, "x509-CA-A", engine.ECP256)
 		err := b.Retire(callCtx(t), g)
-		if keymanager.Code(err) != tt.wantCode {
+		if engine.Code(err) != tt.wantCode {
 			t.Fatalf("%s purge=%v: Retire = %v, want %v", tt.vault, tt.purge, err, tt.wantCode)
 		}
 		deleted := strings.Contains(strings.Join(srv.DeletedKeyNames(tt.vault), " "), g.Ref)
@@ -212,7 +212,7 @@ func TestRetirePurge(t *testing.T) {
 		}
 		// Retiring again (a later cleanup pass) is not an error, except
 		// that the purge is still refused on a protected vault.
-		if err := b.Retire(callCtx(t), g); keymanager.Code(err) != tt.wantCode {
+		if err := b.Retire(callCtx(t), g); engine.Code(err) != tt.wantCode {
 			t.Errorf("%s purge=%v: second Retire = %v", tt.vault, tt.purge, err)
 		}
 		srv.ResetCounts()
@@ -224,11 +224,11 @@ func TestRetirePurge(t *testing.T) {
 // skipped without failing the listing; a disabled own key is reported as
 // such, and fetching it is a FailedPrecondition.
 func TestOddKeysSkipped(t *testing.T) {
-	srv := startEmulator(t, azurekv.Options{})
+	srv := startEmulator(t, keyvault.Options{})
 	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	seed := func(name string, tags map[string]string, disabled bool) {
 		t.Helper()
-		if _, err := srv.SeedKey(azurekv.DefaultVaultName, azurekv.SeedKey{Name: name, Signer: signer, Tags: tags, Disabled: disabled}); err != nil {
+		if _, err := srv.SeedKey(keyvault.DefaultVaultName, keyvault.SeedKey{Name: name, Signer: signer, Tags: tags, Disabled: disabled}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -239,7 +239,7 @@ func TestOddKeysSkipped(t *testing.T) {
 	seed("unrelated", nil, false)
 	seed("spire-key-2b4e28ba-2fa1-41d2-883f-0016d3cca427-JWT-Signer-B", map[string]string{tagTrustDomain: testTD, tagServerID: "server-a"}, true)
 
-	b, _ := openBackend(t, testConfig(t, srv, azurekv.DefaultVaultName, nil), "server-a")
+	b, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "server-a")
 	gens, err := b.ListGenerations(callCtx(t))
 	if err != nil {
 		t.Fatalf("ListGenerations: %v", err)
@@ -255,7 +255,7 @@ func TestOddKeysSkipped(t *testing.T) {
 // (https://<vault>.vault.azure.net/) through a dialer that sends it to the
 // emulator: the SDK's challenge-resource check stays on, as in Azure.
 func TestCloudHostName(t *testing.T) {
-	srv := startEmulator(t, azurekv.Options{Listen: "127.0.0.1:0"})
+	srv := startEmulator(t, keyvault.Options{Listen: "127.0.0.1:0"})
 	dialer := &net.Dialer{}
 	tr := &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: srv.CertPool()},
@@ -266,7 +266,7 @@ func TestCloudHostName(t *testing.T) {
 			return dialer.DialContext(ctx, network, addr)
 		},
 	}
-	c := &Config{KeyVaultURI: srv.HostVaultURL(azurekv.DefaultVaultName), TenantID: srv.TenantID(), AppID: srv.ClientID(), AppSecret: srv.ClientSecret()}
+	c := &Config{KeyVaultURI: srv.HostVaultURL(keyvault.DefaultVaultName), TenantID: srv.TenantID(), AppID: srv.ClientID(), AppSecret: srv.ClientSecret()}
 	if err := c.Check(testTD); err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestCloudHostName(t *testing.T) {
 	}
 	c.test = testHooks{transport: &http.Client{Transport: tr}, authorityHost: srv.AuthorityHost()}
 	b, _ := openBackend(t, c, "server-a")
-	g := created(t, b, "x509-CA-A", keymanager.RSA2048)
+	g := created(t, b, "x509-CA-A", engine.RSA2048)
 	digest := sha256.Sum256([]byte("x"))
 	if _, err := b.Sign(callCtx(t), g, digest[:], crypto.SHA256); err != nil {
 		t.Fatalf("Sign: %v", err)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // FuzzP1363ToDER feeds the r||s to DER conversion any bytes as a signature
@@ -24,14 +24,14 @@ import (
 // exactly the input. Plain go test runs the seed corpus (testdata/fuzz and
 // the seeds below); go test -fuzz FuzzP1363ToDER explores further.
 func FuzzP1363ToDER(f *testing.F) {
-	types := []keymanager.KeyType{keymanager.ECP256, keymanager.ECP384, keymanager.RSA2048, keymanager.KeyTypeUnspecified}
+	types := []engine.KeyType{engine.ECP256, engine.ECP384, engine.RSA2048, engine.KeyTypeUnspecified}
 	for _, tt := range []struct {
-		kt    keymanager.KeyType
+		kt    engine.KeyType
 		curve elliptic.Curve
 		hash  func([]byte) []byte
 	}{
-		{keymanager.ECP256, elliptic.P256(), func(b []byte) []byte { h := sha256.Sum256(b); return h[:] }},
-		{keymanager.ECP384, elliptic.P384(), func(b []byte) []byte { h := sha512.Sum384(b); return h[:] }},
+		{engine.ECP256, elliptic.P256(), func(b []byte) []byte { h := sha256.Sum256(b); return h[:] }},
+		{engine.ECP384, elliptic.P384(), func(b []byte) []byte { h := sha512.Sum384(b); return h[:] }},
 	} {
 		k, err := ecdsa.GenerateKey(tt.curve, rand.Reader)
 		if err != nil {
@@ -57,12 +57,12 @@ func FuzzP1363ToDER(f *testing.F) {
 		f.Add(raw[:2*size-1], uint8(tt.kt))
 		f.Add(append(raw, 0), uint8(tt.kt))
 	}
-	f.Add([]byte{}, uint8(keymanager.ECP256))
-	f.Add(make([]byte, 64), uint8(keymanager.RSA2048))
+	f.Add([]byte{}, uint8(engine.ECP256))
+	f.Add(make([]byte, 64), uint8(engine.RSA2048))
 	f.Add(make([]byte, 132), uint8(200))
 
 	f.Fuzz(func(t *testing.T, sig []byte, kt uint8) {
-		typ := keymanager.KeyType(kt)
+		typ := engine.KeyType(kt)
 		if int(kt) < len(types) {
 			typ = types[kt]
 		}
@@ -129,7 +129,7 @@ func FuzzPublicKey(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if got, err := keymanager.KeyTypeOf(pub); err != nil || got != kt {
+		if got, err := engine.KeyTypeOf(pub); err != nil || got != kt {
 			t.Fatalf("accepted a key of type %v (%v), reported as %v", got, err, kt)
 		}
 		der, err := x509.MarshalPKIXPublicKey(pub)

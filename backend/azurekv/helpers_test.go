@@ -9,16 +9,16 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 const testTD = "example.org"
 
 // startEmulator starts an emulator for one test.
-func startEmulator(t *testing.T, opts azurekv.Options) *azurekv.Server {
+func startEmulator(t *testing.T, opts keyvault.Options) *keyvault.Server {
 	t.Helper()
-	srv, err := azurekv.Start(context.Background(), opts)
+	srv, err := keyvault.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("starting the emulator: %v", err)
 	}
@@ -28,7 +28,7 @@ func startEmulator(t *testing.T, opts azurekv.Options) *azurekv.Server {
 
 // testConfig is a checked configuration reaching vault through the
 // emulator's TLS trust and authority, with the main app's client secret.
-func testConfig(t *testing.T, srv *azurekv.Server, vault string, edit func(*Config)) *Config {
+func testConfig(t *testing.T, srv *keyvault.Server, vault string, edit func(*Config)) *Config {
 	t.Helper()
 	c := &Config{
 		KeyVaultURI: srv.VaultURL(vault),
@@ -64,7 +64,7 @@ func openBackend(t *testing.T, c *Config, serverID string) (*Backend, *recordedM
 
 // callCtx gives one backend call the engine's budget.
 func callCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), keymanager.DefaultBudget)
+	ctx, cancel := context.WithTimeout(t.Context(), engine.DefaultBudget)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -82,7 +82,7 @@ type recordedMetrics struct {
 	counters map[string]float32
 }
 
-func (m *recordedMetrics) IncrCounter(key []string, val float32, _ ...keymanager.Label) {
+func (m *recordedMetrics) IncrCounter(key []string, val float32, _ ...engine.Label) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.counters == nil {
@@ -98,7 +98,7 @@ func (m *recordedMetrics) IncrCounter(key []string, val float32, _ ...keymanager
 	m.counters[name] += val
 }
 
-func (m *recordedMetrics) MeasureSince([]string, time.Time, ...keymanager.Label) {}
+func (m *recordedMetrics) MeasureSince([]string, time.Time, ...engine.Label) {}
 
 func (m *recordedMetrics) get(name string) float32 {
 	m.mu.Lock()
@@ -108,12 +108,12 @@ func (m *recordedMetrics) get(name string) float32 {
 
 // testLease is the pending lease a backend test's process records when it
 // creates a key, as the engine does.
-func testLease() keymanager.Lease {
-	return keymanager.Lease{Holder: "testproc", Renewed: time.Now().Truncate(time.Millisecond), Pending: true}
+func testLease() engine.Lease {
+	return engine.Lease{Holder: "testproc", Renewed: time.Now().Truncate(time.Millisecond), Pending: true}
 }
 
 // createReq is a creation of a key of type kt for id by a backend test's
 // process, its first of the hour.
-func createReq(id string, kt keymanager.KeyType) keymanager.CreateRequest {
-	return keymanager.CreateRequest{KeyID: id, Type: kt, Lease: testLease(), RecentCreations: 1}
+func createReq(id string, kt engine.KeyType) engine.CreateRequest {
+	return engine.CreateRequest{KeyID: id, Type: kt, Lease: testLease(), RecentCreations: 1}
 }

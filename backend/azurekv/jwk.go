@@ -10,13 +10,13 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // publicKey converts the public JWK a vault returns. EC-HSM and RSA-HSM
 // (Premium vaults, Managed HSM) are the same keys as EC and RSA; the built-in
 // plugin failed on them until SPIRE PR #6751.
-func publicKey(jwk *azkeys.JSONWebKey) (crypto.PublicKey, keymanager.KeyType, error) {
+func publicKey(jwk *azkeys.JSONWebKey) (crypto.PublicKey, engine.KeyType, error) {
 	if jwk == nil || jwk.Kty == nil {
 		return nil, 0, fmt.Errorf("the vault returned no key")
 	}
@@ -64,7 +64,7 @@ func publicKey(jwk *azkeys.JSONWebKey) (crypto.PublicKey, keymanager.KeyType, er
 	default:
 		return nil, 0, fmt.Errorf("key type %s is not one SPIRE uses (EC, RSA)", *jwk.Kty)
 	}
-	t, err := keymanager.KeyTypeOf(pub)
+	t, err := engine.KeyTypeOf(pub)
 	if err != nil {
 		return nil, 0, err
 	}

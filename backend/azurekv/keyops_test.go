@@ -7,8 +7,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // TestCreatedKeyOps reads the keys the plugin creates back through the
@@ -18,21 +18,21 @@ import (
 // unwrapKey).
 func TestCreatedKeyOps(t *testing.T) {
 	t.Parallel()
-	srv := startEmulator(t, azurekv.Options{
-		Vaults:      []azurekv.VaultSpec{{Name: "premium", SKU: azurekv.SKUPremium}},
+	srv := startEmulator(t, keyvault.Options{
+		Vaults:      []keyvault.VaultSpec{{Name: "premium", SKU: keyvault.SKUPremium}},
 		ManagedHSMs: []string{"mhsm"},
 	})
 	for _, tt := range []struct {
 		vault, protection string
-		keyType           keymanager.KeyType
+		keyType           engine.KeyType
 		kty               azkeys.KeyType
 	}{
-		{"premium", "software", keymanager.ECP256, azkeys.KeyTypeEC},
-		{"premium", "software", keymanager.ECP384, azkeys.KeyTypeEC},
-		{"premium", "software", keymanager.RSA2048, azkeys.KeyTypeRSA},
-		{"premium", "hsm", keymanager.ECP256, azkeys.KeyTypeECHSM},
-		{"premium", "hsm", keymanager.RSA2048, azkeys.KeyTypeRSAHSM},
-		{"mhsm", "hsm", keymanager.RSA2048, azkeys.KeyTypeRSAHSM},
+		{"premium", "software", engine.ECP256, azkeys.KeyTypeEC},
+		{"premium", "software", engine.ECP384, azkeys.KeyTypeEC},
+		{"premium", "software", engine.RSA2048, azkeys.KeyTypeRSA},
+		{"premium", "hsm", engine.ECP256, azkeys.KeyTypeECHSM},
+		{"premium", "hsm", engine.RSA2048, azkeys.KeyTypeRSAHSM},
+		{"mhsm", "hsm", engine.RSA2048, azkeys.KeyTypeRSAHSM},
 	} {
 		t.Run(tt.vault+"/"+tt.protection+"/"+tt.keyType.String(), func(t *testing.T) {
 			b, _ := openBackend(t, testConfig(t, srv, tt.vault, func(c *Config) { c.KeyProtection = tt.protection }), "server-a")
@@ -69,7 +69,7 @@ func TestCreatedKeyOps(t *testing.T) {
 // rawClient is an azkeys client on vault that shares nothing with the
 // backend's: the SDK as its authors ship it, trusting the emulator's CA and
 // authority.
-func rawClient(t *testing.T, srv *azurekv.Server, vault string) *azkeys.Client {
+func rawClient(t *testing.T, srv *keyvault.Server, vault string) *azkeys.Client {
 	t.Helper()
 	c, err := srv.KeysClient(srv.VaultURL(vault))
 	if err != nil {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // tagLeases holds a key object's lease record (one generation): entries
@@ -26,7 +26,7 @@ import (
 // still read the committed leases of a record written now, and a record they
 // wrote reads here as it always did.
 //
-// With keymanager.MaxLeases leases of the engine's 8-character holders a
+// With engine.MaxLeases leases of the engine's 8-character holders a
 // value is about 160 characters; encodeRecord drops the oldest leases should
 // longer holders ever push it past Key Vault's 256.
 const tagLeases = "spire-leases"
@@ -42,16 +42,16 @@ const pendingFlag = "p"
 // leases that cannot be written (a holder with a separator in it, a renewal
 // time before 1970), are left out; so are the oldest leases that would not
 // fit in one tag value. It returns "" when there is nothing to record.
-func encodeRecord(leases []keymanager.Lease, ref string, recent int) string {
-	var mine []keymanager.Lease
+func encodeRecord(leases []engine.Lease, ref string, recent int) string {
+	var mine []engine.Lease
 	for _, l := range leases {
 		if strings.EqualFold(l.Ref, ref) && validHolder(l.Holder) && l.Renewed.UnixMilli() > 0 {
 			mine = append(mine, l)
 		}
 	}
-	slices.SortStableFunc(mine, func(a, b keymanager.Lease) int { return a.Renewed.Compare(b.Renewed) })
-	if len(mine) > keymanager.MaxLeases {
-		mine = mine[len(mine)-keymanager.MaxLeases:]
+	slices.SortStableFunc(mine, func(a, b engine.Lease) int { return a.Renewed.Compare(b.Renewed) })
+	if len(mine) > engine.MaxLeases {
+		mine = mine[len(mine)-engine.MaxLeases:]
 	}
 	var parts []string
 	if recent > 0 {
@@ -82,7 +82,7 @@ func encodeRecord(leases []keymanager.Lease, ref string, recent int) string {
 // ever keeps a key, so losing one can at worst let a key be retired as it
 // would have been without it, and a lost count only lets the create-rate
 // guard start lower after a restart, as it did before counts were recorded.
-func decodeRecord(v, ref string) (leases []keymanager.Lease, recent int) {
+func decodeRecord(v, ref string) (leases []engine.Lease, recent int) {
 	if v == "" {
 		return nil, 0
 	}
@@ -101,20 +101,20 @@ func decodeRecord(v, ref string) (leases []keymanager.Lease, recent int) {
 }
 
 // decodeLease reads one lease entry of a tagLeases value.
-func decodeLease(e, ref string) (keymanager.Lease, bool) {
+func decodeLease(e, ref string) (engine.Lease, bool) {
 	holder, rest, ok := strings.Cut(e, ":")
 	if !ok || !validHolder(holder) {
-		return keymanager.Lease{}, false
+		return engine.Lease{}, false
 	}
 	ms, flag, flagged := strings.Cut(rest, ":")
 	if flagged && flag != pendingFlag {
-		return keymanager.Lease{}, false
+		return engine.Lease{}, false
 	}
 	n, err := strconv.ParseInt(ms, 10, 64)
 	if err != nil || n <= 0 {
-		return keymanager.Lease{}, false
+		return engine.Lease{}, false
 	}
-	return keymanager.Lease{Holder: holder, Ref: ref, Renewed: time.UnixMilli(n), Pending: flagged}, true
+	return engine.Lease{Holder: holder, Ref: ref, Renewed: time.UnixMilli(n), Pending: flagged}, true
 }
 
 // validHolder reports whether a holder ID can be written in tagLeases.
@@ -126,7 +126,7 @@ func validHolder(h string) bool {
 // has none, the one in its record as last read (g.Labels). A count never
 // changes after the creation, so a keep-alive of a generation the engine
 // built without one must not erase it.
-func recordedCount(g keymanager.Generation) int {
+func recordedCount(g engine.Generation) int {
 	if g.RecentCreations > 0 {
 		return g.RecentCreations
 	}
@@ -138,7 +138,7 @@ func recordedCount(g keymanager.Generation) int {
 // configured key_tags, the lease record (g's leases and creation count),
 // and the other tags it carries (as last read) as far as Key Vault's 15
 // fit: a key tagged before key_tags was shortened must still be kept alive.
-func (b *Backend) leaseTags(g keymanager.Generation) map[string]*string {
+func (b *Backend) leaseTags(g engine.Generation) map[string]*string {
 	tags := keyTags(b.tags, b.trustDomain, b.serverID, g.KeyID)
 	if v := encodeRecord(g.Leases, g.Ref, recordedCount(g)); v != "" {
 		tags[tagLeases] = ptr(v)

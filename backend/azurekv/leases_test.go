@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 const leaseRef = "spire-key-01a2299f-7655-72b3-9270-00df541b7a96-x509-CA-A"
@@ -19,20 +19,20 @@ const leaseRef = "spire-key-01a2299f-7655-72b3-9270-00df541b7a96-x509-CA-A"
 func TestLeaseRecordRoundTrip(t *testing.T) {
 	now := time.UnixMilli(1_800_000_000_123)
 	hourAgo := now.Add(-time.Hour)
-	lease := func(holder string, at time.Time, pending bool) keymanager.Lease {
-		return keymanager.Lease{Holder: holder, Ref: leaseRef, Renewed: at, Pending: pending}
+	lease := func(holder string, at time.Time, pending bool) engine.Lease {
+		return engine.Lease{Holder: holder, Ref: leaseRef, Renewed: at, Pending: pending}
 	}
 	// many has two leases more than a record keeps; long has holders so
 	// long that only five pending leases fit in a tag value with a count.
-	var many, long []keymanager.Lease
+	var many, long []engine.Lease
 	var manyKept, longKept []string
-	for i := range keymanager.MaxLeases + 2 {
+	for i := range engine.MaxLeases + 2 {
 		at := now.Add(time.Duration(i) * time.Second)
 		many = append(many, lease(fmt.Sprintf("h%d", i), at, false))
 		if i >= 2 {
 			manyKept = append(manyKept, fmt.Sprintf("h%d:%d", i, at.UnixMilli()))
 		}
-		if i < keymanager.MaxLeases {
+		if i < engine.MaxLeases {
 			holder := fmt.Sprintf("%s%d", strings.Repeat("h", 31), i)
 			long = append(long, lease(holder, at, true))
 			if i >= 1 {
@@ -43,34 +43,34 @@ func TestLeaseRecordRoundTrip(t *testing.T) {
 
 	for _, tt := range []struct {
 		name   string
-		leases []keymanager.Lease
+		leases []engine.Lease
 		recent int
 		want   string             // the encoded value
-		back   []keymanager.Lease // the leases read back; nil means tt.leases
+		back   []engine.Lease // the leases read back; nil means tt.leases
 	}{
 		{name: "nothing", want: ""},
-		{name: "count only", recent: 3, want: "recent=3", back: []keymanager.Lease{}},
+		{name: "count only", recent: 3, want: "recent=3", back: []engine.Lease{}},
 		{
 			name:   "committed",
-			leases: []keymanager.Lease{lease("aaaa", now, false)},
+			leases: []engine.Lease{lease("aaaa", now, false)},
 			want:   fmt.Sprintf("aaaa:%d", now.UnixMilli()),
 		},
 		{
 			name:   "pending with count",
-			leases: []keymanager.Lease{lease("aaaa", now, true)},
+			leases: []engine.Lease{lease("aaaa", now, true)},
 			recent: 2,
 			want:   fmt.Sprintf("recent=2;aaaa:%d:p", now.UnixMilli()),
 		},
 		{
 			name:   "oldest first, mixed",
-			leases: []keymanager.Lease{lease("aaaa", now, true), lease("bbbb", hourAgo, false)},
+			leases: []engine.Lease{lease("aaaa", now, true), lease("bbbb", hourAgo, false)},
 			recent: 12,
 			want:   fmt.Sprintf("recent=12;bbbb:%d;aaaa:%d:p", hourAgo.UnixMilli(), now.UnixMilli()),
-			back:   []keymanager.Lease{lease("bbbb", hourAgo, false), lease("aaaa", now, true)},
+			back:   []engine.Lease{lease("bbbb", hourAgo, false), lease("aaaa", now, true)},
 		},
 		{
 			name: "other keys' and unwritable leases left out",
-			leases: []keymanager.Lease{
+			leases: []engine.Lease{
 				lease("aaaa", now, false),
 				{Holder: "cccc", Ref: "spire-key-other", Renewed: now},
 				lease("with:colon", now, false),
@@ -81,7 +81,7 @@ func TestLeaseRecordRoundTrip(t *testing.T) {
 				lease("zero", time.Time{}, false),
 			},
 			want: fmt.Sprintf("aaaa:%d", now.UnixMilli()),
-			back: []keymanager.Lease{lease("aaaa", now, false)},
+			back: []engine.Lease{lease("aaaa", now, false)},
 		},
 		{
 			name:   "at most MaxLeases, the newest",
@@ -125,23 +125,23 @@ func TestLeaseRecordRoundTrip(t *testing.T) {
 // release, which are skipped without losing the rest.
 func TestLeaseRecordDecode(t *testing.T) {
 	at := time.UnixMilli(1_800_000_000_123)
-	committed := keymanager.Lease{Holder: "aaaa", Ref: leaseRef, Renewed: at}
-	pending := keymanager.Lease{Holder: "bbbb", Ref: leaseRef, Renewed: at, Pending: true}
+	committed := engine.Lease{Holder: "aaaa", Ref: leaseRef, Renewed: at}
+	pending := engine.Lease{Holder: "bbbb", Ref: leaseRef, Renewed: at, Pending: true}
 	for _, tt := range []struct {
 		value  string
-		leases []keymanager.Lease
+		leases []engine.Lease
 		recent int
 	}{
 		{value: ""},
-		{value: "aaaa:1800000000123", leases: []keymanager.Lease{committed}}, // as every release wrote
-		{value: "bbbb:1800000000123:p", leases: []keymanager.Lease{pending}},
-		{value: "recent=4;aaaa:1800000000123;bbbb:1800000000123:p", leases: []keymanager.Lease{committed, pending}, recent: 4},
-		{value: "aaaa:1800000000123;recent=4", leases: []keymanager.Lease{committed}, recent: 4}, // order does not matter
+		{value: "aaaa:1800000000123", leases: []engine.Lease{committed}}, // as every release wrote
+		{value: "bbbb:1800000000123:p", leases: []engine.Lease{pending}},
+		{value: "recent=4;aaaa:1800000000123;bbbb:1800000000123:p", leases: []engine.Lease{committed, pending}, recent: 4},
+		{value: "aaaa:1800000000123;recent=4", leases: []engine.Lease{committed}, recent: 4}, // order does not matter
 		{value: "recent=4;recent=7", recent: 4},
 		{value: "bad;x:y;:5;a:0;a:-3;a:12:q;a:12:p:p;a:1e3;stale", leases: nil},
-		{value: "recent=;recent=x;recent=-2;recent=0;aaaa:1800000000123", leases: []keymanager.Lease{committed}},
-		{value: ";;aaaa:1800000000123;", leases: []keymanager.Lease{committed}},
-		{value: "with space:1800000000123;aaaa:1800000000123", leases: []keymanager.Lease{committed}},
+		{value: "recent=;recent=x;recent=-2;recent=0;aaaa:1800000000123", leases: []engine.Lease{committed}},
+		{value: ";;aaaa:1800000000123;", leases: []engine.Lease{committed}},
+		{value: "with space:1800000000123;aaaa:1800000000123", leases: []engine.Lease{committed}},
 	} {
 		t.Run(tt.value, func(t *testing.T) {
 			leases, recent := decodeRecord(tt.value, leaseRef)
@@ -161,7 +161,7 @@ func TestLeaseRecordDecode(t *testing.T) {
 // not carry it.
 func TestLeaseTags(t *testing.T) {
 	now := time.UnixMilli(1_800_000_000_123)
-	leases := []keymanager.Lease{
+	leases := []engine.Lease{
 		{Holder: "bbbb", Ref: leaseRef, Renewed: now.Add(-time.Hour)},
 		{Holder: "aaaa", Ref: leaseRef, Renewed: now, Pending: true},
 	}
@@ -179,7 +179,7 @@ func TestLeaseTags(t *testing.T) {
 		{"the count last read", 0, 3},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			tags := b.leaseTags(keymanager.Generation{KeyID: "x509-CA-A", Ref: leaseRef, Leases: leases, Labels: carried, RecentCreations: tt.recent})
+			tags := b.leaseTags(engine.Generation{KeyID: "x509-CA-A", Ref: leaseRef, Leases: leases, Labels: carried, RecentCreations: tt.recent})
 			if len(tags) > maxTags {
 				t.Errorf("%d tags, more than Key Vault's %d", len(tags), maxTags)
 			}
@@ -232,7 +232,7 @@ func FuzzLeaseRecord(f *testing.F) {
 			t.Fatalf("count %d written back as %q, read as %d", recent, w, n)
 		}
 		for _, l := range again {
-			if !slices.ContainsFunc(leases, func(o keymanager.Lease) bool { return reflect.DeepEqual(o, l) }) {
+			if !slices.ContainsFunc(leases, func(o engine.Lease) bool { return reflect.DeepEqual(o, l) }) {
 				t.Fatalf("lease %+v read back from %q was not in %q", l, w, v)
 			}
 		}

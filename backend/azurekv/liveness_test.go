@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // TestLivenessCalls runs the engine's liveness pass over an adopted key and a
@@ -17,19 +17,19 @@ import (
 // the built-in plugin's does, and a pass with every key fresh costs no call.
 func TestLivenessCalls(t *testing.T) {
 	t.Parallel()
-	srv := startEmulator(t, azurekv.Options{})
+	srv := startEmulator(t, keyvault.Options{})
 	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	now := srv.Clock().Now()
 	adopted := keyName("x509-CA-A")
-	if _, err := srv.SeedKey(azurekv.DefaultVaultName, azurekv.SeedKey{
+	if _, err := srv.SeedKey(keyvault.DefaultVaultName, keyvault.SeedKey{
 		Name: adopted, Signer: signer, KeyOps: []string{"sign", "verify"},
 		Tags:    map[string]string{tagTrustDomain: testTD, tagServerID: "server-a"},
 		Created: now.Add(-time.Hour), Updated: now.Add(-time.Hour),
 	}); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := openBackend(t, testConfig(t, srv, azurekv.DefaultVaultName, nil), "server-a")
-	m, err := keymanager.New(keymanager.Options{Backend: b, ServerID: "server-a", Clock: emuClock{srv.Clock()}})
+	b, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "server-a")
+	m, err := engine.New(engine.Options{Backend: b, ServerID: "server-a", Clock: emuClock{srv.Clock()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestLivenessCalls(t *testing.T) {
 	if err := m.Load(callCtx(t)); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	if _, err := m.GenerateKey(callCtx(t), "JWT-Signer-A", keymanager.ECP256); err != nil {
+	if _, err := m.GenerateKey(callCtx(t), "JWT-Signer-A", engine.ECP256); err != nil {
 		t.Fatalf("GenerateKey: %v", err)
 	}
 
@@ -76,7 +76,7 @@ func TestLivenessCalls(t *testing.T) {
 
 // emuClock drives the engine with the emulator's clock, so that moving the
 // emulator days ahead moves the engine too.
-type emuClock struct{ c *azurekv.Clock }
+type emuClock struct{ c *keyvault.Clock }
 
 func (c emuClock) Now() time.Time                         { return c.c.Now() }
 func (c emuClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 	"github.com/kmskeeper/kmskeeper/internal/syncbuf"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
@@ -48,14 +48,14 @@ func TestStartupLogsServedKeys(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv := startEmulator(t, azurekv.Options{})
+			srv := startEmulator(t, keyvault.Options{})
 			now := srv.Clock().Now()
 			type want struct{ ref, version, fingerprint string }
 			wants := map[string]want{} // key ID -> its served generation
 			for _, k := range tt.keys {
 				s := ec()
 				name := keyName(k.keyID)
-				kid, err := srv.SeedKey(azurekv.DefaultVaultName, azurekv.SeedKey{
+				kid, err := srv.SeedKey(keyvault.DefaultVaultName, keyvault.SeedKey{
 					Name: name, Signer: s, KeyOps: []string{"sign", "verify"},
 					Tags:    map[string]string{tagTrustDomain: k.td, tagServerID: k.serverID},
 					Created: now.Add(-k.age), Updated: now.Add(-k.age),
@@ -69,7 +69,7 @@ func TestStartupLogsServedKeys(t *testing.T) {
 				}
 			}
 
-			p := configured(t, pluginEnv(t, srv, allEnv...), srv.VaultURL(azurekv.DefaultVaultName), "server-a", "")
+			p := configured(t, pluginEnv(t, srv, allEnv...), srv.VaultURL(keyvault.DefaultVaultName), "server-a", "")
 			// "Configured" is logged after Load's lines: once it arrived,
 			// every startup line has.
 			waitLog(t, p, func(l pluginhost.LogLine) bool { return l.Message == "Configured" })
@@ -118,7 +118,7 @@ func waitLog(t *testing.T, p *pluginhost.Plugin, match func(pluginhost.LogLine) 
 // well formed are not warned about.
 func TestOddKeyWarnings(t *testing.T) {
 	t.Parallel()
-	srv := startEmulator(t, azurekv.Options{})
+	srv := startEmulator(t, keyvault.Options{})
 	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	const u = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
 	td := func(serverID ...string) map[string]string {
@@ -147,13 +147,13 @@ func TestOddKeyWarnings(t *testing.T) {
 		{name: "unrelated"},
 	}
 	for _, k := range keys {
-		if _, err := srv.SeedKey(azurekv.DefaultVaultName, azurekv.SeedKey{Name: k.name, Signer: signer, Tags: k.tags}); err != nil {
+		if _, err := srv.SeedKey(keyvault.DefaultVaultName, keyvault.SeedKey{Name: k.name, Signer: signer, Tags: k.tags}); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	var logs syncbuf.Buffer
-	b, err := open(context.Background(), testConfig(t, srv, azurekv.DefaultVaultName, nil), config.OpenParams{
+	b, err := open(context.Background(), testConfig(t, srv, keyvault.DefaultVaultName, nil), config.OpenParams{
 		TrustDomain: testTD,
 		ServerID:    "server-a",
 		Logger:      hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: &logs, JSONFormat: true}),

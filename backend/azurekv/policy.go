@@ -9,7 +9,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Retry tuning. azcore's defaults (3 retries, 800 ms doubling, Retry-After
@@ -75,7 +75,7 @@ func (e *budgetError) NonRetriable() {}
 // vault answered, counts throttled answers in the metrics, and stops the
 // retries early when a Retry-After hint is past the deadline.
 type tryPolicy struct {
-	metrics keymanager.Metrics
+	metrics engine.Metrics
 }
 
 func (p *tryPolicy) Do(req *policy.Request) (*http.Response, error) {
@@ -97,10 +97,10 @@ func (p *tryPolicy) Do(req *policy.Request) (*http.Response, error) {
 			c.throttled++
 		}
 		p.metrics.IncrCounter([]string{"kmskeeper", "azure", "throttled"}, 1,
-			keymanager.Label{Name: "operation", Value: op})
+			engine.Label{Name: "operation", Value: op})
 	case resp.StatusCode >= 500:
 		p.metrics.IncrCounter([]string{"kmskeeper", "azure", "server_errors"}, 1,
-			keymanager.Label{Name: "operation", Value: op})
+			engine.Label{Name: "operation", Value: op})
 	default:
 		return resp, nil
 	}
@@ -141,5 +141,5 @@ func retryAfter(h http.Header) time.Duration {
 // nopMetrics discards measurements when the host offers no metrics service.
 type nopMetrics struct{}
 
-func (nopMetrics) IncrCounter([]string, float32, ...keymanager.Label)    {}
-func (nopMetrics) MeasureSince([]string, time.Time, ...keymanager.Label) {}
+func (nopMetrics) IncrCounter([]string, float32, ...engine.Label)    {}
+func (nopMetrics) MeasureSince([]string, time.Time, ...engine.Label) {}

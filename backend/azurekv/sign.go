@@ -10,22 +10,22 @@ import (
 	"golang.org/x/crypto/cryptobyte"
 	"golang.org/x/crypto/cryptobyte/asn1"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // signAlgorithm maps a key type and the engine's signer options to Key
 // Vault's algorithm. Key Vault signs a P-256 key with SHA-256 digests only
 // and a P-384 key with SHA-384 only; RSA with SHA-256/384/512, PKCS#1 v1.5 or
 // PSS with a salt as long as the hash. ok is false for anything else.
-func signAlgorithm(t keymanager.KeyType, opts crypto.SignerOpts) (azkeys.SignatureAlgorithm, bool) {
+func signAlgorithm(t engine.KeyType, opts crypto.SignerOpts) (azkeys.SignatureAlgorithm, bool) {
 	_, pss := opts.(*rsa.PSSOptions)
 	h := opts.HashFunc()
 	switch t {
-	case keymanager.ECP256:
+	case engine.ECP256:
 		return azkeys.SignatureAlgorithmES256, h == crypto.SHA256 && !pss
-	case keymanager.ECP384:
+	case engine.ECP384:
 		return azkeys.SignatureAlgorithmES384, h == crypto.SHA384 && !pss
-	case keymanager.RSA2048, keymanager.RSA4096:
+	case engine.RSA2048, engine.RSA4096:
 		switch {
 		case h == crypto.SHA256 && pss:
 			return azkeys.SignatureAlgorithmPS256, true
@@ -48,12 +48,12 @@ func signAlgorithm(t keymanager.KeyType, opts crypto.SignerOpts) (azkeys.Signatu
 // IEEE P1363 (64 bytes for P-256, 96 for P-384), to the ASN.1 DER SEQUENCE
 // that x509 and SPIRE expect. A signature of any other length is refused:
 // it would come from the wrong curve or a broken answer.
-func p1363ToDER(sig []byte, t keymanager.KeyType) ([]byte, error) {
+func p1363ToDER(sig []byte, t engine.KeyType) ([]byte, error) {
 	var want int
 	switch t {
-	case keymanager.ECP256:
+	case engine.ECP256:
 		want = 64
-	case keymanager.ECP384:
+	case engine.ECP384:
 		want = 96
 	default:
 		return nil, fmt.Errorf("not an EC key type: %v", t)

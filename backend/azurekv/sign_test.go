@@ -11,17 +11,17 @@ import (
 	"math/big"
 	"testing"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 func TestP1363ToDER(t *testing.T) {
 	for _, tt := range []struct {
-		t     keymanager.KeyType
+		t     engine.KeyType
 		curve elliptic.Curve
 		hash  func([]byte) []byte
 	}{
-		{keymanager.ECP256, elliptic.P256(), func(b []byte) []byte { h := sha256.Sum256(b); return h[:] }},
-		{keymanager.ECP384, elliptic.P384(), func(b []byte) []byte { h := sha512.Sum384(b); return h[:] }},
+		{engine.ECP256, elliptic.P256(), func(b []byte) []byte { h := sha256.Sum256(b); return h[:] }},
+		{engine.ECP384, elliptic.P384(), func(b []byte) []byte { h := sha512.Sum384(b); return h[:] }},
 	} {
 		key, _ := ecdsa.GenerateKey(tt.curve, rand.Reader)
 		size := (tt.curve.Params().BitSize + 7) / 8
@@ -58,19 +58,19 @@ func TestP1363ToDER(t *testing.T) {
 func TestSignAlgorithm(t *testing.T) {
 	pss := func(h crypto.Hash) crypto.SignerOpts { return &rsa.PSSOptions{Hash: h, SaltLength: h.Size()} }
 	for _, tt := range []struct {
-		kt   keymanager.KeyType
+		kt   engine.KeyType
 		opts crypto.SignerOpts
 		want string
 	}{
-		{keymanager.ECP256, crypto.SHA256, "ES256"},
-		{keymanager.ECP256, crypto.SHA384, ""},
-		{keymanager.ECP384, crypto.SHA384, "ES384"},
-		{keymanager.ECP384, crypto.SHA256, ""},
-		{keymanager.RSA2048, crypto.SHA256, "RS256"},
-		{keymanager.RSA4096, crypto.SHA512, "RS512"},
-		{keymanager.RSA2048, pss(crypto.SHA384), "PS384"},
-		{keymanager.RSA2048, crypto.SHA224, ""},
-		{keymanager.RSA2048, crypto.SHA3_256, ""},
+		{engine.ECP256, crypto.SHA256, "ES256"},
+		{engine.ECP256, crypto.SHA384, ""},
+		{engine.ECP384, crypto.SHA384, "ES384"},
+		{engine.ECP384, crypto.SHA256, ""},
+		{engine.RSA2048, crypto.SHA256, "RS256"},
+		{engine.RSA4096, crypto.SHA512, "RS512"},
+		{engine.RSA2048, pss(crypto.SHA384), "PS384"},
+		{engine.RSA2048, crypto.SHA224, ""},
+		{engine.RSA2048, crypto.SHA3_256, ""},
 	} {
 		alg, ok := signAlgorithm(tt.kt, tt.opts)
 		if got := map[bool]string{true: string(alg), false: ""}[ok]; got != tt.want {

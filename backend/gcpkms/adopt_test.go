@@ -13,8 +13,8 @@ import (
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/grpc/codes"
 
-	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // builtinLabels are the labels SPIRE's gcp_kms writes on a key before its
@@ -29,7 +29,7 @@ func fingerprint(t *testing.T, pub crypto.PublicKey) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return keymanager.Fingerprint(der)
+	return engine.Fingerprint(der)
 }
 
 // TestAdoptBuiltinKeys lays out keys exactly as SPIRE's gcp_kms leaves them
@@ -37,7 +37,7 @@ func fingerprint(t *testing.T, pub crypto.PublicKey) string {
 // crash leftover with two enabled versions) and checks that they are served
 // with the same fingerprints, sign, and that the leftover is retired.
 func TestAdoptBuiltinKeys(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	now := srv.Clock().Now()
 	ec1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ec2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -49,11 +49,11 @@ func TestAdoptBuiltinKeys(t *testing.T) {
 	}
 	const id = "0b1e5a3c-7d2f-4c1e-9a8b-3f6e2d1c0b9a" // a key_identifier_file UUID
 	name := func(keyID string) string { return testRing + "/cryptoKeys/spire-key-" + id + "-" + keyID }
-	seeds := []emu.SeedKey{
+	seeds := []cloudkms.SeedKey{
 		{
 			Name: name("x509-CA-A"), Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256, Labels: builtinLabels(id),
 			CreateTime: now.Add(-72 * time.Hour),
-			Versions: []emu.SeedVersion{
+			Versions: []cloudkms.SeedVersion{
 				{State: kmspb.CryptoKeyVersion_DESTROY_SCHEDULED, CreateTime: now.Add(-72 * time.Hour), Key: ec1},
 				{CreateTime: now.Add(-24 * time.Hour), Key: ec2},
 			},
@@ -62,7 +62,7 @@ func TestAdoptBuiltinKeys(t *testing.T) {
 			// A crash between creating version 2 and destroying version 1.
 			Name: name("x509-CA-B"), Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P384_SHA384, Labels: builtinLabels(id),
 			CreateTime: now.Add(-48 * time.Hour),
-			Versions: []emu.SeedVersion{
+			Versions: []cloudkms.SeedVersion{
 				{CreateTime: now.Add(-48 * time.Hour), Key: ec3},
 				{CreateTime: now.Add(-time.Hour), Key: ec4},
 			},
@@ -70,7 +70,7 @@ func TestAdoptBuiltinKeys(t *testing.T) {
 		{
 			Name: name("JWT-Signer-A"), Algorithm: kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_2048_SHA256, Labels: builtinLabels(id),
 			CreateTime: now.Add(-24 * time.Hour),
-			Versions:   []emu.SeedVersion{{CreateTime: now.Add(-24 * time.Hour), Key: rsaKey}},
+			Versions:   []cloudkms.SeedVersion{{CreateTime: now.Add(-24 * time.Hour), Key: rsaKey}},
 		},
 	}
 	for _, s := range seeds {
@@ -105,7 +105,7 @@ func TestAdoptBuiltinKeys(t *testing.T) {
 	}
 
 	// Rotating an adopted key adds a version to the same CryptoKey.
-	pk, err := m.GenerateKey(callCtx(t), "JWT-Signer-A", keymanager.RSA2048)
+	pk, err := m.GenerateKey(callCtx(t), "JWT-Signer-A", engine.RSA2048)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,15 +122,15 @@ func TestAdoptBuiltinKeys(t *testing.T) {
 // brought back into use by GenerateKey instead of failing with AlreadyExists
 // as the built-in plugin does.
 func TestInactiveKeyRecovery(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	inactive := builtinLabels("server-a")
 	inactive[labelActive] = "false"
 	inactive[labelLastUpdate] = "1700000000"
 	inactive["team"] = "platform"
-	keys := []emu.SeedKey{
+	keys := []cloudkms.SeedKey{
 		{
 			Name: testRing + "/cryptoKeys/spire-key-server-a-x509-CA-A", Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256, Labels: inactive,
-			Versions: []emu.SeedVersion{{State: kmspb.CryptoKeyVersion_DESTROYED}, {State: kmspb.CryptoKeyVersion_DESTROY_SCHEDULED}},
+			Versions: []cloudkms.SeedVersion{{State: kmspb.CryptoKeyVersion_DESTROYED}, {State: kmspb.CryptoKeyVersion_DESTROY_SCHEDULED}},
 		},
 		// No labels at all, and another algorithm than the one asked for.
 		{Name: testRing + "/cryptoKeys/spire-key-server-a-JWT-Signer-A", Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256},
@@ -146,8 +146,8 @@ func TestInactiveKeyRecovery(t *testing.T) {
 	}
 	for _, k := range []struct {
 		id string
-		t  keymanager.KeyType
-	}{{"x509-CA-A", keymanager.ECP256}, {"JWT-Signer-A", keymanager.RSA2048}} {
+		t  engine.KeyType
+	}{{"x509-CA-A", engine.ECP256}, {"JWT-Signer-A", engine.RSA2048}} {
 		if _, err := m.GenerateKey(callCtx(t), k.id, k.t); err != nil {
 			t.Fatalf("GenerateKey(%s) on an existing key: %v", k.id, err)
 		}
@@ -179,23 +179,23 @@ func TestInactiveKeyRecovery(t *testing.T) {
 // naming its algorithm, and its rotation makes a SHA-256 version (what SPIRE
 // signs with), fixing the key's template.
 func TestAdoptSHA512Key(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	now := srv.Clock().Now()
 	k, err := rsa.GenerateKey(rand.Reader, 4096)
 	if err != nil {
 		t.Fatal(err)
 	}
 	name := testRing + "/cryptoKeys/spire-key-server-a-JWT-Signer-A"
-	if _, err := srv.SeedCryptoKey(emu.SeedKey{
+	if _, err := srv.SeedCryptoKey(cloudkms.SeedKey{
 		Name: name, Algorithm: kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_4096_SHA512, Labels: builtinLabels("server-a"),
 		CreateTime: now.Add(-time.Hour),
-		Versions:   []emu.SeedVersion{{CreateTime: now.Add(-time.Hour), Key: k}},
+		Versions:   []cloudkms.SeedVersion{{CreateTime: now.Add(-time.Hour), Key: k}},
 	}); err != nil {
 		t.Fatal(err)
 	}
 	m := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
 	pk, err := m.GetPublicKey(callCtx(t), "JWT-Signer-A")
-	if err != nil || pk.Type != keymanager.RSA4096 || pk.Fingerprint != fingerprint(t, &k.PublicKey) {
+	if err != nil || pk.Type != engine.RSA4096 || pk.Fingerprint != fingerprint(t, &k.PublicKey) {
 		t.Fatalf("GetPublicKey = %+v, %v; want the adopted RSA 4096 key", pk, err)
 	}
 	digest := digestOf(crypto.SHA512, "adopted")
@@ -209,7 +209,7 @@ func TestAdoptSHA512Key(t *testing.T) {
 	_, _, err = m.SignData(callCtx(t), "JWT-Signer-A", digestOf(crypto.SHA256, "x"), crypto.SHA256)
 	wantCode(t, err, codes.InvalidArgument, "RSA_SIGN_PKCS1_4096_SHA512")
 
-	if _, err := m.GenerateKey(callCtx(t), "JWT-Signer-A", keymanager.RSA4096); err != nil {
+	if _, err := m.GenerateKey(callCtx(t), "JWT-Signer-A", engine.RSA4096); err != nil {
 		t.Fatal(err)
 	}
 	if alg := getKey(t, raw, name).GetVersionTemplate().GetAlgorithm(); alg != kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_4096_SHA256 {

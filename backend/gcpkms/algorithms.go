@@ -8,7 +8,7 @@ import (
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/grpc/codes"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Scheme is the RSA signature scheme of new RSA keys. A Cloud KMS key fixes
@@ -24,7 +24,7 @@ const (
 // algorithm is what a Cloud KMS signing algorithm means to SPIRE.
 type algorithm struct {
 	kms     kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm
-	keyType keymanager.KeyType
+	keyType engine.KeyType
 	hash    crypto.Hash
 	pss     bool
 }
@@ -33,14 +33,14 @@ type algorithm struct {
 // kmskeeper creates and the ones it adopts (a key created elsewhere with
 // SHA-512).
 var algorithms = []algorithm{
-	{kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256, keymanager.ECP256, crypto.SHA256, false},
-	{kmspb.CryptoKeyVersion_EC_SIGN_P384_SHA384, keymanager.ECP384, crypto.SHA384, false},
-	{kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_2048_SHA256, keymanager.RSA2048, crypto.SHA256, false},
-	{kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_4096_SHA256, keymanager.RSA4096, crypto.SHA256, false},
-	{kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_4096_SHA512, keymanager.RSA4096, crypto.SHA512, false},
-	{kmspb.CryptoKeyVersion_RSA_SIGN_PSS_2048_SHA256, keymanager.RSA2048, crypto.SHA256, true},
-	{kmspb.CryptoKeyVersion_RSA_SIGN_PSS_4096_SHA256, keymanager.RSA4096, crypto.SHA256, true},
-	{kmspb.CryptoKeyVersion_RSA_SIGN_PSS_4096_SHA512, keymanager.RSA4096, crypto.SHA512, true},
+	{kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256, engine.ECP256, crypto.SHA256, false},
+	{kmspb.CryptoKeyVersion_EC_SIGN_P384_SHA384, engine.ECP384, crypto.SHA384, false},
+	{kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_2048_SHA256, engine.RSA2048, crypto.SHA256, false},
+	{kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_4096_SHA256, engine.RSA4096, crypto.SHA256, false},
+	{kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_4096_SHA512, engine.RSA4096, crypto.SHA512, false},
+	{kmspb.CryptoKeyVersion_RSA_SIGN_PSS_2048_SHA256, engine.RSA2048, crypto.SHA256, true},
+	{kmspb.CryptoKeyVersion_RSA_SIGN_PSS_4096_SHA256, engine.RSA4096, crypto.SHA256, true},
+	{kmspb.CryptoKeyVersion_RSA_SIGN_PSS_4096_SHA512, engine.RSA4096, crypto.SHA512, true},
 }
 
 // lookupAlgorithm returns what a Cloud KMS algorithm means to SPIRE.
@@ -65,25 +65,25 @@ func lookupAlgorithmName(name string) (algorithm, bool) {
 // algorithmFor returns the algorithm of a new key: SHA-256 for every RSA
 // size, as the built-in plugin creates them and as SPIRE signs with them, and
 // the configured padding.
-func algorithmFor(t keymanager.KeyType, s Scheme) (kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm, error) {
+func algorithmFor(t engine.KeyType, s Scheme) (kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm, error) {
 	pss := s == SchemePSS
 	switch t {
-	case keymanager.ECP256:
+	case engine.ECP256:
 		return kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256, nil
-	case keymanager.ECP384:
+	case engine.ECP384:
 		return kmspb.CryptoKeyVersion_EC_SIGN_P384_SHA384, nil
-	case keymanager.RSA2048:
+	case engine.RSA2048:
 		if pss {
 			return kmspb.CryptoKeyVersion_RSA_SIGN_PSS_2048_SHA256, nil
 		}
 		return kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_2048_SHA256, nil
-	case keymanager.RSA4096:
+	case engine.RSA4096:
 		if pss {
 			return kmspb.CryptoKeyVersion_RSA_SIGN_PSS_4096_SHA256, nil
 		}
 		return kmspb.CryptoKeyVersion_RSA_SIGN_PKCS1_4096_SHA256, nil
 	}
-	return 0, keymanager.Errorf(codes.InvalidArgument, "Cloud KMS has no signing algorithm for key type %v", t)
+	return 0, engine.Errorf(codes.InvalidArgument, "Cloud KMS has no signing algorithm for key type %v", t)
 }
 
 // describe says in words what the algorithm signs.

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Options configures a Backend. Config.Open fills it from plugin_data;
@@ -52,7 +52,7 @@ type Options struct {
 	Now func() time.Time
 	// Logger and Metrics receive the backend's logs and retry counts.
 	Logger  hclog.Logger
-	Metrics keymanager.Metrics
+	Metrics engine.Metrics
 }
 
 // DefaultWriteInterval spaces background writes: 30 a minute, half of the
@@ -67,14 +67,14 @@ const (
 // maxParallelLists bounds concurrent version listings at start-up.
 const maxParallelLists = 4
 
-// Backend is the Cloud KMS keymanager.Backend. It holds clients and
+// Backend is the Cloud KMS engine.Backend. It holds clients and
 // settings, never key state.
 type Backend struct {
 	opts    Options
 	client  *kms.KeyManagementClient
 	tdLabel string
 	log     hclog.Logger
-	metrics keymanager.Metrics
+	metrics engine.Metrics
 	writes  *pacer
 	clock   *cloudClock
 	// calls are the calls in progress, which Close waits for.
@@ -93,19 +93,19 @@ type Backend struct {
 }
 
 var (
-	_ keymanager.Backend    = (*Backend)(nil)
-	_ keymanager.CloudTimer = (*Backend)(nil)
-	_ keymanager.Closer     = (*Backend)(nil)
+	_ engine.Backend    = (*Backend)(nil)
+	_ engine.CloudTimer = (*Backend)(nil)
+	_ engine.Closer     = (*Backend)(nil)
 )
 
 // New returns a Backend using a new Cloud KMS client. It does not call the
 // service.
 func New(ctx context.Context, opts Options) (*Backend, error) {
 	if err := checkKeyRing(opts.KeyRing); err != nil {
-		return nil, keymanager.Errorf(codes.InvalidArgument, "%w", err)
+		return nil, engine.Errorf(codes.InvalidArgument, "%w", err)
 	}
 	if err := checkServerID(opts.ServerID); err != nil {
-		return nil, keymanager.Errorf(codes.InvalidArgument, "server ID %q: %w", opts.ServerID, err)
+		return nil, engine.Errorf(codes.InvalidArgument, "server ID %q: %w", opts.ServerID, err)
 	}
 	if opts.Protection == kmspb.ProtectionLevel_PROTECTION_LEVEL_UNSPECIFIED {
 		opts.Protection = kmspb.ProtectionLevel_SOFTWARE
@@ -118,7 +118,7 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	clientOpts := append(slices.Clip(opts.ClientOptions), option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(clock.interceptor)))
 	client, err := kms.NewKeyManagementClient(ctx, clientOpts...)
 	if err != nil {
-		return nil, keymanager.Errorf(codes.FailedPrecondition, "creating the Cloud KMS client (credentials and endpoint): %w", err)
+		return nil, engine.Errorf(codes.FailedPrecondition, "creating the Cloud KMS client (credentials and endpoint): %w", err)
 	}
 	b := &Backend{
 		opts:     opts,
@@ -156,5 +156,5 @@ func mask(paths ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMas
 
 type nopMetrics struct{}
 
-func (nopMetrics) IncrCounter([]string, float32, ...keymanager.Label)    {}
-func (nopMetrics) MeasureSince([]string, time.Time, ...keymanager.Label) {}
+func (nopMetrics) IncrCounter([]string, float32, ...engine.Label)    {}
+func (nopMetrics) MeasureSince([]string, time.Time, ...engine.Label) {}

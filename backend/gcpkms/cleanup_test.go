@@ -8,8 +8,8 @@ import (
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/grpc/codes"
 
-	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // TestCleanupStaleServers moves the emulator clock (and the engine's) past
@@ -18,27 +18,27 @@ import (
 // the built-in plugin left without spire-last-update; a server that kept its
 // key alive and this server's own keys are untouched.
 func TestCleanupStaleServers(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	gone := newManager(t, srv, newBackend(t, srv, "server-gone"), "server-gone", nil)
 	for _, id := range []string{"x509-CA-A", "JWT-Signer-A"} {
-		if _, err := gone.GenerateKey(callCtx(t), id, keymanager.ECP256); err != nil {
+		if _, err := gone.GenerateKey(callCtx(t), id, engine.ECP256); err != nil {
 			t.Fatal(err)
 		}
 	}
 	builtin := testRing + "/cryptoKeys/spire-key-server-builtin-x509-CA-A"
-	if _, err := srv.SeedCryptoKey(emu.SeedKey{
+	if _, err := srv.SeedCryptoKey(cloudkms.SeedKey{
 		Name: builtin, Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256, Labels: builtinLabels("server-builtin"),
-		Versions: []emu.SeedVersion{{}, {}},
+		Versions: []cloudkms.SeedVersion{{}, {}},
 	}); err != nil {
 		t.Fatal(err)
 	}
 	aliveBackend := newBackend(t, srv, "server-alive")
 	alive := newManager(t, srv, aliveBackend, "server-alive", nil)
-	if _, err := alive.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	if _, err := alive.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err != nil {
 		t.Fatal(err)
 	}
 	self := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
-	if _, err := self.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	if _, err := self.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err != nil {
 		t.Fatal(err)
 	}
 
@@ -51,10 +51,10 @@ func TestCleanupStaleServers(t *testing.T) {
 	// not stale.
 	now := srv.Clock().Now()
 	restarting := testRing + "/cryptoKeys/spire-key-server-restarting-x509-CA-A"
-	if _, err := srv.SeedCryptoKey(emu.SeedKey{
+	if _, err := srv.SeedCryptoKey(cloudkms.SeedKey{
 		Name: restarting, Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256, Labels: builtinLabels("server-restarting"),
 		CreateTime: now.Add(-60 * 24 * time.Hour),
-		Versions: []emu.SeedVersion{
+		Versions: []cloudkms.SeedVersion{
 			{State: kmspb.CryptoKeyVersion_DESTROY_SCHEDULED, CreateTime: now.Add(-60 * 24 * time.Hour)},
 			{CreateTime: now.Add(-24 * time.Hour)},
 		},
@@ -66,17 +66,17 @@ func TestCleanupStaleServers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
-	states := map[string]keymanager.State{}
+	states := map[string]engine.State{}
 	for _, a := range as {
 		states[a.Ref] = a.State
 	}
 	key := func(server, id string) string { return testRing + "/cryptoKeys/spire-key-" + server + "-" + id }
-	for ref, want := range map[string]keymanager.State{
-		key("server-gone", "x509-CA-A"):                       keymanager.StateStale,
-		key("server-gone", "JWT-Signer-A"):                    keymanager.StateStale,
-		builtin:                                               keymanager.StateStale,
-		key("server-alive", "x509-CA-A"):                      keymanager.StateForeign,
-		key("server-a", "x509-CA-A") + "/cryptoKeyVersions/1": keymanager.StateInUse,
+	for ref, want := range map[string]engine.State{
+		key("server-gone", "x509-CA-A"):                       engine.StateStale,
+		key("server-gone", "JWT-Signer-A"):                    engine.StateStale,
+		builtin:                                               engine.StateStale,
+		key("server-alive", "x509-CA-A"):                      engine.StateForeign,
+		key("server-a", "x509-CA-A") + "/cryptoKeyVersions/1": engine.StateInUse,
 	} {
 		if states[ref] != want {
 			t.Errorf("%s assessed %q, want %q (all: %v)", ref, states[ref], want, states)
@@ -110,15 +110,15 @@ func TestCleanupStaleServers(t *testing.T) {
 // key ring: each serves and rotates only its own keys, sees the other's as
 // one generation per CryptoKey, and retires nothing of the other's.
 func TestTwoServersShareKeyRing(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	a := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
 	b := newManager(t, srv, newBackend(t, srv, "server-b"), "server-b", nil)
 	a.Start()
 	b.Start()
 	fp := map[string]string{}
-	for name, m := range map[string]*keymanager.Manager{"a": a, "b": b} {
+	for name, m := range map[string]*engine.Manager{"a": a, "b": b} {
 		for range 2 { // generate, then rotate
-			pk, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+			pk, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,13 +128,13 @@ func TestTwoServersShareKeyRing(t *testing.T) {
 	if fp["a"] == fp["b"] {
 		t.Fatal("the servers share a key")
 	}
-	for name, m := range map[string]*keymanager.Manager{"a": a, "b": b} {
+	for name, m := range map[string]*engine.Manager{"a": a, "b": b} {
 		as, err := m.Cleanup(callCtx(t), true)
 		if err != nil {
 			t.Fatalf("server %s cleanup: %v", name, err)
 		}
 		for _, x := range as {
-			if x.ServerID != "server-"+name && (x.State != keymanager.StateForeign || isVersionName(x.Ref)) {
+			if x.ServerID != "server-"+name && (x.State != engine.StateForeign || isVersionName(x.Ref)) {
 				t.Errorf("server %s sees %s as %q, want one foreign generation per CryptoKey", name, x.Ref, x.State)
 			}
 		}
@@ -147,7 +147,7 @@ func TestTwoServersShareKeyRing(t *testing.T) {
 			return vs[k+"/cryptoKeyVersions/1"] == kmspb.CryptoKeyVersion_DESTROY_SCHEDULED && vs[k+"/cryptoKeyVersions/2"] == kmspb.CryptoKeyVersion_ENABLED
 		})
 	}
-	for name, m := range map[string]*keymanager.Manager{"a": a, "b": b} {
+	for name, m := range map[string]*engine.Manager{"a": a, "b": b} {
 		if pk, err := m.GetPublicKey(callCtx(t), "x509-CA-A"); err != nil || pk.Fingerprint != fp[name] {
 			t.Errorf("server %s serves %s, %v; want its own %s", name, pk.Fingerprint, err, fp[name])
 		}
@@ -157,7 +157,7 @@ func TestTwoServersShareKeyRing(t *testing.T) {
 // TestPacing checks that background writes beyond the burst wait for the
 // pacer, and give up at once when the wait would outlast the deadline.
 func TestPacing(t *testing.T) {
-	srv, _ := startEmulator(t, emu.Options{})
+	srv, _ := startEmulator(t, cloudkms.Options{})
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.WriteInterval = time.Hour })
 	for range writeBurst {
 		if err := b.pace(callCtx(t), "test write"); err != nil {
@@ -177,7 +177,7 @@ func TestPacing(t *testing.T) {
 // older than a day get it refreshed (one read and one write each, labels set
 // by others kept); fresh keys cost nothing.
 func TestLiveness(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	m := newManager(t, srv, newBackend(t, srv, "server-a", func(o *Options) { o.Labels = map[string]string{"team": "platform"} }), "server-a", nil)
 	for _, k := range spireKeys {
 		if _, err := m.GenerateKey(callCtx(t), k.id, k.t); err != nil {
@@ -220,14 +220,14 @@ func TestLiveness(t *testing.T) {
 // past the stale period but which got a version within it (its server came
 // back and rotated) is left alone.
 func TestCleanupSparesRecentVersions(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	now := srv.Clock().Now()
 	labels := builtinLabels("server-back")
 	labels[labelLastUpdate] = unixLabel(now.Add(-20 * 24 * time.Hour))
 	name := testRing + "/cryptoKeys/spire-key-server-back-x509-CA-A"
-	if _, err := srv.SeedCryptoKey(emu.SeedKey{
+	if _, err := srv.SeedCryptoKey(cloudkms.SeedKey{
 		Name: name, Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256, Labels: labels, CreateTime: now.Add(-30 * 24 * time.Hour),
-		Versions: []emu.SeedVersion{{CreateTime: now.Add(-time.Hour)}},
+		Versions: []cloudkms.SeedVersion{{CreateTime: now.Add(-time.Hour)}},
 	}); err != nil {
 		t.Fatal(err)
 	}

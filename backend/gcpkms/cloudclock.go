@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // cloudClock estimates Cloud KMS's current time, as a lower bound, for the
@@ -18,15 +18,15 @@ import (
 // pacer and the engine (CloudTime). Other servers judge a stamp on the
 // cloud's time, and the engine judges leases and staleness on it, so a host
 // clock running ahead or behind must not leak into either: the estimate is
-// keymanager's CloudClock, fed with every time Cloud KMS reports (a
+// the engine's CloudClock, fed with every time Cloud KMS reports (a
 // response's Date header, the creation time of a key or version).
 type cloudClock struct {
-	*keymanager.CloudClock
+	*engine.CloudClock
 }
 
 // newCloudClock returns a clock on local (time.Now when nil).
 func newCloudClock(local func() time.Time) *cloudClock {
-	return &cloudClock{keymanager.NewCloudClock(local)}
+	return &cloudClock{engine.NewCloudClock(local)}
 }
 
 // observeTimestamp observes a creation time from an answer.
@@ -79,7 +79,7 @@ func dateHeader(md metadata.MD) (time.Time, bool) {
 	return latest, !latest.IsZero()
 }
 
-// CloudTime implements keymanager.CloudTimer: the cloud's time as the
+// CloudTime implements engine.CloudTimer: the cloud's time as the
 // latest answers reported it (moved on by the time elapsed since), or the
 // zero time before any answer reported one. The engine builds its own
 // lower bound from it, so the local clock never stands in for it here.

@@ -6,8 +6,8 @@ import (
 
 	"google.golang.org/grpc/metadata"
 
-	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // TestOpenedBackendStampsFollowTheCloudClock opens the backend the way the plugin does
@@ -19,12 +19,12 @@ import (
 func TestOpenedBackendStampsFollowTheCloudClock(t *testing.T) {
 	for _, lead := range []time.Duration{0, 25 * time.Hour, 30 * 24 * time.Hour} {
 		t.Run(lead.String(), func(t *testing.T) {
-			srv, _ := startEmulator(t, emu.Options{Principals: map[string][]string{pluginAccount: ringPermissions, "admin@kmskeeper-test.iam.gserviceaccount.com": {"*"}}})
+			srv, _ := startEmulator(t, cloudkms.Options{Principals: map[string][]string{pluginAccount: ringPermissions, "admin@kmskeeper-test.iam.gserviceaccount.com": {"*"}}})
 			b := openWithServiceAccount(t, srv, "")
 			srv.Clock().Advance(lead)
 			// The first answer's Date header shows the backend the cloud's
 			// time: the creation's stamp already carries it.
-			g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
+			g, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 			if err != nil {
 				t.Fatalf("Create: %v", err)
 			}
@@ -129,7 +129,7 @@ func TestDateHeader(t *testing.T) {
 // its Date header alone moves CloudTime, and the stamps, to the emulator's
 // time. Before any answer, CloudTime is zero.
 func TestCloudTimeFollowsDateHeader(t *testing.T) {
-	srv, _ := startEmulator(t, emu.Options{})
+	srv, _ := startEmulator(t, cloudkms.Options{})
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.Now = time.Now })
 	if got := b.CloudTime(); !got.IsZero() {
 		t.Fatalf("CloudTime() before any answer = %v, want zero", got)
@@ -166,12 +166,12 @@ func TestStampsFollowTheCloudClock(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv, raw := startEmulator(t, emu.Options{})
+			srv, raw := startEmulator(t, cloudkms.Options{})
 			srv.Clock().Advance(tt.cloudAhead)
 			b := newBackend(t, srv, "server-a", func(o *Options) {
 				o.Now = func() time.Time { return time.Now().Add(tt.hostOffset) }
 			})
-			g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
+			g, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 			if err != nil {
 				t.Fatal(err)
 			}

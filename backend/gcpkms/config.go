@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 var _ config.ServerIDChecker = (*Config)(nil)
@@ -122,10 +122,10 @@ func (c *Config) CheckServerID(serverID string) error {
 // Open implements config.Backend: it loads the credentials and builds the
 // client (New checks the server ID again, for IDs that did not come through
 // config). It makes no Cloud KMS call.
-func (c *Config) Open(ctx context.Context, p config.OpenParams) (keymanager.Backend, error) {
+func (c *Config) Open(ctx context.Context, p config.OpenParams) (engine.Backend, error) {
 	creds, err := loadCredentials(c.ServiceAccountFile, c.endpoint, os.Getenv)
 	if err != nil {
-		return nil, keymanager.Errorf(codes.InvalidArgument, "%w", err)
+		return nil, engine.Errorf(codes.InvalidArgument, "%w", err)
 	}
 	// New estimates the cloud's clock itself: Now stays the local clock
 	// (a second estimate fed as Now counted the cloud's lead twice).

@@ -8,25 +8,25 @@ import (
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
 
-	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
-	"github.com/kmskeeper/kmskeeper/keymanagertest"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
+	"github.com/kmskeeper/kmskeeper/conformance"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
 // capabilities are what Cloud KMS keys created with scheme sign: each key
 // one hash and one padding (P-256/SHA-256, P-384/SHA-384, RSA SHA-256 in
 // PKCS#1 v1.5 or PSS); every other request is InvalidArgument.
-func capabilities(scheme Scheme, types ...keymanager.KeyType) keymanagertest.Capabilities {
-	c := keymanagertest.Capabilities{
+func capabilities(scheme Scheme, types ...engine.KeyType) conformance.Capabilities {
+	c := conformance.Capabilities{
 		KeyTypes: types,
-		Hashes:   map[keymanager.KeyType][]crypto.Hash{},
-		PSS:      map[keymanager.KeyType][]crypto.Hash{},
-		Refused:  map[keymanager.KeyType][]crypto.Hash{},
+		Hashes:   map[engine.KeyType][]crypto.Hash{},
+		PSS:      map[engine.KeyType][]crypto.Hash{},
+		Refused:  map[engine.KeyType][]crypto.Hash{},
 	}
 	for _, t := range types {
 		h := crypto.SHA256
-		if t == keymanager.ECP384 {
+		if t == engine.ECP384 {
 			h = crypto.SHA384
 		}
 		if !t.IsEC() && scheme == SchemePSS {
@@ -34,7 +34,7 @@ func capabilities(scheme Scheme, types ...keymanager.KeyType) keymanagertest.Cap
 		} else {
 			c.Hashes[t] = []crypto.Hash{h}
 		}
-		for _, p := range keymanagertest.ProtocolHashes() {
+		for _, p := range conformance.ProtocolHashes() {
 			if !slices.Contains(c.Hashes[t], p) {
 				c.Refused[t] = append(c.Refused[t], p)
 			}
@@ -48,12 +48,12 @@ func capabilities(scheme Scheme, types ...keymanager.KeyType) keymanagertest.Cap
 // versions stay PENDING_GENERATION a while (longer for HSM), as on the
 // service. RSA-4096, slow to generate, runs in two of the four.
 func TestConformance(t *testing.T) {
-	all := []keymanager.KeyType{keymanager.ECP256, keymanager.ECP384, keymanager.RSA2048, keymanager.RSA4096}
+	all := []engine.KeyType{engine.ECP256, engine.ECP384, engine.RSA2048, engine.RSA4096}
 	for _, tt := range []struct {
 		name       string
 		protection kmspb.ProtectionLevel
 		scheme     Scheme
-		types      []keymanager.KeyType
+		types      []engine.KeyType
 	}{
 		{"software pkcs1", kmspb.ProtectionLevel_SOFTWARE, SchemePKCS1, all},
 		{"hsm pss", kmspb.ProtectionLevel_HSM, SchemePSS, all},
@@ -62,12 +62,12 @@ func TestConformance(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			srv, raw := startEmulator(t, emu.Options{PendingGeneration: 20 * time.Millisecond, PendingGenerationHSM: 200 * time.Millisecond})
+			srv, raw := startEmulator(t, cloudkms.Options{PendingGeneration: 20 * time.Millisecond, PendingGenerationHSM: 200 * time.Millisecond})
 			extra := `rsa_signature_scheme = "` + string(tt.scheme) + `"`
 			if tt.protection == kmspb.ProtectionLevel_HSM {
 				extra += "\nkey_protection = \"hsm\""
 			}
-			keymanagertest.Run(t, func(t *testing.T) *pluginhost.Plugin {
+			conformance.Run(t, func(t *testing.T) *pluginhost.Plugin {
 				return configured(t, srv, "conformance", extra)
 			}, capabilities(tt.scheme, tt.types...))
 

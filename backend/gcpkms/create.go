@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Create makes a new generation of req.KeyID: a new version of its
@@ -27,15 +27,15 @@ import (
 // sharing the server ID could retire it). A version made before such a
 // failure carries no lease; it is never served, and once SPIRE's retried
 // creation supersedes it, it is retired like any superseded version.
-func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (keymanager.Generation, error) {
+func (b *Backend) Create(ctx context.Context, req engine.CreateRequest) (engine.Generation, error) {
 	defer b.calls.start()()
 	id := cryptoKeyID(b.opts.ServerID, req.KeyID)
 	if !cryptoKeyIDPattern.MatchString(id) {
-		return keymanager.Generation{}, keymanager.Errorf(codes.InvalidArgument, "key ID %q cannot be stored in Cloud KMS: its CryptoKey ID %q must be 1 to 63 letters, digits, '-' or '_'", req.KeyID, id)
+		return engine.Generation{}, engine.Errorf(codes.InvalidArgument, "key ID %q cannot be stored in Cloud KMS: its CryptoKey ID %q must be 1 to 63 letters, digits, '-' or '_'", req.KeyID, id)
 	}
 	alg, err := algorithmFor(req.Type, b.opts.Scheme)
 	if err != nil {
-		return keymanager.Generation{}, err
+		return engine.Generation{}, err
 	}
 	name := b.opts.KeyRing + "/cryptoKeys/" + id
 	key, err := b.client.GetCryptoKey(ctx, &kmspb.GetCryptoKeyRequest{Name: name}, b.callOptions(ctx, "GetCryptoKey", idempotent)...)
@@ -48,7 +48,7 @@ func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (key
 		key, err = b.client.GetCryptoKey(ctx, &kmspb.GetCryptoKeyRequest{Name: name}, b.callOptions(ctx, "GetCryptoKey", idempotent)...)
 	}
 	if err != nil {
-		return keymanager.Generation{}, cloudError(err, "GetCryptoKey", name)
+		return engine.Generation{}, cloudError(err, "GetCryptoKey", name)
 	}
 	return b.addVersion(ctx, key, req, alg)
 }
@@ -59,19 +59,19 @@ func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (key
 // and the creation count. The creator's lease label keeps its entries for
 // other versions, among them its committed lease on the version it serves
 // until the new one is committed.
-func (b *Backend) creationLabels(labels map[string]string, keyName, version string, req keymanager.CreateRequest, stamp time.Time) map[string]string {
+func (b *Backend) creationLabels(labels map[string]string, keyName, version string, req engine.CreateRequest, stamp time.Time) map[string]string {
 	out := b.ownKeyLabels(labels, unixLabel(stamp))
 	setRecent(out, version, req.RecentCreations)
 	lease := req.Lease
 	lease.Ref = version
-	setLeases(out, keyName, version, []keymanager.Lease{lease})
+	setLeases(out, keyName, version, []engine.Lease{lease})
 	return out
 }
 
 // createKey creates the CryptoKey of a SPIRE key, sets its IAM policy and
 // waits for version 1. The creation's lease record is written by
 // CreateCryptoKey itself.
-func (b *Backend) createKey(ctx context.Context, name, id string, req keymanager.CreateRequest, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm) (keymanager.Generation, error) {
+func (b *Backend) createKey(ctx context.Context, name, id string, req engine.CreateRequest, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm) (engine.Generation, error) {
 	stamp := b.clock.Now()
 	// CreateCryptoKey makes version 1; its name is derived as Cloud KMS
 	// documents (the response carries no primary for signing keys).
@@ -90,13 +90,13 @@ func (b *Backend) createKey(ctx context.Context, name, id string, req keymanager
 		},
 	}, b.callOptions(ctx, "CreateCryptoKey", creating)...)
 	if status.Code(err) == codes.AlreadyExists {
-		return keymanager.Generation{}, err
+		return engine.Generation{}, err
 	}
 	if err != nil {
-		return keymanager.Generation{}, cloudError(err, "CreateCryptoKey", name)
+		return engine.Generation{}, cloudError(err, "CreateCryptoKey", name)
 	}
 	if err := b.setPolicy(ctx, key.GetName()); err != nil {
-		return keymanager.Generation{}, err
+		return engine.Generation{}, err
 	}
 	g, err := b.finishVersion(ctx, key.GetName(), req.KeyID, version, key.GetCreateTime().AsTime())
 	if err != nil {
@@ -111,17 +111,17 @@ func (b *Backend) createKey(ctx context.Context, name, id string, req keymanager
 // fixing its algorithm (the key type or rsa_signature_scheme changed); its
 // labels (inactive, missing, key_labels changed) are fixed in the update
 // that records the creation.
-func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, req keymanager.CreateRequest, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm) (keymanager.Generation, error) {
+func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, req engine.CreateRequest, alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm) (engine.Generation, error) {
 	name := key.GetName()
 	labels := key.GetLabels()
 	if id, ok := labels[labelServerID]; ok && id != b.opts.ServerID {
-		return keymanager.Generation{}, keymanager.Errorf(codes.FailedPrecondition, "CryptoKey %s exists and belongs to server %q (its spire-server-id label), not to this server %q: the server IDs overlap; give this server another key_identifier_value", name, id, b.opts.ServerID)
+		return engine.Generation{}, engine.Errorf(codes.FailedPrecondition, "CryptoKey %s exists and belongs to server %q (its spire-server-id label), not to this server %q: the server IDs overlap; give this server another key_identifier_value", name, id, b.opts.ServerID)
 	}
 	if td, ok := labels[labelTrustDomain]; ok && td != b.tdLabel {
-		return keymanager.Generation{}, keymanager.Errorf(codes.FailedPrecondition, "CryptoKey %s exists and belongs to another trust domain (its spire-server-td label differs): use another key ring or server ID", name)
+		return engine.Generation{}, engine.Errorf(codes.FailedPrecondition, "CryptoKey %s exists and belongs to another trust domain (its spire-server-td label differs): use another key ring or server ID", name)
 	}
 	if key.GetPurpose() != kmspb.CryptoKey_ASYMMETRIC_SIGN {
-		return keymanager.Generation{}, keymanager.Errorf(codes.FailedPrecondition, "CryptoKey %s exists with purpose %s, not ASYMMETRIC_SIGN; it was not made by SPIRE: delete it or use another server ID", name, key.GetPurpose())
+		return engine.Generation{}, engine.Errorf(codes.FailedPrecondition, "CryptoKey %s exists with purpose %s, not ASYMMETRIC_SIGN; it was not made by SPIRE: delete it or use another server ID", name, key.GetPurpose())
 	}
 	if pl := key.GetVersionTemplate().GetProtectionLevel(); pl != b.opts.Protection {
 		b.log.Warn("The key's protection level differs from key_protection and Cloud KMS cannot change it; its new versions keep the key's level. To move to the configured level, start the server with a new key_identifier_value",
@@ -134,7 +134,7 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, req keym
 			UpdateMask: mask("version_template.algorithm"),
 		}, b.callOptions(ctx, "UpdateCryptoKey", idempotent)...)
 		if err != nil {
-			return keymanager.Generation{}, cloudError(err, "UpdateCryptoKey", name)
+			return engine.Generation{}, cloudError(err, "UpdateCryptoKey", name)
 		}
 	}
 	if labels[labelActive] != "true" {
@@ -144,12 +144,12 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, req keym
 	// A version still PENDING_GENERATION was made by a creation of this
 	// process whose time budget ran out (HSM RSA keys can take long): wait
 	// for it rather than leave it behind and make another.
-	var g keymanager.Generation
+	var g engine.Generation
 	var err error
 	if _, resume := b.unfinished.Load(name); resume {
 		pending, perr := b.pendingVersion(ctx, name, alg)
 		if perr != nil {
-			return keymanager.Generation{}, perr
+			return engine.Generation{}, perr
 		}
 		if pending != nil {
 			b.log.Info("Resuming a key version still being generated by an earlier attempt", "version", pending.GetName())
@@ -162,7 +162,7 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, req keym
 		if cerr != nil {
 			// The version may exist even though the answer was lost.
 			b.unfinished.Store(name, true)
-			return keymanager.Generation{}, cloudError(cerr, "CreateCryptoKeyVersion", name)
+			return engine.Generation{}, cloudError(cerr, "CreateCryptoKeyVersion", name)
 		}
 		g, err = b.finishVersion(ctx, name, req.KeyID, v.GetName(), v.GetCreateTime().AsTime())
 	}
@@ -181,7 +181,7 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, req keym
 	answer, err := b.updateLabels(ctx, name, update)
 	if err != nil {
 		b.log.Warn("Could not record the creator's lease on a new key version: the creation fails, the version is never served, and it is retired once a later creation supersedes it", "key_id", req.KeyID, "version", g.Ref, "error", err)
-		return keymanager.Generation{}, keymanager.Errorf(keymanager.Code(err), "key %s: new version %s: %w", req.KeyID, g.Ref, err)
+		return engine.Generation{}, engine.Errorf(engine.Code(err), "key %s: new version %s: %w", req.KeyID, g.Ref, err)
 	}
 	g = withRecord(g, name, answeredLabels(update, answer.GetLabels()), stamp)
 	g.RecentCreations = recentOf(g.Labels, g.Ref)
@@ -191,7 +191,7 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, req keym
 // withRecord returns g with the lease record that labels hold, just
 // written at stamp: Updated (the stamp as spire-last-update stores it, to
 // the second), Leases and Labels.
-func withRecord(g keymanager.Generation, keyName string, labels map[string]string, stamp time.Time) keymanager.Generation {
+func withRecord(g engine.Generation, keyName string, labels map[string]string, stamp time.Time) engine.Generation {
 	g.Updated = time.Unix(stamp.Unix(), 0)
 	if t, ok := parseUnixLabel(labels[labelLastUpdate]); ok {
 		g.Updated = t
@@ -212,7 +212,7 @@ func answeredLabels(sent, answered map[string]string) map[string]string {
 
 // finishVersion waits for a version of keyName to be ready, and remembers
 // whether it was, so that the next creation knows to resume it.
-func (b *Backend) finishVersion(ctx context.Context, keyName, keyID, version string, created time.Time) (keymanager.Generation, error) {
+func (b *Backend) finishVersion(ctx context.Context, keyName, keyID, version string, created time.Time) (engine.Generation, error) {
 	g, err := b.readyGeneration(ctx, keyID, version, created)
 	if err != nil {
 		b.unfinished.Store(keyName, true)
@@ -224,12 +224,12 @@ func (b *Backend) finishVersion(ctx context.Context, keyName, keyID, version str
 
 // readyGeneration waits for a new version to leave PENDING_GENERATION (HSM
 // and RSA-4096 keys take seconds) and returns it with its public key.
-func (b *Backend) readyGeneration(ctx context.Context, keyID, version string, created time.Time) (keymanager.Generation, error) {
+func (b *Backend) readyGeneration(ctx context.Context, keyID, version string, created time.Time) (engine.Generation, error) {
 	pub, alg, err := b.publicKey(ctx, version)
 	if err != nil {
-		return keymanager.Generation{}, err
+		return engine.Generation{}, err
 	}
-	return keymanager.Generation{
+	return engine.Generation{
 		KeyID:     keyID,
 		Ref:       version,
 		ServerID:  b.opts.ServerID,

@@ -5,7 +5,7 @@
 // as SPIRE's built-in gcp_kms plugin names and labels it
 // (spire-key-<serverID>-<keyID>; spire-server-td, spire-server-id,
 // spire-active, spire-last-update), so that the keys it created are adopted
-// with their fingerprints. A generation (keymanager.Generation) is one
+// with their fingerprints. A generation (engine.Generation) is one
 // CryptoKeyVersion: rotation adds a version and schedules the superseded one
 // for destruction. Other servers' keys are seen one generation per CryptoKey,
 // so that start-up costs one filtered listing plus, for this server's keys

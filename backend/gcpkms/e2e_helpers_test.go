@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 	"github.com/kmskeeper/kmskeeper/pluginhost/plugintest"
 )
@@ -49,12 +49,12 @@ func launch(t *testing.T, env ...string) *pluginhost.Plugin {
 }
 
 // pluginData is the plugin_data of a server on the emulator.
-func pluginData(srv *emu.Server, serverID, extra string) string {
+func pluginData(srv *cloudkms.Server, serverID, extra string) string {
 	return fmt.Sprintf("key_ring = %q\nendpoint = %q\nkey_identifier_value = %q\n%s", testRing, srv.Addr(), serverID, extra)
 }
 
 // configured launches the binary and configures it on the emulator.
-func configured(t *testing.T, srv *emu.Server, serverID, extra string) *pluginhost.Plugin {
+func configured(t *testing.T, srv *cloudkms.Server, serverID, extra string) *pluginhost.Plugin {
 	t.Helper()
 	p := launch(t)
 	if err := p.Configure(callCtx(t), testTrustDomain, pluginData(srv, serverID, extra)); err != nil {

@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // TestBinaryAdoptsBuiltinKeys replaces SPIRE's gcp_kms with the built
@@ -30,16 +30,16 @@ import (
 // period after the key's last write: TestGenerateSignRotate covers that on a
 // moved clock.)
 func TestBinaryAdoptsBuiltinKeys(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	const id = "builtin-server"
 	ca, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	jwt, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	for keyID, k := range map[string]*ecdsa.PrivateKey{"x509-CA-A": ca, "JWT-Signer-A": jwt} {
-		if _, err := srv.SeedCryptoKey(emu.SeedKey{
+		if _, err := srv.SeedCryptoKey(cloudkms.SeedKey{
 			Name:      testRing + "/cryptoKeys/spire-key-" + id + "-" + keyID,
 			Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256,
 			Labels:    builtinLabels(id),
-			Versions:  []emu.SeedVersion{{State: kmspb.CryptoKeyVersion_DESTROY_SCHEDULED}, {Key: k}},
+			Versions:  []cloudkms.SeedVersion{{State: kmspb.CryptoKeyVersion_DESTROY_SCHEDULED}, {Key: k}},
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -66,7 +66,7 @@ func TestBinaryAdoptsBuiltinKeys(t *testing.T) {
 	if _, fp, err := p.SignData(callCtx(t), "x509-CA-A", digestOf(crypto.SHA256, "adopted"), crypto.SHA256); err != nil || fp != want["x509-CA-A"] {
 		t.Fatalf("SignData = %s, %v", fp, err)
 	}
-	rotated, err := p.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	rotated, err := p.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestBinaryAdoptsBuiltinKeys(t *testing.T) {
 // would for a TLS-intercepting proxy) with a service account key file and
 // permission checks: the real transport and the real auth handshake.
 func TestBinaryOverTLSWithServiceAccount(t *testing.T) {
-	srv, _ := startEmulator(t, emu.Options{TLS: true, Principals: map[string][]string{pluginAccount: ringPermissions}})
+	srv, _ := startEmulator(t, cloudkms.Options{TLS: true, Principals: map[string][]string{pluginAccount: ringPermissions}})
 	dir := t.TempDir()
 	ca, sa := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "sa.json")
 	if err := srv.WriteCAFile(ca); err != nil {
@@ -111,7 +111,7 @@ func TestBinaryOverTLSWithServiceAccount(t *testing.T) {
 	if err := p.Configure(callCtx(t), testTrustDomain, data); err != nil {
 		t.Fatalf("Configure: %v", err)
 	}
-	pk, err := p.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	pk, err := p.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256)
 	if err != nil {
 		t.Fatalf("GenerateKey: %v", err)
 	}

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // permissions names the IAM permission each Cloud KMS method needs, so that
@@ -45,31 +45,31 @@ func cloudError(err error, method, resource string) error {
 	}
 	switch code {
 	case codes.PermissionDenied:
-		return keymanager.Errorf(codes.PermissionDenied, "Cloud KMS %s on %s was denied: grant the plugin's identity the permission %s (docs/gcp.md lists the roles): %w", method, resource, permissions[method], err)
+		return engine.Errorf(codes.PermissionDenied, "Cloud KMS %s on %s was denied: grant the plugin's identity the permission %s (docs/gcp.md lists the roles): %w", method, resource, permissions[method], err)
 	case codes.Unauthenticated:
-		return keymanager.Errorf(codes.Unauthenticated, "Cloud KMS %s on %s: the credentials were refused; check service_account_file or the Application Default Credentials: %w", method, resource, err)
+		return engine.Errorf(codes.Unauthenticated, "Cloud KMS %s on %s: the credentials were refused; check service_account_file or the Application Default Credentials: %w", method, resource, err)
 	case codes.NotFound:
-		return keymanager.Errorf(codes.NotFound, "Cloud KMS %s: %s does not exist; the plugin creates keys, not key rings: %w", method, resource, err)
+		return engine.Errorf(codes.NotFound, "Cloud KMS %s: %s does not exist; the plugin creates keys, not key rings: %w", method, resource, err)
 	case codes.ResourceExhausted:
-		return keymanager.Errorf(codes.ResourceExhausted, "Cloud KMS %s on %s: quota still exceeded when the call's time budget ran out: %w", method, resource, err)
+		return engine.Errorf(codes.ResourceExhausted, "Cloud KMS %s on %s: quota still exceeded when the call's time budget ran out: %w", method, resource, err)
 	case codes.Internal:
 		// An error inside Cloud KMS, not in kmskeeper: Unavailable, like
 		// other failures of the service that SPIRE's next attempt may not
 		// meet (rule 8 keeps Internal for kmskeeper's own bugs).
-		return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed with an error inside Cloud KMS (INTERNAL), after a few retries if the call is safe to repeat; creations are not retried, as one may have taken effect: %w", method, resource, err)
+		return engine.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed with an error inside Cloud KMS (INTERNAL), after a few retries if the call is safe to repeat; creations are not retried, as one may have taken effect: %w", method, resource, err)
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.Unknown:
 		if strings.HasPrefix(method, "Create") {
-			return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed (unreachable or failing) and was not retried, as a creation may have taken effect; a key it left is resumed by the next GenerateKey or retired by cleanup: %w", method, resource, err)
+			return engine.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed (unreachable or failing) and was not retried, as a creation may have taken effect; a key it left is resumed by the next GenerateKey or retired by cleanup: %w", method, resource, err)
 		}
-		return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed until the call's time budget ran out (unreachable or failing, retried): %w", method, resource, err)
+		return engine.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed until the call's time budget ran out (unreachable or failing, retried): %w", method, resource, err)
 	case codes.Canceled:
-		return keymanager.Errorf(codes.Canceled, "Cloud KMS %s on %s: cancelled: %w", method, resource, err)
+		return engine.Errorf(codes.Canceled, "Cloud KMS %s on %s: cancelled: %w", method, resource, err)
 	case codes.FailedPrecondition:
-		return keymanager.Errorf(codes.FailedPrecondition, "Cloud KMS %s on %s: the key is not in a state that allows it: %w", method, resource, err)
+		return engine.Errorf(codes.FailedPrecondition, "Cloud KMS %s on %s: the key is not in a state that allows it: %w", method, resource, err)
 	case codes.InvalidArgument, codes.OutOfRange:
-		return keymanager.Errorf(codes.InvalidArgument, "Cloud KMS %s on %s refused the request as invalid: %w", method, resource, err)
+		return engine.Errorf(codes.InvalidArgument, "Cloud KMS %s on %s refused the request as invalid: %w", method, resource, err)
 	case codes.AlreadyExists:
-		return keymanager.Errorf(codes.AlreadyExists, "Cloud KMS %s: %s already exists: %w", method, resource, err)
+		return engine.Errorf(codes.AlreadyExists, "Cloud KMS %s: %s already exists: %w", method, resource, err)
 	}
-	return keymanager.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed: %w", method, resource, err)
+	return engine.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed: %w", method, resource, err)
 }

@@ -11,8 +11,8 @@ import (
 	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/grpc/codes"
 
-	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // fastRetries shortens the retry pauses so fault tests take milliseconds.
@@ -29,13 +29,13 @@ func fastRetries(b *Backend) {
 // PENDING_GENERATION (longer for HSM keys), within the budget, and that a
 // version whose wait outlived its budget is resumed, not left behind.
 func TestPendingGeneration(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{PendingGeneration: 200 * time.Millisecond, PendingGenerationHSM: 800 * time.Millisecond})
+	srv, raw := startEmulator(t, cloudkms.Options{PendingGeneration: 200 * time.Millisecond, PendingGenerationHSM: 800 * time.Millisecond})
 	metrics := &counter{}
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.Protection = kmspb.ProtectionLevel_HSM; o.Metrics = metrics })
 	m := newManager(t, srv, b, "server-a", metrics)
 
 	start := time.Now()
-	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err != nil {
 		t.Fatalf("GenerateKey while PENDING_GENERATION: %v", err)
 	}
 	if d := time.Since(start); d < 800*time.Millisecond {
@@ -53,11 +53,11 @@ func TestPendingGeneration(t *testing.T) {
 	// one waits for the same version instead of creating another.
 	short, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
 	defer cancel()
-	_, err := b.Create(short, createReq("x509-CA-A", keymanager.ECP256))
+	_, err := b.Create(short, createReq("x509-CA-A", engine.ECP256))
 	if err == nil {
 		t.Fatal("Create returned before the version could be ready")
 	}
-	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 	if err != nil {
 		t.Fatalf("Create after a timed-out one: %v", err)
 	}
@@ -73,18 +73,18 @@ func TestPendingGeneration(t *testing.T) {
 // retried within the budget and counted, that creations are not retried on
 // UNAVAILABLE, and that the code survives when the budget runs out.
 func TestQuotaRetries(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	metrics := &counter{}
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics })
 	fastRetries(b)
 	m := newManager(t, srv, b, "server-a", metrics)
 
-	srv.InjectFault(emu.Fault{Method: "CreateCryptoKey", Code: codes.ResourceExhausted, Times: 2})
-	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	srv.InjectFault(cloudkms.Fault{Method: "CreateCryptoKey", Code: codes.ResourceExhausted, Times: 2})
+	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err != nil {
 		t.Fatalf("GenerateKey with 2 quota errors: %v", err)
 	}
-	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: codes.ResourceExhausted, Times: 2})
-	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: codes.Unavailable, Times: 1})
+	srv.InjectFault(cloudkms.Fault{Method: "AsymmetricSign", Code: codes.ResourceExhausted, Times: 2})
+	srv.InjectFault(cloudkms.Fault{Method: "AsymmetricSign", Code: codes.Unavailable, Times: 1})
 	if _, _, err := m.SignData(callCtx(t), "x509-CA-A", digestOf(crypto.SHA256, "x"), crypto.SHA256); err != nil {
 		t.Fatalf("SignData with 3 transient errors: %v", err)
 	}
@@ -99,15 +99,15 @@ func TestQuotaRetries(t *testing.T) {
 	}
 
 	// UNAVAILABLE on a creating call is not retried: the version may exist.
-	srv.InjectFault(emu.Fault{Method: "CreateCryptoKeyVersion", Code: codes.Unavailable, Times: 1})
-	_, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	srv.InjectFault(cloudkms.Fault{Method: "CreateCryptoKeyVersion", Code: codes.Unavailable, Times: 1})
+	_, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256)
 	wantCode(t, err, codes.Unavailable, "CreateCryptoKeyVersion", "not retried, as a creation may have taken effect")
 
 	// Quota exhausted past the budget keeps its code.
-	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: codes.ResourceExhausted})
+	srv.InjectFault(cloudkms.Fault{Method: "AsymmetricSign", Code: codes.ResourceExhausted})
 	short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, err = b.Sign(short, keymanager.Generation{KeyID: "x509-CA-A", Ref: testRing + "/cryptoKeys/spire-key-server-a-x509-CA-A/cryptoKeyVersions/1", Algorithm: "EC_SIGN_P256_SHA256"},
+	_, err = b.Sign(short, engine.Generation{KeyID: "x509-CA-A", Ref: testRing + "/cryptoKeys/spire-key-server-a-x509-CA-A/cryptoKeyVersions/1", Algorithm: "EC_SIGN_P256_SHA256"},
 		digestOf(crypto.SHA256, "x"), crypto.SHA256)
 	wantCode(t, err, codes.ResourceExhausted, "AsymmetricSign", "quota")
 	srv.ClearFaults()
@@ -116,14 +116,14 @@ func TestQuotaRetries(t *testing.T) {
 
 // retryingManager starts an emulator and an engine over a backend with
 // short retry pauses, serving x509-CA-A, and returns a SignData with it.
-func retryingManager(t *testing.T) (*emu.Server, *counter, *keymanager.Manager, func() error) {
+func retryingManager(t *testing.T) (*cloudkms.Server, *counter, *engine.Manager, func() error) {
 	t.Helper()
-	srv, _ := startEmulator(t, emu.Options{})
+	srv, _ := startEmulator(t, cloudkms.Options{})
 	metrics := &counter{}
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics })
 	fastRetries(b)
 	m := newManager(t, srv, b, "server-a", metrics)
-	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err != nil {
 		t.Fatal(err)
 	}
 	sign := func() error {
@@ -145,9 +145,9 @@ func TestInternalRetries(t *testing.T) {
 
 	// A rotation reads the key and rewrites its labels before it creates a
 	// version: both are safe to repeat.
-	srv.InjectFault(emu.Fault{Method: "GetCryptoKey", Code: codes.Internal, Times: 1})
-	srv.InjectFault(emu.Fault{Method: "UpdateCryptoKey", Code: codes.Internal, Times: 1})
-	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	srv.InjectFault(cloudkms.Fault{Method: "GetCryptoKey", Code: codes.Internal, Times: 1})
+	srv.InjectFault(cloudkms.Fault{Method: "UpdateCryptoKey", Code: codes.Internal, Times: 1})
+	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err != nil {
 		t.Fatalf("a rotation with INTERNAL on GetCryptoKey and UpdateCryptoKey: %v", err)
 	}
 	for _, method := range []string{"GetCryptoKey", "UpdateCryptoKey"} {
@@ -157,7 +157,7 @@ func TestInternalRetries(t *testing.T) {
 	}
 
 	srv.ResetCounts()
-	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: codes.Internal})
+	srv.InjectFault(cloudkms.Fault{Method: "AsymmetricSign", Code: codes.Internal})
 	wantCode(t, sign(), codes.Unavailable, "AsymmetricSign", "INTERNAL")
 	if got, want := srv.Counts()["AsymmetricSign"], 1+maxInternalRetries; got != want {
 		t.Errorf("a lasting INTERNAL was tried %d times, want %d", got, want)
@@ -165,8 +165,8 @@ func TestInternalRetries(t *testing.T) {
 	srv.ClearFaults()
 
 	srv.ResetCounts()
-	srv.InjectFault(emu.Fault{Method: "CreateCryptoKeyVersion", Code: codes.Internal, Times: 1})
-	_, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	srv.InjectFault(cloudkms.Fault{Method: "CreateCryptoKeyVersion", Code: codes.Internal, Times: 1})
+	_, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256)
 	wantCode(t, err, codes.Unavailable, "CreateCryptoKeyVersion", "creations are not retried")
 	if got := srv.Counts()["CreateCryptoKeyVersion"]; got != 1 {
 		t.Errorf("CreateCryptoKeyVersion was tried %d times after INTERNAL, want 1", got)
@@ -191,7 +191,7 @@ func TestRetriedServerErrors(t *testing.T) {
 	} {
 		t.Run(tt.reason, func(t *testing.T) {
 			srv, metrics, m, sign := retryingManager(t)
-			srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Code: tt.code, Times: tt.times})
+			srv.InjectFault(cloudkms.Fault{Method: "AsymmetricSign", Code: tt.code, Times: tt.times})
 			if err := sign(); err != nil {
 				t.Fatalf("SignData with %d %v answers: %v", tt.times, tt.code, err)
 			}
@@ -199,8 +199,8 @@ func TestRetriedServerErrors(t *testing.T) {
 				t.Errorf("AsymmetricSign %v retries counted = %v, want %d", tt.code, got, tt.times)
 			}
 			srv.ResetCounts()
-			srv.InjectFault(emu.Fault{Method: "CreateCryptoKeyVersion", Code: tt.code, Times: 1})
-			if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err == nil {
+			srv.InjectFault(cloudkms.Fault{Method: "CreateCryptoKeyVersion", Code: tt.code, Times: 1})
+			if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err == nil {
 				t.Errorf("GenerateKey succeeded through a %v on the creation; it must not be retried", tt.code)
 			}
 			if got := srv.Counts()["CreateCryptoKeyVersion"]; got != 1 {
@@ -214,42 +214,42 @@ func TestRetriedServerErrors(t *testing.T) {
 // one bad response is asked again; a persistent one is Internal naming the
 // check.
 func TestIntegrityChecks(t *testing.T) {
-	srv, _ := startEmulator(t, emu.Options{})
+	srv, _ := startEmulator(t, cloudkms.Options{})
 	metrics := &counter{}
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics })
 	m := newManager(t, srv, b, "server-a", metrics)
-	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err != nil {
 		t.Fatal(err)
 	}
 	d := digestOf(crypto.SHA256, "x")
 	tests := []struct {
 		method string
-		tamper emu.Tamper
+		tamper cloudkms.Tamper
 		check  string
 	}{
-		{"AsymmetricSign", emu.TamperSignatureCRC, "signature_crc32c"},
-		{"AsymmetricSign", emu.TamperSignature, "signature_crc32c"},
-		{"AsymmetricSign", emu.TamperVerifiedDigest, "verified_digest_crc32c"},
-		{"AsymmetricSign", emu.TamperName, "name"},
-		{"GetPublicKey", emu.TamperPEMCRC, "pem_crc32c"},
-		{"GetPublicKey", emu.TamperPEM, "pem_crc32c"},
-		{"GetPublicKey", emu.TamperName, "name"},
+		{"AsymmetricSign", cloudkms.TamperSignatureCRC, "signature_crc32c"},
+		{"AsymmetricSign", cloudkms.TamperSignature, "signature_crc32c"},
+		{"AsymmetricSign", cloudkms.TamperVerifiedDigest, "verified_digest_crc32c"},
+		{"AsymmetricSign", cloudkms.TamperName, "name"},
+		{"GetPublicKey", cloudkms.TamperPEMCRC, "pem_crc32c"},
+		{"GetPublicKey", cloudkms.TamperPEM, "pem_crc32c"},
+		{"GetPublicKey", cloudkms.TamperName, "name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+"/"+string(tt.tamper), func(t *testing.T) {
 			call := func() error {
 				if tt.method == "GetPublicKey" {
-					_, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+					_, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256)
 					return err
 				}
 				_, _, err := m.SignData(callCtx(t), "x509-CA-A", d, crypto.SHA256)
 				return err
 			}
-			srv.InjectFault(emu.Fault{Method: tt.method, Tamper: tt.tamper, Times: 1})
+			srv.InjectFault(cloudkms.Fault{Method: tt.method, Tamper: tt.tamper, Times: 1})
 			if err := call(); err != nil {
 				t.Fatalf("one tampered response was not asked again: %v", err)
 			}
-			srv.InjectFault(emu.Fault{Method: tt.method, Tamper: tt.tamper, Times: maxIntegrityAttempts})
+			srv.InjectFault(cloudkms.Fault{Method: tt.method, Tamper: tt.tamper, Times: maxIntegrityAttempts})
 			wantCode(t, call(), codes.Internal, tt.check, "integrity check")
 			srv.ClearFaults()
 		})
@@ -262,12 +262,12 @@ func TestIntegrityChecks(t *testing.T) {
 // TestSignRefusesWhatTheKeyCannotDo checks InvalidArgument naming the key's
 // algorithm for requests a Cloud KMS key cannot serve.
 func TestSignRefusesWhatTheKeyCannotDo(t *testing.T) {
-	srv, _ := startEmulator(t, emu.Options{})
+	srv, _ := startEmulator(t, cloudkms.Options{})
 	m := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
 	for _, k := range []struct {
 		id string
-		t  keymanager.KeyType
-	}{{"ec", keymanager.ECP256}, {"rsa", keymanager.RSA2048}} {
+		t  engine.KeyType
+	}{{"ec", engine.ECP256}, {"rsa", engine.RSA2048}} {
 		if _, err := m.GenerateKey(callCtx(t), k.id, k.t); err != nil {
 			t.Fatal(err)
 		}
@@ -287,7 +287,7 @@ func TestSignRefusesWhatTheKeyCannotDo(t *testing.T) {
 	}
 
 	pss := newManager(t, srv, newBackend(t, srv, "server-p", func(o *Options) { o.Scheme = SchemePSS }), "server-p", nil)
-	if _, err := pss.GenerateKey(callCtx(t), "rsa", keymanager.RSA2048); err != nil {
+	if _, err := pss.GenerateKey(callCtx(t), "rsa", engine.RSA2048); err != nil {
 		t.Fatal(err)
 	}
 	_, _, err := pss.SignData(callCtx(t), "rsa", digestOf(crypto.SHA256, "x"), crypto.SHA256)
@@ -301,15 +301,15 @@ func TestSignRefusesWhatTheKeyCannotDo(t *testing.T) {
 // service's RESOURCE_EXHAUSTED with its ErrorInfo): a write over the quota
 // is retried until the next minute's window opens, within the budget.
 func TestProjectQuota(t *testing.T) {
-	clock := emu.NewManualClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	clock := cloudkms.NewManualClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	// A creation writes twice: the key (with the creator's pending lease),
 	// then the lease committed.
-	srv, _ := startEmulator(t, emu.Options{Clock: clock, Quotas: true, QuotaLimits: emu.QuotaLimits{WritePerMinute: 2}})
+	srv, _ := startEmulator(t, cloudkms.Options{Clock: clock, Quotas: true, QuotaLimits: cloudkms.QuotaLimits{WritePerMinute: 2}})
 	metrics := &counter{}
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics })
 	fastRetries(b)
 	m := newManager(t, srv, b, "server-a", metrics)
-	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err != nil {
 		t.Fatal(err)
 	}
 	// The second creation is over the minute's quota until the clock moves.
@@ -317,7 +317,7 @@ func TestProjectQuota(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		clock.Advance(time.Minute)
 	}()
-	if _, err := m.GenerateKey(callCtx(t), "JWT-Signer-A", keymanager.ECP256); err != nil {
+	if _, err := m.GenerateKey(callCtx(t), "JWT-Signer-A", engine.ECP256); err != nil {
 		t.Fatalf("GenerateKey over the write quota: %v", err)
 	}
 	if metrics.get("retries,method=CreateCryptoKey,reason=resource_exhausted") == 0 {
@@ -329,13 +329,13 @@ func TestProjectQuota(t *testing.T) {
 // before it: no listing for a pending version to resume (only a creation of
 // this process that ran out of budget leaves one).
 func TestRotationCalls(t *testing.T) {
-	srv, _ := startEmulator(t, emu.Options{})
+	srv, _ := startEmulator(t, cloudkms.Options{})
 	b := newBackend(t, srv, "server-a")
-	if _, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256)); err != nil {
+	if _, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256)); err != nil {
 		t.Fatal(err)
 	}
 	before := srv.Counts()
-	if _, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256)); err != nil {
+	if _, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256)); err != nil {
 		t.Fatal(err)
 	}
 	after := srv.Counts()

@@ -11,7 +11,7 @@ import (
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/grpc/codes"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // maxIntegrityAttempts bounds how often a response that fails a CRC32C or
@@ -25,10 +25,10 @@ func crc32c(b []byte) int64 { return int64(crc32.Checksum(b, castagnoli)) }
 
 // Fetch fetches the public key of one of this server's versions, waiting
 // while it is PENDING_GENERATION.
-func (b *Backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+func (b *Backend) Fetch(ctx context.Context, g engine.Generation) (engine.Generation, error) {
 	defer b.calls.start()()
 	if !isVersionName(g.Ref) {
-		return g, keymanager.Errorf(codes.Internal, "key %s: %s is another server's CryptoKey, not a version; only this server's versions are fetched", g.KeyID, g.Ref)
+		return g, engine.Errorf(codes.Internal, "key %s: %s is another server's CryptoKey, not a version; only this server's versions are fetched", g.KeyID, g.Ref)
 	}
 	pub, alg, err := b.publicKey(ctx, g.Ref)
 	if err != nil {
@@ -58,27 +58,27 @@ func (b *Backend) publicKey(ctx context.Context, version string) (crypto.PublicK
 			return parsePublicKey(version, resp)
 		}
 		b.log.Warn("Cloud KMS public key failed an integrity check; asking again", "version", version, "check", failed, "attempt", attempt)
-		b.metrics.IncrCounter([]string{"kmskeeper", "gcpkms", "integrity_failures"}, 1, keymanager.Label{Name: "method", Value: "GetPublicKey"})
+		b.metrics.IncrCounter([]string{"kmskeeper", "gcpkms", "integrity_failures"}, 1, engine.Label{Name: "method", Value: "GetPublicKey"})
 	}
-	return nil, algorithm{}, keymanager.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the response failed the %s integrity check %d times in a row (corrupted in transit)", version, failed, maxIntegrityAttempts)
+	return nil, algorithm{}, engine.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the response failed the %s integrity check %d times in a row (corrupted in transit)", version, failed, maxIntegrityAttempts)
 }
 
 // parsePublicKey decodes a GetPublicKey response.
 func parsePublicKey(version string, resp *kmspb.PublicKey) (crypto.PublicKey, algorithm, error) {
 	alg, ok := lookupAlgorithm(resp.GetAlgorithm())
 	if !ok {
-		return nil, algorithm{}, keymanager.Errorf(codes.FailedPrecondition, "%s has algorithm %s, which is not a SPIRE key type (EC P-256/P-384, RSA 2048/4096 signing); it cannot be served: delete it or use another key ID", version, resp.GetAlgorithm())
+		return nil, algorithm{}, engine.Errorf(codes.FailedPrecondition, "%s has algorithm %s, which is not a SPIRE key type (EC P-256/P-384, RSA 2048/4096 signing); it cannot be served: delete it or use another key ID", version, resp.GetAlgorithm())
 	}
 	block, _ := pem.Decode([]byte(resp.GetPem()))
 	if block == nil {
-		return nil, algorithm{}, keymanager.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the response holds no PEM block", version)
+		return nil, algorithm{}, engine.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the response holds no PEM block", version)
 	}
 	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
 	if err != nil {
-		return nil, algorithm{}, keymanager.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the public key cannot be parsed: %w", version, err)
+		return nil, algorithm{}, engine.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the public key cannot be parsed: %w", version, err)
 	}
-	if t, err := keymanager.KeyTypeOf(pub); err != nil || t != alg.keyType {
-		return nil, algorithm{}, keymanager.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the public key does not match its algorithm %s", version, alg.kms)
+	if t, err := engine.KeyTypeOf(pub); err != nil || t != alg.keyType {
+		return nil, algorithm{}, engine.Errorf(codes.Internal, "Cloud KMS GetPublicKey on %s: the public key does not match its algorithm %s", version, alg.kms)
 	}
 	return pub, alg, nil
 }

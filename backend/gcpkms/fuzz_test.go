@@ -15,7 +15,7 @@ import (
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // FuzzParsePublicKey feeds the GetPublicKey decoding any algorithm and PEM
@@ -37,7 +37,7 @@ func FuzzParsePublicKey(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if got, err := keymanager.KeyTypeOf(pub); err != nil || got != a.keyType {
+		if got, err := engine.KeyTypeOf(pub); err != nil || got != a.keyType {
 			t.Fatalf("accepted a key of type %v (%v) for algorithm %v", got, err, a.kms)
 		}
 		der, err := x509.MarshalPKIXPublicKey(pub)
@@ -98,9 +98,9 @@ func FuzzLeaseLabel(f *testing.F) {
 			return
 		}
 		version := versionName(key, num)
-		lease := keymanager.Lease{Holder: "h", Ref: version, Renewed: time.UnixMilli(ms), Pending: pending}
+		lease := engine.Lease{Holder: "h", Ref: version, Renewed: time.UnixMilli(ms), Pending: pending}
 		labels := map[string]string{labelLeasePrefix + "h": v, labelLeasePrefix + "other": v}
-		setLeases(labels, key, version, []keymanager.Lease{lease, {Holder: "other", Ref: version, Renewed: time.UnixMilli(ms)}})
+		setLeases(labels, key, version, []engine.Lease{lease, {Holder: "other", Ref: version, Renewed: time.UnixMilli(ms)}})
 		got := labels[labelLeasePrefix+"h"]
 		written := parseEntries(got)
 		if len(got) > maxLabelValLen || len(written) > maxHolderEntries || len(written) == 0 {
@@ -122,7 +122,7 @@ func FuzzLeaseLabel(f *testing.F) {
 		if back := encodeEntries(written, num); back != got {
 			t.Fatalf("%q writes back as %q", got, back)
 		}
-		var mine []keymanager.Lease
+		var mine []engine.Lease
 		for _, l := range leasesOf(key, labels) {
 			if l.Holder == "h" {
 				mine = append(mine, l)

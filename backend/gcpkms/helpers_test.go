@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 const (
@@ -25,14 +25,14 @@ const (
 
 // startEmulator starts a Cloud KMS emulator on a wall-following clock with
 // testRing, and returns it with a raw client for inspecting its state.
-func startEmulator(t *testing.T, opts emu.Options) (*emu.Server, *kms.KeyManagementClient) {
+func startEmulator(t *testing.T, opts cloudkms.Options) (*cloudkms.Server, *kms.KeyManagementClient) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	if opts.KeyRings == nil {
 		opts.KeyRings = []string{testRing}
 	}
-	srv, err := emu.Start(ctx, opts)
+	srv, err := cloudkms.Start(ctx, opts)
 	if err != nil {
 		t.Fatalf("starting the emulator: %v", err)
 	}
@@ -47,7 +47,7 @@ func startEmulator(t *testing.T, opts emu.Options) (*emu.Server, *kms.KeyManagem
 
 // newBackend returns a backend for serverID on the emulator, stamping
 // labels with the emulator's clock; mod adjusts its options.
-func newBackend(t *testing.T, srv *emu.Server, serverID string, mod ...func(*Options)) *Backend {
+func newBackend(t *testing.T, srv *cloudkms.Server, serverID string, mod ...func(*Options)) *Backend {
 	t.Helper()
 	opts := Options{
 		KeyRing:       testRing,
@@ -70,9 +70,9 @@ func newBackend(t *testing.T, srv *emu.Server, serverID string, mod ...func(*Opt
 }
 
 // newManager returns a loaded engine over b, on the emulator's clock.
-func newManager(t *testing.T, srv *emu.Server, b *Backend, serverID string, metrics keymanager.Metrics) *keymanager.Manager {
+func newManager(t *testing.T, srv *cloudkms.Server, b *Backend, serverID string, metrics engine.Metrics) *engine.Manager {
 	t.Helper()
-	m, err := keymanager.New(keymanager.Options{
+	m, err := engine.New(engine.Options{
 		Backend:  b,
 		ServerID: serverID,
 		Clock:    emuClock{srv.Clock()},
@@ -91,18 +91,18 @@ func newManager(t *testing.T, srv *emu.Server, b *Backend, serverID string, metr
 
 // emuClock drives the engine with the emulator's clock, so that moving the
 // emulator days ahead moves the engine too.
-type emuClock struct{ c *emu.Clock }
+type emuClock struct{ c *cloudkms.Clock }
 
 func (c emuClock) Now() time.Time                         { return c.c.Now() }
 func (c emuClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // runTasks moves the emulator's clock, which the engine and the backend
 // follow, to each manager's next background task and runs the tasks then
-// due: a superseded generation settles (keymanager.DefaultSettle) and is
+// due: a superseded generation settles (engine.DefaultSettle) and is
 // retired within a few polls instead of after real minutes. Polled
 // inside waitFor, it also catches a task that a running manager's own
 // loop rescheduled meanwhile.
-func runTasks(t *testing.T, srv *emu.Server, ms ...*keymanager.Manager) {
+func runTasks(t *testing.T, srv *cloudkms.Server, ms ...*engine.Manager) {
 	t.Helper()
 	for _, m := range ms {
 		if next := m.NextDue(); !next.IsZero() {
@@ -133,7 +133,7 @@ type counter struct {
 	n  map[string]float32
 }
 
-func (c *counter) IncrCounter(key []string, v float32, labels ...keymanager.Label) {
+func (c *counter) IncrCounter(key []string, v float32, labels ...engine.Label) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.n == nil {
@@ -147,7 +147,7 @@ func (c *counter) IncrCounter(key []string, v float32, labels ...keymanager.Labe
 	c.n[key[len(key)-1]] += v
 }
 
-func (c *counter) MeasureSince([]string, time.Time, ...keymanager.Label) {}
+func (c *counter) MeasureSince([]string, time.Time, ...engine.Label) {}
 
 func (c *counter) get(name string) float32 {
 	c.mu.Lock()
@@ -216,7 +216,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 const sha256Hash = crypto.SHA256
 
 // adminClient is a raw client authenticated as an all-powerful account.
-func adminClient(t *testing.T, srv *emu.Server) *kms.KeyManagementClient {
+func adminClient(t *testing.T, srv *cloudkms.Server) *kms.KeyManagementClient {
 	t.Helper()
 	opts, err := srv.ClientOptionsAs("admin@kmskeeper-test.iam.gserviceaccount.com")
 	if err != nil {
@@ -232,12 +232,12 @@ func adminClient(t *testing.T, srv *emu.Server) *kms.KeyManagementClient {
 
 // testLease is the pending lease a backend test's process records with a
 // creation.
-func testLease() keymanager.Lease {
-	return keymanager.Lease{Holder: "testproc", Renewed: time.Now().Truncate(time.Millisecond), Pending: true}
+func testLease() engine.Lease {
+	return engine.Lease{Holder: "testproc", Renewed: time.Now().Truncate(time.Millisecond), Pending: true}
 }
 
 // createReq is a backend test process's request to create keyID, its
 // first creation of the hour.
-func createReq(keyID string, t keymanager.KeyType) keymanager.CreateRequest {
-	return keymanager.CreateRequest{KeyID: keyID, Type: t, Lease: testLease(), RecentCreations: 1}
+func createReq(keyID string, t engine.KeyType) engine.CreateRequest {
+	return engine.CreateRequest{KeyID: keyID, Type: t, Lease: testLease(), RecentCreations: 1}
 }

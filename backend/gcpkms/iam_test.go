@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kmskeeper/kmskeeper/config"
-	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // ringPermissions are what the plugin's service account holds on the key
@@ -28,7 +28,7 @@ const pluginAccount = "spire-server@kmskeeper-test.iam.gserviceaccount.com"
 
 // openWithServiceAccount opens the backend as plugin_data would: endpoint
 // and service_account_file, through Config.Check and Config.Open.
-func openWithServiceAccount(t *testing.T, srv *emu.Server, policyFile string) keymanager.Backend {
+func openWithServiceAccount(t *testing.T, srv *cloudkms.Server, policyFile string) engine.Backend {
 	t.Helper()
 	sa := filepath.Join(t.TempDir(), "sa.json")
 	if err := srv.WriteServiceAccountFile(pluginAccount, sa); err != nil {
@@ -51,9 +51,9 @@ func openWithServiceAccount(t *testing.T, srv *emu.Server, policyFile string) ke
 // call) to roles/cloudkms.signerVerifier, and that this is what lets the
 // plugin use the key.
 func TestDefaultKeyPolicy(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{Principals: map[string][]string{pluginAccount: ringPermissions, "admin@kmskeeper-test.iam.gserviceaccount.com": {"*"}}})
+	srv, raw := startEmulator(t, cloudkms.Options{Principals: map[string][]string{pluginAccount: ringPermissions, "admin@kmskeeper-test.iam.gserviceaccount.com": {"*"}}})
 	b := openWithServiceAccount(t, srv, "")
-	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -77,13 +77,13 @@ func TestDefaultKeyPolicy(t *testing.T) {
 // TestKeyPolicyFile checks that key_policy_file replaces the default policy,
 // and that a denial names the missing permission and the key.
 func TestKeyPolicyFile(t *testing.T) {
-	srv, _ := startEmulator(t, emu.Options{Principals: map[string][]string{pluginAccount: ringPermissions, "admin@kmskeeper-test.iam.gserviceaccount.com": {"*"}}})
+	srv, _ := startEmulator(t, cloudkms.Options{Principals: map[string][]string{pluginAccount: ringPermissions, "admin@kmskeeper-test.iam.gserviceaccount.com": {"*"}}})
 	policy := filepath.Join(t.TempDir(), "policy.json")
 	if err := os.WriteFile(policy, []byte(`{"bindings":[{"role":"roles/cloudkms.publicKeyViewer","members":["serviceAccount:`+pluginAccount+`"]}],"version":3}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	b := openWithServiceAccount(t, srv, policy)
-	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}

@@ -7,7 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Cloud KMS label rules (doc "Labeling keys").
@@ -20,8 +20,8 @@ const (
 	// (those of the built-in plugin) and spire-recent.
 	fixedOwnLabels = 5
 	// ownLabels is how many labels the plugin writes itself: the fixed
-	// ones and up to keymanager.MaxLeases leases.
-	ownLabels = fixedOwnLabels + keymanager.MaxLeases
+	// ones and up to engine.MaxLeases leases.
+	ownLabels = fixedOwnLabels + engine.MaxLeases
 )
 
 // labelRune reports whether r may appear in a label key or value: lowercase
@@ -34,7 +34,7 @@ func labelRune(r rune) bool {
 // plugin's reserved prefix.
 func checkUserLabels(labels map[string]string) error {
 	if n := len(labels); n > maxLabels-ownLabels {
-		return fmt.Errorf("key_labels has %d labels; Cloud KMS allows %d per key and the plugin writes up to %d of its own (%d, and up to %d serving leases), so at most %d fit", n, maxLabels, ownLabels, fixedOwnLabels, keymanager.MaxLeases, maxLabels-ownLabels)
+		return fmt.Errorf("key_labels has %d labels; Cloud KMS allows %d per key and the plugin writes up to %d of its own (%d, and up to %d serving leases), so at most %d fit", n, maxLabels, ownLabels, fixedOwnLabels, engine.MaxLeases, maxLabels-ownLabels)
 	}
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		v := labels[k]

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // A CryptoKey's labels are the lease record of all its versions: Cloud KMS
@@ -23,7 +23,7 @@ const (
 	// versions of a key during a rotation (the one it serves, committed,
 	// and the one it creates, pending), so one entry per holder would let
 	// either lease overwrite the other. A value of one entry is what
-	// releases before several entries wrote. At most keymanager.MaxLeases
+	// releases before several entries wrote. At most engine.MaxLeases
 	// holders' labels are kept on a key, and at most maxHolderEntries
 	// entries in each.
 	labelLeasePrefix = "spire-lease-"
@@ -143,8 +143,8 @@ func encodeEntries(entries []leaseEntry, keep uint64) string {
 
 // leasesOf reads the leases recorded on a CryptoKey, one per entry of each
 // holder's label, sorted by holder and then by version number.
-func leasesOf(keyName string, labels map[string]string) []keymanager.Lease {
-	var out []keymanager.Lease
+func leasesOf(keyName string, labels map[string]string) []engine.Lease {
+	var out []engine.Lease
 	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		holder, ok := strings.CutPrefix(k, labelLeasePrefix)
 		if !ok || holder == "" {
@@ -153,7 +153,7 @@ func leasesOf(keyName string, labels map[string]string) []keymanager.Lease {
 		entries := parseEntries(labels[k])
 		slices.SortFunc(entries, func(a, b leaseEntry) int { return cmp.Compare(a.num, b.num) })
 		for _, e := range entries {
-			out = append(out, keymanager.Lease{
+			out = append(out, engine.Lease{
 				Holder:  holder,
 				Ref:     versionName(keyName, e.num),
 				Renewed: time.UnixMilli(e.renewed),
@@ -191,12 +191,12 @@ func versionNumber(version string) string {
 // entry for version written; holders not named lose theirs (a label left
 // with no entry goes); every holder's entries for other versions are kept,
 // within maxHolderEntries (see encodeEntries). Labels of holders without an
-// entry for version are left as they are. Beyond keymanager.MaxLeases
+// entry for version are left as they are. Beyond engine.MaxLeases
 // holders' labels (or beyond Cloud KMS's 64 labels, on a key labelled
 // before key_labels was shortened) the labels of the holders that wrote
 // least recently go: a key that cannot be kept alive is worse than a lease
 // fewer.
-func setLeases(labels map[string]string, keyName, version string, leases []keymanager.Lease) {
+func setLeases(labels map[string]string, keyName, version string, leases []engine.Lease) {
 	num, ok := parseDecimal(versionNumber(version))
 	if !ok {
 		return
@@ -241,7 +241,7 @@ func setLeases(labels map[string]string, keyName, version string, leases []keyma
 	slices.SortFunc(holders, func(a, b string) int {
 		return cmp.Or(cmp.Compare(newest[a], newest[b]), strings.Compare(a, b))
 	})
-	for len(holders) > keymanager.MaxLeases || (len(labels) > maxLabels && len(holders) > 1) {
+	for len(holders) > engine.MaxLeases || (len(labels) > maxLabels && len(holders) > 1) {
 		delete(labels, labelLeasePrefix+holders[0])
 		holders = holders[1:]
 	}

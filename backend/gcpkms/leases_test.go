@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // TestLeaseLabels reads lease labels of one to three entries, committed and
@@ -25,44 +25,44 @@ func TestLeaseLabels(t *testing.T) {
 	tests := []struct {
 		name  string
 		value string
-		want  []keymanager.Lease // nil: skipped
+		want  []engine.Lease // nil: skipped
 		// written is the value writing want back gives; "" for value.
 		written string
 	}{
-		{"committed", "3-" + ms(t1), []keymanager.Lease{{Holder: "h", Ref: v(3), Renewed: t1}}, ""},
-		{"pending", "12-" + ms(t1) + "-p", []keymanager.Lease{{Holder: "h", Ref: v(12), Renewed: t1, Pending: true}}, ""},
-		{"served and created", "1-" + ms(t2) + "_2-" + ms(t1) + "-p", []keymanager.Lease{
+		{"committed", "3-" + ms(t1), []engine.Lease{{Holder: "h", Ref: v(3), Renewed: t1}}, ""},
+		{"pending", "12-" + ms(t1) + "-p", []engine.Lease{{Holder: "h", Ref: v(12), Renewed: t1, Pending: true}}, ""},
+		{"served and created", "1-" + ms(t2) + "_2-" + ms(t1) + "-p", []engine.Lease{
 			{Holder: "h", Ref: v(1), Renewed: t2},
 			{Holder: "h", Ref: v(2), Renewed: t1, Pending: true},
 		}, ""},
-		{"three", "1-" + ms(t1) + "_2-" + ms(t2) + "_3-" + ms(t3) + "-p", []keymanager.Lease{
+		{"three", "1-" + ms(t1) + "_2-" + ms(t2) + "_3-" + ms(t3) + "-p", []engine.Lease{
 			{Holder: "h", Ref: v(1), Renewed: t1},
 			{Holder: "h", Ref: v(2), Renewed: t2},
 			{Holder: "h", Ref: v(3), Renewed: t3, Pending: true},
 		}, ""},
-		{"three pending", "9-" + ms(t1) + "-p_10-" + ms(t2) + "-p_11-" + ms(t3) + "-p", []keymanager.Lease{
+		{"three pending", "9-" + ms(t1) + "-p_10-" + ms(t2) + "-p_11-" + ms(t3) + "-p", []engine.Lease{
 			{Holder: "h", Ref: v(9), Renewed: t1, Pending: true},
 			{Holder: "h", Ref: v(10), Renewed: t2, Pending: true},
 			{Holder: "h", Ref: v(11), Renewed: t3, Pending: true},
 		}, ""},
-		{"widest that fits three", "9997-" + ms(t1) + "-p_9998-" + ms(t2) + "-p_9999-" + ms(t3) + "-p", []keymanager.Lease{
+		{"widest that fits three", "9997-" + ms(t1) + "-p_9998-" + ms(t2) + "-p_9999-" + ms(t3) + "-p", []engine.Lease{
 			{Holder: "h", Ref: v(9997), Renewed: t1, Pending: true},
 			{Holder: "h", Ref: v(9998), Renewed: t2, Pending: true},
 			{Holder: "h", Ref: v(9999), Renewed: t3, Pending: true},
 		}, ""},
-		{"out of order", "2-" + ms(t1) + "-p_1-" + ms(t2), []keymanager.Lease{
+		{"out of order", "2-" + ms(t1) + "-p_1-" + ms(t2), []engine.Lease{
 			{Holder: "h", Ref: v(1), Renewed: t2},
 			{Holder: "h", Ref: v(2), Renewed: t1, Pending: true},
 		}, "1-" + ms(t2) + "_2-" + ms(t1) + "-p"},
-		{"a malformed entry among good ones", "1-" + ms(t1) + "_x-y_2-" + ms(t2), []keymanager.Lease{
+		{"a malformed entry among good ones", "1-" + ms(t1) + "_x-y_2-" + ms(t2), []engine.Lease{
 			{Holder: "h", Ref: v(1), Renewed: t1},
 			{Holder: "h", Ref: v(2), Renewed: t2},
 		}, "1-" + ms(t1) + "_2-" + ms(t2)},
-		{"an empty entry", "1-" + ms(t1) + "__2-" + ms(t2) + "_", []keymanager.Lease{
+		{"an empty entry", "1-" + ms(t1) + "__2-" + ms(t2) + "_", []engine.Lease{
 			{Holder: "h", Ref: v(1), Renewed: t1},
 			{Holder: "h", Ref: v(2), Renewed: t2},
 		}, "1-" + ms(t1) + "_2-" + ms(t2)},
-		{"a version twice: the first wins", "4-" + ms(t1) + "-p_4-" + ms(t2), []keymanager.Lease{
+		{"a version twice: the first wins", "4-" + ms(t1) + "-p_4-" + ms(t2), []engine.Lease{
 			{Holder: "h", Ref: v(4), Renewed: t1, Pending: true},
 		}, "4-" + ms(t1) + "-p"},
 		{"empty", "", nil, ""},
@@ -96,7 +96,7 @@ func TestLeaseLabels(t *testing.T) {
 			// Written back version by version, the leases read the same.
 			labels := map[string]string{}
 			for _, l := range got {
-				setLeases(labels, key, l.Ref, []keymanager.Lease{l})
+				setLeases(labels, key, l.Ref, []engine.Lease{l})
 			}
 			want := cmp.Or(tt.written, tt.value)
 			if v := labels[labelLeasePrefix+"h"]; v != want {
@@ -217,49 +217,49 @@ func TestSetLeases(t *testing.T) {
 		name    string
 		labels  map[string]string
 		version int
-		leases  []keymanager.Lease
+		leases  []engine.Lease
 		want    map[string]string // the lease labels after
 	}{
 		{
 			name:    "(a) a creation records v2 pending next to the served v1",
 			labels:  map[string]string{h: e(1, 0, false)},
 			version: 2,
-			leases:  []keymanager.Lease{{Holder: "holder", Ref: v(2), Renewed: at(1), Pending: true}},
+			leases:  []engine.Lease{{Holder: "holder", Ref: v(2), Renewed: at(1), Pending: true}},
 			want:    map[string]string{h: join(e(1, 0, false), e(2, 1, true))},
 		},
 		{
 			name:    "(b) a keep-alive of v1 keeps the v2 pending entry",
 			labels:  map[string]string{h: join(e(1, 0, false), e(2, 1, true))},
 			version: 1,
-			leases:  []keymanager.Lease{{Holder: "holder", Ref: v(1), Renewed: at(2)}},
+			leases:  []engine.Lease{{Holder: "holder", Ref: v(1), Renewed: at(2)}},
 			want:    map[string]string{h: join(e(1, 2, false), e(2, 1, true))},
 		},
 		{
 			name:    "(c) the commit of v2 keeps v1",
 			labels:  map[string]string{h: join(e(1, 2, false), e(2, 1, true))},
 			version: 2,
-			leases:  []keymanager.Lease{{Holder: "holder", Ref: v(2), Renewed: at(3)}},
+			leases:  []engine.Lease{{Holder: "holder", Ref: v(2), Renewed: at(3)}},
 			want:    map[string]string{h: join(e(1, 2, false), e(2, 3, false))},
 		},
 		{
 			name:    "(d) a 4th version drops the holder's lowest other version",
 			labels:  map[string]string{h: join(e(1, 0, false), e(2, 1, false), e(3, 2, true))},
 			version: 4,
-			leases:  []keymanager.Lease{{Holder: "holder", Ref: v(4), Renewed: at(3), Pending: true}},
+			leases:  []engine.Lease{{Holder: "holder", Ref: v(4), Renewed: at(3), Pending: true}},
 			want:    map[string]string{h: join(e(2, 1, false), e(3, 2, true), e(4, 3, true))},
 		},
 		{
 			name:    "(d) writing the lowest version drops the next lowest",
 			labels:  map[string]string{h: join(e(2, 1, false), e(3, 2, true), e(4, 3, true))},
 			version: 1,
-			leases:  []keymanager.Lease{{Holder: "holder", Ref: v(1), Renewed: at(4)}},
+			leases:  []engine.Lease{{Holder: "holder", Ref: v(1), Renewed: at(4)}},
 			want:    map[string]string{h: join(e(1, 4, false), e(3, 2, true), e(4, 3, true))},
 		},
 		{
 			name:    "(e) another holder's entries are untouched",
 			labels:  map[string]string{h: e(1, 0, false), o: join(e(1, 1, false), e(2, 2, true), e(3, 3, true))},
 			version: 2,
-			leases: []keymanager.Lease{
+			leases: []engine.Lease{
 				{Holder: "other", Ref: v(2), Renewed: at(2), Pending: true},
 				{Holder: "holder", Ref: v(2), Renewed: at(4), Pending: true},
 			},
@@ -269,21 +269,21 @@ func TestSetLeases(t *testing.T) {
 			name:    "(e) another holder without an entry for the version is untouched",
 			labels:  map[string]string{h: e(1, 0, false), o: join(e(3, 1, false), "x-y")},
 			version: 2,
-			leases:  []keymanager.Lease{{Holder: "holder", Ref: v(2), Renewed: at(4), Pending: true}},
+			leases:  []engine.Lease{{Holder: "holder", Ref: v(2), Renewed: at(4), Pending: true}},
 			want:    map[string]string{h: join(e(1, 0, false), e(2, 4, true)), o: join(e(3, 1, false), "x-y")},
 		},
 		{
 			name:    "a holder the leases no longer name loses its entry for the version only",
 			labels:  map[string]string{h: e(2, 3, false), o: join(e(1, 1, false), e(2, 2, false))},
 			version: 2,
-			leases:  []keymanager.Lease{{Holder: "holder", Ref: v(2), Renewed: at(4)}},
+			leases:  []engine.Lease{{Holder: "holder", Ref: v(2), Renewed: at(4)}},
 			want:    map[string]string{h: e(2, 4, false), o: e(1, 1, false)},
 		},
 		{
 			name:    "a release removes the label with its last entry",
 			labels:  map[string]string{h: e(2, 3, false), o: e(2, 2, false)},
 			version: 2,
-			leases:  []keymanager.Lease{{Holder: "other", Ref: v(2), Renewed: at(2)}},
+			leases:  []engine.Lease{{Holder: "other", Ref: v(2), Renewed: at(2)}},
 			want:    map[string]string{o: e(2, 2, false)},
 		},
 		{
@@ -297,21 +297,21 @@ func TestSetLeases(t *testing.T) {
 			name:    "leases on other versions are not written",
 			labels:  map[string]string{h: e(1, 0, false)},
 			version: 2,
-			leases:  []keymanager.Lease{{Holder: "holder", Ref: v(1), Renewed: at(5)}, {Holder: "other", Ref: v(3), Renewed: at(5)}},
+			leases:  []engine.Lease{{Holder: "holder", Ref: v(1), Renewed: at(5)}, {Holder: "other", Ref: v(3), Renewed: at(5)}},
 			want:    map[string]string{h: e(1, 0, false)},
 		},
 		{
 			name:    "a malformed label is replaced by the holder's entry",
 			labels:  map[string]string{h: "x-y"},
 			version: 2,
-			leases:  []keymanager.Lease{{Holder: "holder", Ref: v(2), Renewed: at(1)}},
+			leases:  []engine.Lease{{Holder: "holder", Ref: v(2), Renewed: at(1)}},
 			want:    map[string]string{h: e(2, 1, false)},
 		},
 		{
 			name:    "an old single-entry label gains an entry",
 			labels:  map[string]string{h: e(7, 0, false)},
 			version: 8,
-			leases:  []keymanager.Lease{{Holder: "holder", Ref: v(8), Renewed: at(1), Pending: true}},
+			leases:  []engine.Lease{{Holder: "holder", Ref: v(8), Renewed: at(1), Pending: true}},
 			want:    map[string]string{h: join(e(7, 0, false), e(8, 1, true))},
 		},
 	}
@@ -363,7 +363,7 @@ func TestRotationLeases(t *testing.T) {
 		{"keep v1 alive while v2 takes over", v1, false, true, false},
 	}
 	for i, s := range steps {
-		setLeases(labels, key, s.ref, []keymanager.Lease{{Holder: "holder", Ref: s.ref, Renewed: now.Add(time.Duration(i) * time.Second), Pending: s.pending}})
+		setLeases(labels, key, s.ref, []engine.Lease{{Holder: "holder", Ref: s.ref, Renewed: now.Add(time.Duration(i) * time.Second), Pending: s.pending}})
 		if held, pending := state(v1); !held || pending {
 			t.Errorf("after %q: the served v1's lease is held %v, pending %v; want a committed lease (%v)", s.name, held, pending, labels)
 		}
@@ -385,17 +385,17 @@ func TestLeaseBudget(t *testing.T) {
 		labelLeasePrefix + "bbbb": "1-" + fmt.Sprint(now.Add(-2*time.Hour).UnixMilli()),
 		labelLeasePrefix + "bad":  "x-y",
 	}
-	var many []keymanager.Lease
-	for i := range keymanager.MaxLeases {
-		many = append(many, keymanager.Lease{Holder: fmt.Sprintf("h%d", i), Ref: v(3), Renewed: now.Add(time.Duration(i) * time.Minute)})
+	var many []engine.Lease
+	for i := range engine.MaxLeases {
+		many = append(many, engine.Lease{Holder: fmt.Sprintf("h%d", i), Ref: v(3), Renewed: now.Add(time.Duration(i) * time.Minute)})
 	}
 	setLeases(labels, key, v(3), many)
 	holders := map[string]bool{}
 	for _, l := range leasesOf(key, labels) {
 		holders[l.Holder] = true
 	}
-	if len(holders) != keymanager.MaxLeases {
-		t.Errorf("%d holders kept, want %d: %v", len(holders), keymanager.MaxLeases, labels)
+	if len(holders) != engine.MaxLeases {
+		t.Errorf("%d holders kept, want %d: %v", len(holders), engine.MaxLeases, labels)
 	}
 	for _, gone := range []string{"bbbb", "h0"} {
 		if holders[gone] {
@@ -415,7 +415,7 @@ func TestLeaseBudget(t *testing.T) {
 		full[fmt.Sprintf("l%d", i)] = "v"
 	}
 	full[labelLeasePrefix+"old"] = "1-" + fmt.Sprint(now.Add(-time.Hour).UnixMilli())
-	setLeases(full, key, v(1), []keymanager.Lease{{Holder: "old", Ref: v(1), Renewed: now.Add(-time.Hour)}, {Holder: "new", Ref: v(1), Renewed: now}})
+	setLeases(full, key, v(1), []engine.Lease{{Holder: "old", Ref: v(1), Renewed: now.Add(-time.Hour)}, {Holder: "new", Ref: v(1), Renewed: now}})
 	if len(full) > maxLabels {
 		t.Errorf("%d labels, more than Cloud KMS's %d", len(full), maxLabels)
 	}
@@ -430,17 +430,17 @@ func TestLeaseBudget(t *testing.T) {
 // served one, a refresh and keep-alive of the served version before the
 // commit keep the pending lease, and the commit keeps the served one's.
 func TestRotationKeepsServedLease(t *testing.T) {
-	srv, _ := startEmulator(t, emu.Options{})
+	srv, _ := startEmulator(t, cloudkms.Options{})
 	b := newBackend(t, srv, "server-a")
 	// lease is the holder's lease on ref written now.
-	lease := func(ref string, pending bool) keymanager.Lease {
-		return keymanager.Lease{Holder: "proc", Ref: ref, Renewed: srv.Clock().Now().Truncate(time.Millisecond), Pending: pending}
+	lease := func(ref string, pending bool) engine.Lease {
+		return engine.Lease{Holder: "proc", Ref: ref, Renewed: srv.Clock().Now().Truncate(time.Millisecond), Pending: pending}
 	}
 	// commit keeps g alive with the holder's committed lease.
-	commit := func(g keymanager.Generation) keymanager.Generation {
+	commit := func(g engine.Generation) engine.Generation {
 		t.Helper()
 		srv.Clock().Advance(time.Second)
-		g.Leases = []keymanager.Lease{lease(g.Ref, false)}
+		g.Leases = []engine.Lease{lease(g.Ref, false)}
 		g, err := b.KeepAlive(callCtx(t), g)
 		if err != nil {
 			t.Fatalf("KeepAlive %s: %v", g.Ref, err)
@@ -449,7 +449,7 @@ func TestRotationKeepsServedLease(t *testing.T) {
 	}
 	// check fails unless g's record holds the holder's lease on ref as
 	// wanted (held, pending).
-	check := func(step string, g keymanager.Generation, ref string, held, pending bool) {
+	check := func(step string, g engine.Generation, ref string, held, pending bool) {
 		t.Helper()
 		found := false
 		for _, l := range g.Leases {
@@ -465,7 +465,7 @@ func TestRotationKeepsServedLease(t *testing.T) {
 		}
 	}
 
-	req := createReq("x509-CA-A", keymanager.ECP256)
+	req := createReq("x509-CA-A", engine.ECP256)
 	req.Lease = lease("", true)
 	v1, err := b.Create(callCtx(t), req)
 	if err != nil {

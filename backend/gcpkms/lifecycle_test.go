@@ -11,32 +11,32 @@ import (
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/grpc/codes"
 
-	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // spireKeys are the key IDs and types SPIRE's CA manager uses.
 var spireKeys = []struct {
 	id string
-	t  keymanager.KeyType
+	t  engine.KeyType
 }{
-	{"x509-CA-A", keymanager.ECP256},
-	{"x509-CA-B", keymanager.ECP384},
-	{"JWT-Signer-A", keymanager.RSA2048},
-	{"JWT-Signer-B", keymanager.ECP256},
+	{"x509-CA-A", engine.ECP256},
+	{"x509-CA-B", engine.ECP384},
+	{"JWT-Signer-A", engine.RSA2048},
+	{"JWT-Signer-B", engine.ECP256},
 }
 
 // TestStartupCallCounts checks what a restart costs: one filtered listing
 // of CryptoKeys, and for this server's keys only one version listing and one
 // public key each; other servers' keys cost nothing more.
 func TestStartupCallCounts(t *testing.T) {
-	srv, _ := startEmulator(t, emu.Options{})
+	srv, _ := startEmulator(t, cloudkms.Options{})
 	other := newManager(t, srv, newBackend(t, srv, "server-b"), "server-b", nil)
-	if _, err := other.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256); err != nil {
+	if _, err := other.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err != nil {
 		t.Fatal(err)
 	}
 	m := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
-	want := map[string]keymanager.PublicKey{}
+	want := map[string]engine.PublicKey{}
 	for _, k := range spireKeys {
 		pk, err := m.GenerateKey(callCtx(t), k.id, k.t)
 		if err != nil {
@@ -66,10 +66,10 @@ func TestStartupCallCounts(t *testing.T) {
 // a version and, once the superseded one has settled, schedules it for
 // destruction.
 func TestGenerateSignRotate(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	m := newManager(t, srv, newBackend(t, srv, "server-a"), "server-a", nil)
 	m.Start()
-	first, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	first, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestGenerateSignRotate(t *testing.T) {
 	if _, fp, err := m.SignData(callCtx(t), "x509-CA-A", d, crypto.SHA256); err != nil || fp != first.Fingerprint {
 		t.Fatalf("SignData = %s, %v", fp, err)
 	}
-	second, err := m.GenerateKey(callCtx(t), "x509-CA-A", keymanager.ECP256)
+	second, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,9 +105,9 @@ func TestGenerateSignRotate(t *testing.T) {
 // TestRetireIsIdempotent checks that retiring a version already scheduled
 // for destruction, or gone, is not an error.
 func TestRetireIsIdempotent(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	b := newBackend(t, srv, "server-a")
-	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,33 +127,33 @@ func TestRetireIsIdempotent(t *testing.T) {
 
 // TestCreateRefuses checks the keys Create will not make or take over.
 func TestCreateRefuses(t *testing.T) {
-	srv, _ := startEmulator(t, emu.Options{})
+	srv, _ := startEmulator(t, cloudkms.Options{})
 	// Server "a" and server "a-b" both map "b-x509-CA-A"/"x509-CA-A" to
 	// spire-key-a-b-x509-CA-A: the labels say whose it is.
-	if _, err := newBackend(t, srv, "a-b").Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256)); err != nil {
+	if _, err := newBackend(t, srv, "a-b").Create(callCtx(t), createReq("x509-CA-A", engine.ECP256)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := newBackend(t, srv, "a").Create(callCtx(t), createReq("b-x509-CA-A", keymanager.ECP256))
+	_, err := newBackend(t, srv, "a").Create(callCtx(t), createReq("b-x509-CA-A", engine.ECP256))
 	wantCode(t, err, codes.FailedPrecondition, `belongs to server "a-b"`)
 
 	other := newBackend(t, srv, "a-b", func(o *Options) { o.TrustDomain = "other.org" })
-	_, err = other.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
+	_, err = other.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 	wantCode(t, err, codes.FailedPrecondition, "another trust domain")
 
-	_, err = newBackend(t, srv, "server-a").Create(callCtx(t), createReq("x509.CA", keymanager.ECP256))
+	_, err = newBackend(t, srv, "server-a").Create(callCtx(t), createReq("x509.CA", engine.ECP256))
 	wantCode(t, err, codes.InvalidArgument, `key ID "x509.CA"`)
 }
 
 // TestCloseWaitsForCalls checks that closing a backend (a re-Configure
 // swaps it) lets a signature in progress finish instead of cancelling it.
 func TestCloseWaitsForCalls(t *testing.T) {
-	srv, _ := startEmulator(t, emu.Options{})
+	srv, _ := startEmulator(t, cloudkms.Options{})
 	b := newBackend(t, srv, "server-a")
-	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.InjectFault(emu.Fault{Method: "AsymmetricSign", Latency: 300 * time.Millisecond, Times: 1})
+	srv.InjectFault(cloudkms.Fault{Method: "AsymmetricSign", Latency: 300 * time.Millisecond, Times: 1})
 	done := make(chan error, 1)
 	go func() {
 		_, err := b.Sign(callCtx(t), g, digestOf(crypto.SHA256, "x"), crypto.SHA256)
@@ -172,12 +172,12 @@ func TestCloseWaitsForCalls(t *testing.T) {
 // after creating its keys leaves keys other servers can judge stale. The
 // other labels of an active key, key_labels included, come with it.
 func TestCreationStampsLastUpdate(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.Labels = map[string]string{"team": "platform"} })
 
 	srv.ResetCounts()
 	before := srv.Clock().Now().Truncate(time.Second)
-	g, err := b.Create(callCtx(t), createReq("JWT-Signer-A", keymanager.ECP256))
+	g, err := b.Create(callCtx(t), createReq("JWT-Signer-A", engine.ECP256))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/api/iterator"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // ListGenerations lists the trust domain's active keys with one filtered
@@ -19,12 +19,12 @@ import (
 // versions are listed only when the key lacks spire-last-update (the
 // built-in plugin sets it only after 6 hours), so that its age is that of
 // its newest version, not of the CryptoKey.
-func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation, error) {
+func (b *Backend) ListGenerations(ctx context.Context) ([]engine.Generation, error) {
 	defer b.calls.start()()
 	filter := fmt.Sprintf("labels.%s = %s AND labels.%s = true", labelTrustDomain, b.tdLabel, labelActive)
 	it := b.client.ListCryptoKeys(ctx, &kmspb.ListCryptoKeysRequest{Parent: b.opts.KeyRing, Filter: filter},
 		b.callOptions(ctx, "ListCryptoKeys", idempotent)...)
-	var tasks []func() ([]keymanager.Generation, error)
+	var tasks []func() ([]engine.Generation, error)
 	for {
 		key, err := it.Next()
 		if errors.Is(err, iterator.Done) {
@@ -39,19 +39,19 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 		case !ok:
 			b.log.Debug("Ignoring a key with the trust domain's label that is not named spire-key-<server ID>-<key ID>", "key", key.GetName())
 		case serverID == b.opts.ServerID:
-			tasks = append(tasks, func() ([]keymanager.Generation, error) { return b.listVersions(ctx, key) })
+			tasks = append(tasks, func() ([]engine.Generation, error) { return b.listVersions(ctx, key) })
 		default:
 			g := b.foreignGeneration(key, keyID, serverID)
 			if _, labelled := parseUnixLabel(key.GetLabels()[labelLastUpdate]); labelled {
-				tasks = append(tasks, func() ([]keymanager.Generation, error) { return []keymanager.Generation{g}, nil })
+				tasks = append(tasks, func() ([]engine.Generation, error) { return []engine.Generation{g}, nil })
 				continue
 			}
-			tasks = append(tasks, func() ([]keymanager.Generation, error) {
+			tasks = append(tasks, func() ([]engine.Generation, error) {
 				newest, err := b.newestEnabled(ctx, key.GetName())
 				if newest.After(g.Updated) {
 					g.Updated = newest
 				}
-				return []keymanager.Generation{g}, err
+				return []engine.Generation{g}, err
 			})
 		}
 	}
@@ -60,8 +60,8 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 
 // runParallel runs tasks a few at a time and concatenates their results in
 // order; the first error wins.
-func runParallel(tasks []func() ([]keymanager.Generation, error)) ([]keymanager.Generation, error) {
-	results := make([][]keymanager.Generation, len(tasks))
+func runParallel(tasks []func() ([]engine.Generation, error)) ([]engine.Generation, error) {
+	results := make([][]engine.Generation, len(tasks))
 	errs := make([]error, len(tasks))
 	sem := make(chan struct{}, maxParallelLists)
 	var wg sync.WaitGroup
@@ -78,7 +78,7 @@ func runParallel(tasks []func() ([]keymanager.Generation, error)) ([]keymanager.
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	var out []keymanager.Generation
+	var out []engine.Generation
 	for _, r := range results {
 		out = append(out, r...)
 	}
@@ -88,13 +88,13 @@ func runParallel(tasks []func() ([]keymanager.Generation, error)) ([]keymanager.
 // foreignGeneration describes another server's key as one generation.
 // Without a spire-last-update label, the key's creation time stands for it
 // until its versions say better.
-func (b *Backend) foreignGeneration(key *kmspb.CryptoKey, keyID, serverID string) keymanager.Generation {
+func (b *Backend) foreignGeneration(key *kmspb.CryptoKey, keyID, serverID string) engine.Generation {
 	created := key.GetCreateTime().AsTime()
 	updated, ok := parseUnixLabel(key.GetLabels()[labelLastUpdate])
 	if !ok {
 		updated = created
 	}
-	g := keymanager.Generation{KeyID: keyID, Ref: key.GetName(), ServerID: serverID, Created: created, Updated: updated}
+	g := engine.Generation{KeyID: keyID, Ref: key.GetName(), ServerID: serverID, Created: created, Updated: updated}
 	if a, ok := lookupAlgorithm(key.GetVersionTemplate().GetAlgorithm()); ok {
 		g.Type = a.keyType
 	}
@@ -130,13 +130,13 @@ const liveVersions = "state = ENABLED OR state = PENDING_GENERATION"
 // share the CryptoKey's lease record: its spire-last-update, its leases
 // (each naming its version) and its labels. The creation count is only on
 // the version spire-recent names, the one created last.
-func (b *Backend) listVersions(ctx context.Context, key *kmspb.CryptoKey) ([]keymanager.Generation, error) {
+func (b *Backend) listVersions(ctx context.Context, key *kmspb.CryptoKey) ([]engine.Generation, error) {
 	keyID, _ := spireKeyID(key.GetName(), b.opts.ServerID)
 	lastUpdate, hasLastUpdate := parseUnixLabel(key.GetLabels()[labelLastUpdate])
 	leases := leasesOf(key.GetName(), key.GetLabels())
 	it := b.client.ListCryptoKeyVersions(ctx, &kmspb.ListCryptoKeyVersionsRequest{Parent: key.GetName(), Filter: liveVersions},
 		b.callOptions(ctx, "ListCryptoKeyVersions", idempotent)...)
-	var out []keymanager.Generation
+	var out []engine.Generation
 	for {
 		v, err := it.Next()
 		if errors.Is(err, iterator.Done) {
@@ -145,7 +145,7 @@ func (b *Backend) listVersions(ctx context.Context, key *kmspb.CryptoKey) ([]key
 		if err != nil {
 			return nil, cloudError(err, "ListCryptoKeyVersions", key.GetName())
 		}
-		g := keymanager.Generation{
+		g := engine.Generation{
 			KeyID:           keyID,
 			Ref:             v.GetName(),
 			ServerID:        b.opts.ServerID,

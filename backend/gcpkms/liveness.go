@@ -5,7 +5,7 @@ import (
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // KeepAlive writes the generation's lease record: it stamps
@@ -17,14 +17,14 @@ import (
 // kept. It returns g with Updated, Leases and Labels as the update's answer
 // holds them, and RecentCreations unchanged; the answer is the CryptoKey,
 // which carries no public key or version of g, so nothing else changes.
-func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+func (b *Backend) KeepAlive(ctx context.Context, g engine.Generation) (engine.Generation, error) {
 	defer b.calls.start()()
 	keyName := keyNameOf(g.Ref)
 	current := g.Labels
 	if current == nil {
 		key, err := b.client.GetCryptoKey(ctx, &kmspb.GetCryptoKeyRequest{Name: keyName}, b.callOptions(ctx, "GetCryptoKey", idempotent)...)
 		if err != nil {
-			return g, keymanager.Errorf(keymanager.Code(err), "key %s: keep-alive: %w", g.KeyID, cloudError(err, "GetCryptoKey", keyName))
+			return g, engine.Errorf(engine.Code(err), "key %s: keep-alive: %w", g.KeyID, cloudError(err, "GetCryptoKey", keyName))
 		}
 		current = key.GetLabels()
 	}
@@ -38,7 +38,7 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 	}
 	answer, err := b.updateLabels(ctx, keyName, labels)
 	if err != nil {
-		return g, keymanager.Errorf(keymanager.Code(err), "key %s: keep-alive: %w", g.KeyID, err)
+		return g, engine.Errorf(engine.Code(err), "key %s: keep-alive: %w", g.KeyID, err)
 	}
 	return withRecord(g, keyName, answeredLabels(labels, answer.GetLabels()), stamp), nil
 }
@@ -50,12 +50,12 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 // version fails its next signature anyway. RecentCreations is filled when
 // the key records it for g's version (it never changes once written), and
 // kept otherwise.
-func (b *Backend) Refresh(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+func (b *Backend) Refresh(ctx context.Context, g engine.Generation) (engine.Generation, error) {
 	defer b.calls.start()()
 	keyName := keyNameOf(g.Ref)
 	key, err := b.client.GetCryptoKey(ctx, &kmspb.GetCryptoKeyRequest{Name: keyName}, b.callOptions(ctx, "GetCryptoKey", idempotent)...)
 	if err != nil {
-		return g, keymanager.Errorf(keymanager.Code(err), "key %s: refresh: %w", g.KeyID, cloudError(err, "GetCryptoKey", keyName))
+		return g, engine.Errorf(engine.Code(err), "key %s: refresh: %w", g.KeyID, cloudError(err, "GetCryptoKey", keyName))
 	}
 	labels := key.GetLabels()
 	g.Leases, g.Labels = leasesOf(keyName, labels), labels

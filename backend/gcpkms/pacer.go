@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // pacer spaces background writes on the cloud's clock: one per interval
@@ -57,5 +57,5 @@ func (p *pacer) wait(ctx context.Context, what string) error {
 
 // paced is the error of a background write the pacer did not let through.
 func paced(what, why string) error {
-	return keymanager.Errorf(codes.ResourceExhausted, "%s: not sent: background writes are paced under 60 writes a minute and the next slot is past this pass's deadline: %s", what, why)
+	return engine.Errorf(codes.ResourceExhausted, "%s: not sent: background writes are paced under 60 writes a minute and the next slot is past this pass's deadline: %s", what, why)
 }

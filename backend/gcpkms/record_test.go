@@ -14,8 +14,8 @@ import (
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/grpc/codes"
 
-	emu "github.com/kmskeeper/kmskeeper/emulator/gcpkms"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // TestCreateRecordsLeaseAndCount checks what a creation records on the
@@ -25,7 +25,7 @@ import (
 // spire-last-update; and that the generation returned, the listing and a
 // refresh all report them.
 func TestCreateRecordsLeaseAndCount(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	b := newBackend(t, srv, "server-a")
 	key := testRing + "/cryptoKeys/spire-key-server-a-x509-CA-A"
 	tests := []struct {
@@ -39,8 +39,8 @@ func TestCreateRecordsLeaseAndCount(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			lease := keymanager.Lease{Holder: tt.holder, Renewed: srv.Clock().Now().Truncate(time.Millisecond), Pending: true}
-			g, err := b.Create(callCtx(t), keymanager.CreateRequest{KeyID: "x509-CA-A", Type: keymanager.ECP256, Lease: lease, RecentCreations: tt.count})
+			lease := engine.Lease{Holder: tt.holder, Renewed: srv.Clock().Now().Truncate(time.Millisecond), Pending: true}
+			g, err := b.Create(callCtx(t), engine.CreateRequest{KeyID: "x509-CA-A", Type: engine.ECP256, Lease: lease, RecentCreations: tt.count})
 			if err != nil {
 				t.Fatalf("Create: %v", err)
 			}
@@ -86,7 +86,7 @@ func TestCreateRecordsLeaseAndCount(t *testing.T) {
 					t.Errorf("listed %s: RecentCreations = %d, want %d", l.Ref, l.RecentCreations, want)
 				}
 			}
-			r, err := b.Refresh(callCtx(t), keymanager.Generation{KeyID: "x509-CA-A", Ref: tt.version})
+			r, err := b.Refresh(callCtx(t), engine.Generation{KeyID: "x509-CA-A", Ref: tt.version})
 			if err != nil || r.RecentCreations != tt.count {
 				t.Errorf("Refresh: RecentCreations %d, %v; want %d", r.RecentCreations, err, tt.count)
 			}
@@ -111,15 +111,15 @@ func TestCreateFailsWithoutLeaseRecord(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv, raw := startEmulator(t, emu.Options{})
+			srv, raw := startEmulator(t, cloudkms.Options{})
 			b := newBackend(t, srv, "server-a")
 			if tt.existing {
-				if _, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256)); err != nil {
+				if _, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256)); err != nil {
 					t.Fatal(err)
 				}
 			}
-			srv.InjectFault(emu.Fault{Method: tt.method, Code: codes.PermissionDenied, Times: 1})
-			req := createReq("x509-CA-A", keymanager.ECP256)
+			srv.InjectFault(cloudkms.Fault{Method: tt.method, Code: codes.PermissionDenied, Times: 1})
+			req := createReq("x509-CA-A", engine.ECP256)
 			req.Lease.Holder = "failing"
 			_, err := b.Create(callCtx(t), req)
 			wantCode(t, err, codes.PermissionDenied, tt.mention, "x509-CA-A")
@@ -141,9 +141,9 @@ func TestCreateFailsWithoutLeaseRecord(t *testing.T) {
 // holds them (Disabled would cost another call: left) and RecentCreations
 // as recorded for the version, and every other field exactly as given.
 func TestKeepAliveAndRefreshContract(t *testing.T) {
-	srv, raw := startEmulator(t, emu.Options{})
+	srv, raw := startEmulator(t, cloudkms.Options{})
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.Labels = map[string]string{"team": "platform"} })
-	g, err := b.Create(callCtx(t), createReq("x509-CA-A", keymanager.ECP256))
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestKeepAliveAndRefreshContract(t *testing.T) {
 	g.Created, g.RecentCreations = g.Created.Add(-time.Hour), 7
 	srv.Clock().Advance(2 * time.Hour)
 	now := srv.Clock().Now().Truncate(time.Millisecond)
-	g.Leases = []keymanager.Lease{
+	g.Leases = []engine.Lease{
 		{Holder: "testproc", Ref: g.Ref, Renewed: now},
 		{Holder: "peer", Ref: g.Ref, Renewed: now.Add(-time.Minute)},
 	}
@@ -192,15 +192,15 @@ func TestKeepAliveAndRefreshContract(t *testing.T) {
 }
 
 // hasLease reports whether leases holds l (times compared as instants).
-func hasLease(leases []keymanager.Lease, l keymanager.Lease) bool {
-	return slices.ContainsFunc(leases, func(o keymanager.Lease) bool {
+func hasLease(leases []engine.Lease, l engine.Lease) bool {
+	return slices.ContainsFunc(leases, func(o engine.Lease) bool {
 		return o.Holder == l.Holder && o.Ref == l.Ref && o.Pending == l.Pending && o.Renewed.Equal(l.Renewed)
 	})
 }
 
 // checkRecord fails unless g's Updated, Leases and Labels are the lease
 // record key holds.
-func checkRecord(t *testing.T, call string, g keymanager.Generation, key *kmspb.CryptoKey, keyName string) {
+func checkRecord(t *testing.T, call string, g engine.Generation, key *kmspb.CryptoKey, keyName string) {
 	t.Helper()
 	stamp, _ := parseUnixLabel(key.GetLabels()[labelLastUpdate])
 	if !g.Updated.Equal(stamp) {
@@ -217,7 +217,7 @@ func checkRecord(t *testing.T, call string, g keymanager.Generation, key *kmspb.
 // sameExcept fails unless every field of got other than changed equals
 // want's: the Backend contract lets a call change only the fields its
 // documentation names.
-func sameExcept(t *testing.T, call string, got, want keymanager.Generation, changed ...string) {
+func sameExcept(t *testing.T, call string, got, want engine.Generation, changed ...string) {
 	t.Helper()
 	gv, wv := reflect.ValueOf(got), reflect.ValueOf(want)
 	for i := range gv.NumField() {

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Retire schedules a generation's destruction. For this server's version
@@ -18,7 +18,7 @@ import (
 // CryptoKey) it is what the built-in plugin's cleanup does: destroy every
 // enabled version, then label the key spire-active=false once none remain,
 // so that no server lists it again.
-func (b *Backend) Retire(ctx context.Context, g keymanager.Generation) error {
+func (b *Backend) Retire(ctx context.Context, g engine.Generation) error {
 	defer b.calls.start()()
 	if isVersionName(g.Ref) {
 		return b.destroyVersion(ctx, g.Ref)
@@ -62,7 +62,7 @@ func gone(s kmspb.CryptoKeyVersion_CryptoKeyVersionState) bool {
 
 // retireKey retires another server's key as a whole. The key is read again
 // first: if its server kept it alive since it was listed, it is left alone.
-func (b *Backend) retireKey(ctx context.Context, g keymanager.Generation) error {
+func (b *Backend) retireKey(ctx context.Context, g engine.Generation) error {
 	key, err := b.client.GetCryptoKey(ctx, &kmspb.GetCryptoKeyRequest{Name: g.Ref}, b.callOptions(ctx, "GetCryptoKey", idempotent)...)
 	if status.Code(err) == codes.NotFound {
 		return nil
@@ -72,13 +72,13 @@ func (b *Backend) retireKey(ctx context.Context, g keymanager.Generation) error 
 	}
 	labels := key.GetLabels()
 	if labels[labelServerID] == b.opts.ServerID || labels[labelTrustDomain] != b.tdLabel {
-		return keymanager.Errorf(codes.Internal, "refusing to retire %s as another server's key: its labels name this server or another trust domain", g.Ref)
+		return engine.Errorf(codes.Internal, "refusing to retire %s as another server's key: its labels name this server or another trust domain", g.Ref)
 	}
 	if labels[labelActive] != "true" {
 		return nil
 	}
 	if t, ok := parseUnixLabel(labels[labelLastUpdate]); ok && t.After(g.Updated) {
-		return keymanager.Errorf(codes.Aborted, "not retiring %s: server %q kept it alive after it was listed as stale", g.Ref, g.ServerID)
+		return engine.Errorf(codes.Aborted, "not retiring %s: server %q kept it alive after it was listed as stale", g.Ref, g.ServerID)
 	}
 
 	it := b.client.ListCryptoKeyVersions(ctx, &kmspb.ListCryptoKeyVersionsRequest{Parent: g.Ref, Filter: "state = ENABLED"},
@@ -98,8 +98,8 @@ func (b *Backend) retireKey(ctx context.Context, g keymanager.Generation) error 
 	}
 	// A version made within the stale period means its server rotated the
 	// key recently (it came back, or stamps lag behind): not abandoned.
-	if newest.After(g.Updated) && b.clock.Now().Sub(newest) < keymanager.DefaultStaleAfter {
-		return keymanager.Errorf(codes.Aborted, "not retiring %s: server %q created a version of it on %s, after it was listed as stale", g.Ref, g.ServerID, newest.UTC().Format(time.RFC3339))
+	if newest.After(g.Updated) && b.clock.Now().Sub(newest) < engine.DefaultStaleAfter {
+		return engine.Errorf(codes.Aborted, "not retiring %s: server %q created a version of it on %s, after it was listed as stale", g.Ref, g.ServerID, newest.UTC().Format(time.RFC3339))
 	}
 	for _, v := range versions {
 		if err := b.destroyVersion(ctx, v); err != nil {

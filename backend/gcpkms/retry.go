@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // retryClass says which failures of a call may be retried.
@@ -76,7 +76,7 @@ type retryer struct {
 	method   string
 	class    retryClass
 	deadline time.Time
-	metrics  keymanager.Metrics
+	metrics  engine.Metrics
 	backoffs // copied per call: each call backs off from the start
 	// internals counts the INTERNAL answers retried so far.
 	internals int
@@ -114,7 +114,7 @@ func (r *retryer) Retry(err error) (time.Duration, bool) {
 		r.internals++
 	}
 	r.metrics.IncrCounter([]string{"kmskeeper", "gcpkms", "retries"}, 1,
-		keymanager.Label{Name: "method", Value: r.method}, keymanager.Label{Name: "reason", Value: reason})
+		engine.Label{Name: "method", Value: r.method}, engine.Label{Name: "reason", Value: reason})
 	return pause, true
 }
 

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Sign signs digest with a version of this server's key. The request must
@@ -17,18 +17,18 @@ import (
 // otherwise). The CRC32C round trip is checked end to end: digest_crc32c is
 // sent, and verified_digest_crc32c, signature_crc32c and name are checked on
 // the answer; a failing answer is asked again a bounded number of times.
-func (b *Backend) Sign(ctx context.Context, g keymanager.Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+func (b *Backend) Sign(ctx context.Context, g engine.Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	defer b.calls.start()()
 	alg, err := b.algorithmOf(ctx, g)
 	if err != nil {
 		return nil, err
 	}
 	if err := alg.accepts(opts); err != nil {
-		return nil, keymanager.Errorf(codes.InvalidArgument, "key %s (%s) cannot sign this request: %w", g.KeyID, g.Ref, err)
+		return nil, engine.Errorf(codes.InvalidArgument, "key %s (%s) cannot sign this request: %w", g.KeyID, g.Ref, err)
 	}
 	d, ok := digestFor(alg.hash, digest)
 	if !ok {
-		return nil, keymanager.Errorf(codes.InvalidArgument, "key %s (%s): Cloud KMS takes no %v digest", g.KeyID, g.Ref, alg.hash)
+		return nil, engine.Errorf(codes.InvalidArgument, "key %s (%s): Cloud KMS takes no %v digest", g.KeyID, g.Ref, alg.hash)
 	}
 	req := &kmspb.AsymmetricSignRequest{Name: g.Ref, Digest: d, DigestCrc32C: wrapperspb.Int64(crc32c(digest))}
 	var failed string
@@ -41,9 +41,9 @@ func (b *Backend) Sign(ctx context.Context, g keymanager.Generation, digest []by
 			return resp.GetSignature(), nil
 		}
 		b.log.Warn("Cloud KMS signature failed an integrity check; signing again", "key_id", g.KeyID, "version", g.Ref, "check", failed, "attempt", attempt)
-		b.metrics.IncrCounter([]string{"kmskeeper", "gcpkms", "integrity_failures"}, 1, keymanager.Label{Name: "method", Value: "AsymmetricSign"})
+		b.metrics.IncrCounter([]string{"kmskeeper", "gcpkms", "integrity_failures"}, 1, engine.Label{Name: "method", Value: "AsymmetricSign"})
 	}
-	return nil, keymanager.Errorf(codes.Internal, "Cloud KMS AsymmetricSign on %s: the response failed the %s integrity check %d times in a row (corrupted in transit)", g.Ref, failed, maxIntegrityAttempts)
+	return nil, engine.Errorf(codes.Internal, "Cloud KMS AsymmetricSign on %s: the response failed the %s integrity check %d times in a row (corrupted in transit)", g.Ref, failed, maxIntegrityAttempts)
 }
 
 // checkSignResponse returns the name of the first integrity check the
@@ -63,7 +63,7 @@ func checkSignResponse(version string, resp *kmspb.AsymmetricSignResponse) strin
 // algorithmOf returns the algorithm of a generation: the one Fetch or
 // Create recorded, else (a generation from an older engine state) the
 // version's, read from Cloud KMS.
-func (b *Backend) algorithmOf(ctx context.Context, g keymanager.Generation) (algorithm, error) {
+func (b *Backend) algorithmOf(ctx context.Context, g engine.Generation) (algorithm, error) {
 	if a, ok := lookupAlgorithmName(g.Algorithm); ok {
 		return a, nil
 	}
@@ -73,7 +73,7 @@ func (b *Backend) algorithmOf(ctx context.Context, g keymanager.Generation) (alg
 	}
 	a, ok := lookupAlgorithm(v.GetAlgorithm())
 	if !ok {
-		return algorithm{}, keymanager.Errorf(codes.FailedPrecondition, "%s has algorithm %s, which is not a SPIRE key type (EC P-256/P-384, RSA 2048/4096 signing); it cannot be served: delete it or use another key ID", g.Ref, v.GetAlgorithm())
+		return algorithm{}, engine.Errorf(codes.FailedPrecondition, "%s has algorithm %s, which is not a SPIRE key type (EC P-256/P-384, RSA 2048/4096 signing); it cannot be served: delete it or use another key ID", g.Ref, v.GetAlgorithm())
 	}
 	return a, nil
 }

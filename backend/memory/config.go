@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/kmskeeper/kmskeeper/config"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Config is the memory backend's plugin_data. It is accepted only by a
@@ -43,7 +43,7 @@ func (c *Config) Check(string) error {
 func (c *Config) Fixed() string { return "memory_backend=" + c.Path }
 
 // Open implements config.Backend.
-func (c *Config) Open(_ context.Context, p config.OpenParams) (keymanager.Backend, error) {
+func (c *Config) Open(_ context.Context, p config.OpenParams) (engine.Backend, error) {
 	s, err := OpenStore(c.Path)
 	if err != nil {
 		return nil, err

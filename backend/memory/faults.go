@@ -6,7 +6,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Phase says when a Fault acts on an operation.
@@ -131,7 +131,7 @@ func (s *Store) fault(ctx context.Context, op string, phase Phase) error {
 		}
 	}
 	if hit.Code != codes.OK {
-		return keymanager.Errorf(hit.Code, "memory backend: injected fault on %s: %s", op, hit.Code)
+		return engine.Errorf(hit.Code, "memory backend: injected fault on %s: %s", op, hit.Code)
 	}
 	return nil
 }

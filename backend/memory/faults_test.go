@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kmskeeper/kmskeeper/backend/memory"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 func TestFaultsAcrossStores(t *testing.T) {
@@ -31,13 +31,13 @@ func TestFaultsAcrossStores(t *testing.T) {
 	if err := control.InjectFault(memory.Fault{Op: "Create", Code: codes.Unavailable, Count: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Create(ctx, keymanager.CreateRequest{KeyID: "x509-CA-A", Type: keymanager.ECP256, Lease: testLease()}); keymanager.Code(err) != codes.Unavailable {
+	if _, err := b.Create(ctx, engine.CreateRequest{KeyID: "x509-CA-A", Type: engine.ECP256, Lease: testLease()}); engine.Code(err) != codes.Unavailable {
 		t.Fatalf("Create with an Unavailable fault = %v, want Unavailable", err)
 	}
 	if gens, _ := b.ListGenerations(ctx); len(gens) != 0 {
 		t.Fatalf("a failed Create stored %d generations", len(gens))
 	}
-	g, err := b.Create(ctx, keymanager.CreateRequest{KeyID: "x509-CA-A", Type: keymanager.ECP256, Lease: testLease()})
+	g, err := b.Create(ctx, engine.CreateRequest{KeyID: "x509-CA-A", Type: engine.ECP256, Lease: testLease()})
 	if err != nil {
 		t.Fatalf("Create once the fault is spent: %v", err)
 	}
@@ -49,7 +49,7 @@ func TestFaultsAcrossStores(t *testing.T) {
 	if err := control.InjectFault(memory.Fault{Op: "Retire", Phase: memory.PhaseAfter, Code: codes.Internal, Count: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Retire(ctx, g); keymanager.Code(err) != codes.Internal {
+	if err := b.Retire(ctx, g); engine.Code(err) != codes.Internal {
 		t.Fatalf("Retire with a PhaseAfter fault = %v, want Internal", err)
 	}
 	if gens, _ := b.ListGenerations(ctx); len(gens) != 0 {
@@ -63,14 +63,14 @@ func TestFaultsAcrossStores(t *testing.T) {
 	if err := control.InjectFault(memory.Fault{Op: "Sign", Latency: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	g, err = b.Create(ctx, keymanager.CreateRequest{KeyID: "x509-CA-B", Type: keymanager.ECP256, Lease: testLease()})
+	g, err = b.Create(ctx, engine.CreateRequest{KeyID: "x509-CA-B", Type: engine.ECP256, Lease: testLease()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	d := sha256.Sum256([]byte("x"))
-	if _, err := b.Sign(short, g, d[:], crypto.SHA256); keymanager.Code(err) != codes.DeadlineExceeded {
+	if _, err := b.Sign(short, g, d[:], crypto.SHA256); engine.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("Sign held past its deadline = %v, want DeadlineExceeded", err)
 	}
 }
@@ -89,7 +89,7 @@ func TestAdvance(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := plugin.Backend("example.org", "server-a")
-	g, err := b.Create(t.Context(), keymanager.CreateRequest{KeyID: "x509-CA-A", Type: keymanager.ECP256, Lease: testLease()})
+	g, err := b.Create(t.Context(), engine.CreateRequest{KeyID: "x509-CA-A", Type: engine.ECP256, Lease: testLease()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +102,6 @@ func TestAdvance(t *testing.T) {
 }
 
 // testLease is the lease of a backend test's process.
-func testLease() keymanager.Lease {
-	return keymanager.Lease{Holder: "testproc", Renewed: time.Now().Truncate(time.Millisecond)}
+func testLease() engine.Lease {
+	return engine.Lease{Holder: "testproc", Renewed: time.Now().Truncate(time.Millisecond)}
 }

@@ -1,4 +1,4 @@
-// Package memory is a keymanager.Backend that keeps private keys in process
+// Package memory is a engine.Backend that keeps private keys in process
 // memory or in a local file. It exists for tests: the engine's unit tests,
 // and end-to-end tests of a binary built with the kmskeeper_testbackend tag.
 // It offers none of a KMS's protection and the default build never holds it.
@@ -25,7 +25,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 // Store holds the keys of every trust domain and server, like a vault.
@@ -63,7 +63,7 @@ type record struct {
 	PKCS8       []byte    `json:"pkcs8"`
 	// Leases are the serving leases recorded on the key, as a cloud
 	// records them in a tag.
-	Leases []keymanager.Lease `json:"leases,omitempty"`
+	Leases []engine.Lease `json:"leases,omitempty"`
 	// Recent is the creation count the engine asked to record.
 	Recent int `json:"recent,omitempty"`
 }
@@ -177,8 +177,8 @@ func (s *Store) Refs() []string {
 
 // Generations returns every stored generation of a trust domain with its
 // public key, as a test's view of the vault: no hook or fault applies.
-func (s *Store) Generations(trustDomain string) ([]keymanager.Generation, error) {
-	var out []keymanager.Generation
+func (s *Store) Generations(trustDomain string) ([]engine.Generation, error) {
+	var out []engine.Generation
 	err := s.withFile(false, func() error {
 		for _, r := range s.state.Keys {
 			if r.TrustDomain != trustDomain {
@@ -210,7 +210,7 @@ func (s *Store) SetDisabled(ref string, disabled bool) error {
 	})
 }
 
-// Backend is a keymanager.Backend over a Store.
+// Backend is a engine.Backend over a Store.
 type Backend struct {
 	store    *Store
 	td       string
@@ -220,7 +220,7 @@ type Backend struct {
 	cloud time.Time // the store's time at the latest answer
 }
 
-// CloudTime implements keymanager.CloudTimer: the store's clock at the
+// CloudTime implements engine.CloudTimer: the store's clock at the
 // latest answer, as a cloud's Date header gives it.
 func (b *Backend) CloudTime() time.Time {
 	b.mu.Lock()
@@ -239,7 +239,7 @@ func (b *Backend) answered() {
 	b.mu.Unlock()
 }
 
-var _ keymanager.Backend = (*Backend)(nil)
+var _ engine.Backend = (*Backend)(nil)
 
 func (b *Backend) hook(ctx context.Context, op, keyID string) error {
 	b.store.mu.Lock()
@@ -256,8 +256,8 @@ func (b *Backend) hook(ctx context.Context, op, keyID string) error {
 	return ctx.Err()
 }
 
-func (b *Backend) generation(r *record) keymanager.Generation {
-	return keymanager.Generation{KeyID: r.KeyID, Ref: r.Ref, ServerID: r.ServerID, Created: r.Created, Updated: r.Updated, Disabled: r.Disabled, Leases: slices.Clone(r.Leases), RecentCreations: r.Recent}
+func (b *Backend) generation(r *record) engine.Generation {
+	return engine.Generation{KeyID: r.KeyID, Ref: r.Ref, ServerID: r.ServerID, Created: r.Created, Updated: r.Updated, Disabled: r.Disabled, Leases: slices.Clone(r.Leases), RecentCreations: r.Recent}
 }
 
 func (b *Backend) find(ref string) (*record, error) {
@@ -266,16 +266,16 @@ func (b *Backend) find(ref string) (*record, error) {
 			return r, nil
 		}
 	}
-	return nil, keymanager.Errorf(codes.NotFound, "memory backend: key %s not found", ref)
+	return nil, engine.Errorf(codes.NotFound, "memory backend: key %s not found", ref)
 }
 
-// ListGenerations implements keymanager.Backend.
-func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation, error) {
+// ListGenerations implements engine.Backend.
+func (b *Backend) ListGenerations(ctx context.Context) ([]engine.Generation, error) {
 	defer b.answered()
 	if err := b.hook(ctx, "List", ""); err != nil {
 		return nil, err
 	}
-	var out []keymanager.Generation
+	var out []engine.Generation
 	err := b.store.withFile(false, func() error {
 		for _, r := range b.store.state.Keys {
 			if r.TrustDomain == b.td {
@@ -287,28 +287,28 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]keymanager.Generation,
 	return out, err
 }
 
-// Create implements keymanager.Backend.
-func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (keymanager.Generation, error) {
+// Create implements engine.Backend.
+func (b *Backend) Create(ctx context.Context, req engine.CreateRequest) (engine.Generation, error) {
 	keyID, t, lease := req.KeyID, req.Type, req.Lease
 	defer b.answered()
 	if err := b.hook(ctx, "Create", keyID); err != nil {
-		return keymanager.Generation{}, err
+		return engine.Generation{}, err
 	}
 	key, err := generate(t)
 	if err != nil {
-		return keymanager.Generation{}, keymanager.Errorf(codes.InvalidArgument, "memory backend: %v", err)
+		return engine.Generation{}, engine.Errorf(codes.InvalidArgument, "memory backend: %v", err)
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return keymanager.Generation{}, err
+		return engine.Generation{}, err
 	}
-	var g keymanager.Generation
+	var g engine.Generation
 	err = b.store.withFile(true, func() error {
 		now := b.store.cloudNow()
 		b.store.state.Seq++
 		r := &record{Ref: fmt.Sprintf("mem-%06d-%s", b.store.state.Seq, keyID), KeyID: keyID, TrustDomain: b.td, ServerID: b.serverID, Created: now, Updated: now, PKCS8: der, Recent: req.RecentCreations}
 		lease.Ref = r.Ref
-		r.Leases = []keymanager.Lease{lease}
+		r.Leases = []engine.Lease{lease}
 		b.store.state.Keys = append(b.store.state.Keys, r)
 		g = b.generation(r)
 		return nil
@@ -321,21 +321,21 @@ func (b *Backend) Create(ctx context.Context, req keymanager.CreateRequest) (key
 	return g, err
 }
 
-func generate(t keymanager.KeyType) (crypto.Signer, error) {
+func generate(t engine.KeyType) (crypto.Signer, error) {
 	switch t {
-	case keymanager.ECP256:
+	case engine.ECP256:
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case keymanager.ECP384:
+	case engine.ECP384:
 		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case keymanager.RSA2048:
+	case engine.RSA2048:
 		return rsa.GenerateKey(rand.Reader, 2048)
-	case keymanager.RSA4096:
+	case engine.RSA4096:
 		return rsa.GenerateKey(rand.Reader, 4096)
 	}
 	return nil, fmt.Errorf("unsupported key type %v", t)
 }
 
-func (b *Backend) signer(ctx context.Context, op string, g keymanager.Generation) (crypto.Signer, error) {
+func (b *Backend) signer(ctx context.Context, op string, g engine.Generation) (crypto.Signer, error) {
 	if err := b.hook(ctx, op, g.KeyID); err != nil {
 		return nil, err
 	}
@@ -346,7 +346,7 @@ func (b *Backend) signer(ctx context.Context, op string, g keymanager.Generation
 			return err
 		}
 		if r.Disabled {
-			return keymanager.Errorf(codes.FailedPrecondition, "memory backend: key %s is disabled", g.Ref)
+			return engine.Errorf(codes.FailedPrecondition, "memory backend: key %s is disabled", g.Ref)
 		}
 		der = r.PKCS8
 		return nil
@@ -361,8 +361,8 @@ func (b *Backend) signer(ctx context.Context, op string, g keymanager.Generation
 	return key.(crypto.Signer), nil
 }
 
-// Fetch implements keymanager.Backend.
-func (b *Backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+// Fetch implements engine.Backend.
+func (b *Backend) Fetch(ctx context.Context, g engine.Generation) (engine.Generation, error) {
 	defer b.answered()
 	k, err := b.signer(ctx, "Fetch", g)
 	if err != nil {
@@ -372,8 +372,8 @@ func (b *Backend) Fetch(ctx context.Context, g keymanager.Generation) (keymanage
 	return g, b.store.fault(ctx, "Fetch", PhaseAfter)
 }
 
-// Sign implements keymanager.Backend.
-func (b *Backend) Sign(ctx context.Context, g keymanager.Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+// Sign implements engine.Backend.
+func (b *Backend) Sign(ctx context.Context, g engine.Generation, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	k, err := b.signer(ctx, "Sign", g)
 	if err != nil {
 		return nil, err
@@ -385,8 +385,8 @@ func (b *Backend) Sign(ctx context.Context, g keymanager.Generation, digest []by
 	return sig, b.store.fault(ctx, "Sign", PhaseAfter)
 }
 
-// KeepAlive implements keymanager.Backend.
-func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+// KeepAlive implements engine.Backend.
+func (b *Backend) KeepAlive(ctx context.Context, g engine.Generation) (engine.Generation, error) {
 	defer b.answered()
 	if err := b.hook(ctx, "KeepAlive", g.KeyID); err != nil {
 		return g, err
@@ -412,8 +412,8 @@ func (b *Backend) KeepAlive(ctx context.Context, g keymanager.Generation) (keyma
 	return g, err
 }
 
-// Refresh implements keymanager.Backend.
-func (b *Backend) Refresh(ctx context.Context, g keymanager.Generation) (keymanager.Generation, error) {
+// Refresh implements engine.Backend.
+func (b *Backend) Refresh(ctx context.Context, g engine.Generation) (engine.Generation, error) {
 	defer b.answered()
 	if err := b.hook(ctx, "Refresh", g.KeyID); err != nil {
 		return g, err
@@ -432,8 +432,8 @@ func (b *Backend) Refresh(ctx context.Context, g keymanager.Generation) (keymana
 	return g, err
 }
 
-// Retire implements keymanager.Backend.
-func (b *Backend) Retire(ctx context.Context, g keymanager.Generation) error {
+// Retire implements engine.Backend.
+func (b *Backend) Retire(ctx context.Context, g engine.Generation) error {
 	defer b.answered()
 	if err := b.hook(ctx, "Retire", g.KeyID); err != nil {
 		return err

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
@@ -199,11 +199,11 @@ func (d *demo) run(ctx context.Context, exe string, target *demoTarget, pluginSt
 		return
 	}
 
-	keys := map[string]keymanager.PublicKey{}
+	keys := map[string]engine.PublicKey{}
 	var firstCA string // the cloud's name of the first x509-CA-A key
 	for _, id := range []string{"x509-CA-A", "JWT-Signer-A"} {
 		c, cancel := call()
-		pk, err := p.GenerateKey(c, id, keymanager.ECP256)
+		pk, err := p.GenerateKey(c, id, engine.ECP256)
 		cancel()
 		if err == nil && firstCA == "" {
 			firstCA, err = d.onlyKey(ctx, target)
@@ -243,7 +243,7 @@ func (d *demo) run(ctx context.Context, exe string, target *demoTarget, pluginSt
 	}
 
 	c, cancel = call()
-	rotated, err := p.GenerateKey(c, "x509-CA-A", keymanager.ECP256)
+	rotated, err := p.GenerateKey(c, "x509-CA-A", engine.ECP256)
 	cancel()
 	listed := target.listings()
 	if err == nil && rotated.Fingerprint == keys["x509-CA-A"].Fingerprint {
@@ -278,9 +278,9 @@ func (d *demo) run(ctx context.Context, exe string, target *demoTarget, pluginSt
 	}) {
 		return
 	}
-	fmt.Fprintf(d.out, "  Why: a superseded key waits %s before it is retired, since a server starting with the same ID may be adopting it, or restoring a lease that a concurrent write dropped.\n", minutes(keymanager.DefaultSettle))
+	fmt.Fprintf(d.out, "  Why: a superseded key waits %s before it is retired, since a server starting with the same ID may be adopting it, or restoring a lease that a concurrent write dropped.\n", minutes(engine.DefaultSettle))
 
-	step := keymanager.DefaultSettle + time.Minute
+	step := engine.DefaultSettle + time.Minute
 	target.advance(step)
 	moved := time.Now()
 	d.check(fmt.Sprintf("Move the emulator's clock %s ahead", minutes(step)), nil, func() string {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 )
 
 // startAzureDemo starts the Azure Key Vault emulator (one Premium vault) on
@@ -15,7 +15,7 @@ import (
 // from the environment (a client secret issued by the emulator's Entra
 // endpoints) and the emulator's CA through SSL_CERT_FILE.
 func startAzureDemo(ctx context.Context, dir string) (*demoTarget, error) {
-	srv, err := azurekv.Start(ctx, azurekv.Options{})
+	srv, err := keyvault.Start(ctx, keyvault.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -24,7 +24,7 @@ func startAzureDemo(ctx context.Context, dir string) (*demoTarget, error) {
 		srv.Close()
 		return nil, err
 	}
-	vault := srv.VaultURL(azurekv.DefaultVaultName)
+	vault := srv.VaultURL(keyvault.DefaultVaultName)
 	idFile := filepath.Join(dir, "server_id")
 	client, err := srv.KeysClient(vault)
 	if err != nil {
@@ -33,7 +33,7 @@ func startAzureDemo(ctx context.Context, dir string) (*demoTarget, error) {
 	}
 	return &demoTarget{
 		name:       "azure_key_vault",
-		where:      fmt.Sprintf("Azure Key Vault emulator, Premium vault %q at %s", azurekv.DefaultVaultName, vault),
+		where:      fmt.Sprintf("Azure Key Vault emulator, Premium vault %q at %s", keyvault.DefaultVaultName, vault),
 		pluginData: fmt.Sprintf("key_vault_uri = %q\nkey_identifier_file = %q\n", vault, idFile),
 		env:        srv.Env(),
 		keys: func(ctx context.Context) ([]demoKeyRow, error) {

@@ -12,7 +12,7 @@ import (
 	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/api/iterator"
 
-	"github.com/kmskeeper/kmskeeper/emulator/gcpkms"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
 )
 
 // demoGCPKeyRing is the key ring of the demo's Cloud KMS emulator.
@@ -24,7 +24,7 @@ const demoGCPKeyRing = "projects/kmskeeper-demo/locations/global/keyRings/spire"
 // sends none, so the host's own Google credentials never reach the emulator.
 // New versions stay PENDING_GENERATION briefly, as on the service.
 func startGCPDemo(ctx context.Context, dir string) (*demoTarget, error) {
-	srv, err := gcpkms.Start(ctx, gcpkms.Options{KeyRings: []string{demoGCPKeyRing}, PendingGeneration: 50 * time.Millisecond})
+	srv, err := cloudkms.Start(ctx, cloudkms.Options{KeyRings: []string{demoGCPKeyRing}, PendingGeneration: 50 * time.Millisecond})
 	if err != nil {
 		return nil, err
 	}

@@ -28,11 +28,11 @@ func TestDocsListEveryConfigurationKey(t *testing.T) {
 
 // errorSources are the packages whose error messages reach SPIRE (and so an
 // operator's logs): every one must be explained in docs/troubleshooting.md.
-var errorSources = []string{"keymanager", "config", "plugin", "migrate", "backend/azurekv", "backend/gcpkms"}
+var errorSources = []string{"engine", "config", "plugin", "predecessor", "backend/azurekv", "backend/gcpkms"}
 
 // TestDocsExplainEveryError checks that docs/troubleshooting.md contains the
 // distinctive text of every error message the plugin can return: messages
-// built with keymanager.Errorf or status.Errorf anywhere, and every message of
+// built with engine.Errorf or status.Errorf anywhere, and every message of
 // the configuration and migration packages (they become InvalidArgument).
 func TestDocsExplainEveryError(t *testing.T) {
 	doc := normalize(readDoc(t, "troubleshooting.md"))
@@ -63,7 +63,7 @@ func errorMessages(t *testing.T) []message {
 	fset := token.NewFileSet()
 	for _, dir := range errorSources {
 		files, _ := filepath.Glob(filepath.Join(root, dir, "*.go"))
-		allPlain := dir == "config" || dir == "migrate" || strings.HasPrefix(dir, "backend/")
+		allPlain := dir == "config" || dir == "predecessor" || strings.HasPrefix(dir, "backend/")
 		for _, f := range files {
 			if strings.HasSuffix(f, "_test.go") {
 				continue
@@ -80,7 +80,7 @@ func errorMessages(t *testing.T) []message {
 				name := calleeName(call.Fun)
 				var arg ast.Expr
 				switch {
-				case name == "keymanager.Errorf" || name == "status.Errorf" || name == "status.Error" || (dir == "keymanager" && name == "Errorf"):
+				case name == "engine.Errorf" || name == "status.Errorf" || name == "status.Error" || (dir == "engine" && name == "Errorf"):
 					if len(call.Args) >= 2 {
 						arg = call.Args[1]
 					}
@@ -141,4 +141,53 @@ func readDoc(t *testing.T, name string) string {
 		t.Fatalf("docs/%s: %v", name, err)
 	}
 	return string(data)
+}
+
+// TestReadmeLayoutMatchesTree checks README.md's layout table against the
+// repository: every folder it names exists, and every folder that holds Go
+// packages is named (itself or through its parent), so that a newcomer who
+// reads the table finds each package.
+func TestReadmeLayoutMatchesTree(t *testing.T) {
+	root := filepath.Join("..", "..")
+	b, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var named []string
+	for _, m := range regexp.MustCompile("(?m)^\\| (`[^|]+)\\|").FindAllStringSubmatch(string(b), -1) {
+		for _, f := range regexp.MustCompile("`([a-z0-9/]+/)`").FindAllStringSubmatch(m[1], -1) {
+			named = append(named, strings.TrimSuffix(f[1], "/"))
+		}
+	}
+	if len(named) == 0 {
+		t.Fatal("README.md has no layout table")
+	}
+	for _, n := range named {
+		if fi, err := os.Stat(filepath.Join(root, n)); err != nil || !fi.IsDir() {
+			t.Errorf("README.md names folder %s/, which does not exist", n)
+		}
+	}
+	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") && p != root || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(p, ".go") {
+			return nil
+		}
+		dir, _ := filepath.Rel(root, filepath.Dir(p))
+		dir = filepath.ToSlash(dir)
+		for _, n := range named {
+			if dir == n || strings.HasPrefix(dir, n+"/") {
+				return nil
+			}
+		}
+		t.Errorf("README.md's layout table does not name %s/", dir)
+		return filepath.SkipDir
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 )
 
 // listFlag collects a repeatable string flag.
@@ -22,7 +22,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 // azureEmulatorConfig is the parsed command line of `emulator azure`.
 type azureEmulatorConfig struct {
-	opts        azurekv.Options
+	opts        keyvault.Options
 	caFile      string
 	envFile     string
 	throttling  bool
@@ -56,10 +56,10 @@ func newEmulatorAzureFlagSet(cfg *azureEmulatorConfig, v *azureFlagValues) *flag
 	fs.Var(&v.roles, "role", "restrict a client: `clientid=perm,perm` with permissions like keys/get, keys/sign, keys/create, keys/delete, keys/purge, keys/* (repeatable; unlisted clients may do everything)")
 	fs.Var(&v.clients, "client", "accept another client-credentials app: `clientid=secret` (repeatable)")
 	fs.Var(&v.fics, "federated-credential", "trust an identity provider's tokens for an app (workload identity federation): `[client=id,]issuer=url,subject=sub` (repeatable; client defaults to --client-id). For the main app's first one, a token is kept in federated-token next to the env file (AZURE_FEDERATED_TOKEN_FILE), renewed every 48 minutes")
-	fs.StringVar(&cfg.opts.TenantID, "tenant-id", azurekv.DefaultTenantID, "directory (tenant) `ID`")
-	fs.StringVar(&cfg.opts.ClientID, "client-id", azurekv.DefaultClientID, "client `ID` of the main client-credentials app")
+	fs.StringVar(&cfg.opts.TenantID, "tenant-id", keyvault.DefaultTenantID, "directory (tenant) `ID`")
+	fs.StringVar(&cfg.opts.ClientID, "client-id", keyvault.DefaultClientID, "client `ID` of the main client-credentials app")
 	fs.StringVar(&cfg.opts.ClientSecret, "client-secret", "", "`secret` of the main app (default: random, kept in --data-dir)")
-	fs.StringVar(&cfg.opts.ManagedIdentityClientID, "managed-identity-client-id", azurekv.DefaultMSIClientID, "client `ID` of the managed identity served at IDENTITY_ENDPOINT")
+	fs.StringVar(&cfg.opts.ManagedIdentityClientID, "managed-identity-client-id", keyvault.DefaultMSIClientID, "client `ID` of the managed identity served at IDENTITY_ENDPOINT")
 	fs.StringVar(&cfg.opts.MSIListen, "msi-listen", "", "plain-HTTP `address` of the managed-identity endpoint and admin API (default: the --listen host, free port)")
 	fs.IntVar(&v.retention, "retention-days", 90, "soft-delete retention of the vaults, 7 to 90 `days`")
 	fs.BoolVar(&v.purgeProtection, "purge-protection", false, "enable purge protection on the vaults (purge is refused until the retention ends)")
@@ -98,7 +98,7 @@ func parseAzureEmulatorFlags(args []string, stderr io.Writer) (azureEmulatorConf
 		return cfg, usageError{fmt.Sprintf("emulator azure: unexpected argument %q", fs.Arg(0))}
 	}
 	for _, arg := range v.vaults {
-		spec := azurekv.VaultSpec{RetentionDays: v.retention, PurgeProtection: v.purgeProtection}
+		spec := keyvault.VaultSpec{RetentionDays: v.retention, PurgeProtection: v.purgeProtection}
 		rest, listen, hasListen := strings.Cut(arg, "@")
 		if hasListen {
 			spec.Listen = listen
@@ -107,7 +107,7 @@ func parseAzureEmulatorFlags(args []string, stderr io.Writer) (azureEmulatorConf
 		cfg.opts.Vaults = append(cfg.opts.Vaults, spec)
 	}
 	if len(v.vaults) == 0 && len(v.hsms) == 0 && (v.retention != 90 || v.purgeProtection) {
-		cfg.opts.Vaults = []azurekv.VaultSpec{{Name: azurekv.DefaultVaultName, SKU: azurekv.SKUPremium, RetentionDays: v.retention, PurgeProtection: v.purgeProtection}}
+		cfg.opts.Vaults = []keyvault.VaultSpec{{Name: keyvault.DefaultVaultName, SKU: keyvault.SKUPremium, RetentionDays: v.retention, PurgeProtection: v.purgeProtection}}
 	}
 	cfg.opts.ManagedHSMs = v.hsms
 	cfg.opts.Hostnames = v.hostnames
@@ -149,8 +149,8 @@ func parseAzureEmulatorFlags(args []string, stderr io.Writer) (azureEmulatorConf
 
 // parseFederatedCredential reads client=...,issuer=...,subject=... (client
 // optional). Issuer URLs and Kubernetes or CI subjects hold no commas.
-func parseFederatedCredential(v string) (azurekv.FederatedCredential, error) {
-	var f azurekv.FederatedCredential
+func parseFederatedCredential(v string) (keyvault.FederatedCredential, error) {
+	var f keyvault.FederatedCredential
 	for _, part := range strings.Split(v, ",") {
 		k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
 		switch {
@@ -174,13 +174,13 @@ func parseFederatedCredential(v string) (azurekv.FederatedCredential, error) {
 
 // mainFederatedCredential returns the first federated credential of the
 // main app, the one the env file's AZURE_CLIENT_ID names.
-func mainFederatedCredential(srv *azurekv.Server, fics []azurekv.FederatedCredential) (azurekv.FederatedCredential, bool) {
+func mainFederatedCredential(srv *keyvault.Server, fics []keyvault.FederatedCredential) (keyvault.FederatedCredential, bool) {
 	for _, f := range fics {
 		if f.ClientID == "" || strings.EqualFold(f.ClientID, srv.ClientID()) {
 			return f, true
 		}
 	}
-	return azurekv.FederatedCredential{}, false
+	return keyvault.FederatedCredential{}, false
 }
 
 // runEmulatorAzure serves the Azure Key Vault emulator until ctx ends.
@@ -199,7 +199,7 @@ func runEmulatorAzure(ctx context.Context, args []string, stdout, stderr io.Writ
 	if cfg.logRequests {
 		cfg.opts.Logf = func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
 	}
-	srv, err := azurekv.Start(ctx, cfg.opts)
+	srv, err := keyvault.Start(ctx, cfg.opts)
 	if err != nil {
 		return fmt.Errorf("emulator azure: %w", err)
 	}
@@ -241,8 +241,8 @@ func runEmulatorAzure(ctx context.Context, args []string, stdout, stderr io.Writ
 // renewFederatedToken rewrites the federated token file before the token
 // expires, as the kubelet renews a projected service account token, until
 // ctx ends.
-func renewFederatedToken(ctx context.Context, srv *azurekv.Server, path, subject string, stderr io.Writer) {
-	t := time.NewTicker(azurekv.FederatedTokenRenewal)
+func renewFederatedToken(ctx context.Context, srv *keyvault.Server, path, subject string, stderr io.Writer) {
+	t := time.NewTicker(keyvault.FederatedTokenRenewal)
 	defer t.Stop()
 	for {
 		select {
@@ -256,7 +256,7 @@ func renewFederatedToken(ctx context.Context, srv *azurekv.Server, path, subject
 	}
 }
 
-func printAzureBanner(w io.Writer, srv *azurekv.Server, cfg azureEmulatorConfig) {
+func printAzureBanner(w io.Writer, srv *keyvault.Server, cfg azureEmulatorConfig) {
 	fmt.Fprintf(w, "Azure Key Vault emulator listening on %s\n", srv.URL())
 	for _, name := range srv.Vaults() {
 		kind := "vault      "

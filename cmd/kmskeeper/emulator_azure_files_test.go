@@ -21,7 +21,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 	"github.com/kmskeeper/kmskeeper/internal/syncbuf"
 )
 
@@ -132,9 +132,9 @@ func TestEmulatorAzureWritesCAAndEnvFiles(t *testing.T) {
 			}
 			wantTenant := tt.tenant
 			if wantTenant == "" {
-				wantTenant = azurekv.DefaultTenantID
+				wantTenant = keyvault.DefaultTenantID
 			}
-			if env["AZURE_TENANT_ID"] != wantTenant || env["AZURE_CLIENT_ID"] != azurekv.DefaultClientID {
+			if env["AZURE_TENANT_ID"] != wantTenant || env["AZURE_CLIENT_ID"] != keyvault.DefaultClientID {
 				t.Errorf("tenant/client = %q/%q", env["AZURE_TENANT_ID"], env["AZURE_CLIENT_ID"])
 			}
 			if tt.secret != "" && env["AZURE_CLIENT_SECRET"] != tt.secret {
@@ -179,10 +179,10 @@ func TestEmulatorAzureWritesCAAndEnvFiles(t *testing.T) {
 			}
 			cx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
-			if _, err := cred.GetToken(cx, policy.TokenRequestOptions{Scopes: []string{azurekv.ResourceVault + "/.default"}}); err != nil {
+			if _, err := cred.GetToken(cx, policy.TokenRequestOptions{Scopes: []string{keyvault.ResourceVault + "/.default"}}); err != nil {
 				t.Errorf("client secret from the env file: %v", err)
 			}
-			req, _ := http.NewRequestWithContext(cx, http.MethodGet, env["IDENTITY_ENDPOINT"]+"?api-version=2019-08-01&resource="+url.QueryEscape(azurekv.ResourceVault), nil)
+			req, _ := http.NewRequestWithContext(cx, http.MethodGet, env["IDENTITY_ENDPOINT"]+"?api-version=2019-08-01&resource="+url.QueryEscape(keyvault.ResourceVault), nil)
 			req.Header.Set("X-IDENTITY-HEADER", env["IDENTITY_HEADER"])
 			resp, err := hc.Do(req)
 			if err != nil {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 )
 
 // TestEmulatorAzureHelpDocumentsEveryFlag walks the flag set the command
@@ -55,7 +55,7 @@ func TestEmulatorAzureFlagParsing(t *testing.T) {
 			}},
 		{name: "federated credentials", args: []string{"--federated-credential", "issuer=https://oidc.example/,subject=system:serviceaccount:spire:spire-server", "--federated-credential", "client=app,issuer=https://token.example,subject=repo:x"},
 			check: func(t *testing.T, c azureEmulatorConfig) {
-				want := []azurekv.FederatedCredential{
+				want := []keyvault.FederatedCredential{
 					{Issuer: "https://oidc.example/", Subject: "system:serviceaccount:spire:spire-server"},
 					{ClientID: "app", Issuer: "https://token.example", Subject: "repo:x"},
 				}

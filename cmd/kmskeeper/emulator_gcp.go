@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/kmskeeper/kmskeeper/emulator/gcpkms"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
 )
 
 // defaultGCPKeyRing is the key ring the gcp emulator creates when no
@@ -24,7 +24,7 @@ func (r *repeatedFlag) Set(v string) error { *r = append(*r, v); return nil }
 
 // gcpEmulatorConfig is the parsed command line of `kmskeeper emulator gcp`.
 type gcpEmulatorConfig struct {
-	opts            gcpkms.Options
+	opts            cloudkms.Options
 	caFile          string
 	envFile         string
 	credentialsDir  string
@@ -133,7 +133,7 @@ func runEmulatorGCP(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	srv, err := gcpkms.Start(ctx, cfg.opts)
+	srv, err := cloudkms.Start(ctx, cfg.opts)
 	if err != nil {
 		return fmt.Errorf("emulator gcp: %w", err)
 	}
@@ -173,7 +173,7 @@ func runEmulatorGCP(ctx context.Context, args []string, stdout, stderr io.Writer
 	return srv.Close()
 }
 
-func printGCPEmulatorBanner(w io.Writer, srv *gcpkms.Server, cfg *gcpEmulatorConfig, saFiles []string) {
+func printGCPEmulatorBanner(w io.Writer, srv *cloudkms.Server, cfg *gcpEmulatorConfig, saFiles []string) {
 	mode := "plaintext"
 	if cfg.opts.TLS {
 		mode = "TLS"

@@ -12,7 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/operator"
 )
 
@@ -45,7 +45,7 @@ func (f *operatorFlags) register(fs *flag.FlagSet) {
 
 // callBudget bounds each cloud call of the operator commands, retries
 // included: the plugin's own budget (tests shorten it).
-var callBudget = keymanager.DefaultBudget
+var callBudget = engine.DefaultBudget
 
 // open reads the configuration source and builds the shared options.
 func (f *operatorFlags) open(stderr io.Writer) (*operator.Source, operator.Options, error) {

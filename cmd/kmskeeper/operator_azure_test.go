@@ -13,7 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 )
 
 // TestOperatorAzure runs validate, keys list and gc against the Key Vault
@@ -39,7 +39,7 @@ var azureApps = map[identity]struct {
 
 // azureOperatorCloud is one Premium vault of a Key Vault emulator.
 type azureOperatorCloud struct {
-	srv   *azurekv.Server
+	srv   *keyvault.Server
 	vault string
 }
 
@@ -59,15 +59,15 @@ func startAzureOperatorEmulator(t *testing.T, vaults int) []operatorCloud {
 	if err := os.WriteFile(filepath.Join(data, filepath.Base(azureTemplate)), template, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	opts := azurekv.Options{DataDir: data, ExtraClients: map[string]string{}, Roles: map[string][]string{}}
+	opts := keyvault.Options{DataDir: data, ExtraClients: map[string]string{}, Roles: map[string][]string{}}
 	for i := range vaults {
-		opts.Vaults = append(opts.Vaults, azurekv.VaultSpec{Name: fmt.Sprintf("operator-%02d", i)})
+		opts.Vaults = append(opts.Vaults, keyvault.VaultSpec{Name: fmt.Sprintf("operator-%02d", i)})
 	}
 	for _, app := range azureApps {
 		opts.ExtraClients[app.id] = app.secret
 		opts.Roles[app.id] = app.perms
 	}
-	srv, err := azurekv.Start(context.Background(), opts)
+	srv, err := keyvault.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("starting the Key Vault emulator: %v", err)
 	}
@@ -112,10 +112,10 @@ func (c *azureOperatorCloud) breakSign(t *testing.T, f signFault) string {
 	case signRefused:
 		// As if someone deleted the key between its creation and the
 		// signature; 404 is not retried.
-		c.srv.InjectFault(azurekv.Fault{Vault: c.vault, Op: "Sign", Status: 404, Code: "KeyNotFound", Message: "A key with (name/id) was not found in this key vault (injected)."})
+		c.srv.InjectFault(keyvault.Fault{Vault: c.vault, Op: "Sign", Status: 404, Code: "KeyNotFound", Message: "A key with (name/id) was not found in this key vault (injected)."})
 		return "sign: " + c.srv.VaultURL(c.vault)
 	case signDamaged:
-		c.srv.InjectFault(azurekv.Fault{Vault: c.vault, Op: "Sign", Malform: azurekv.MalformSignatureKey})
+		c.srv.InjectFault(keyvault.Fault{Vault: c.vault, Op: "Sign", Malform: keyvault.MalformSignatureKey})
 		return "does not verify"
 	}
 	t.Fatalf("unknown sign fault %d", f)
@@ -123,7 +123,7 @@ func (c *azureOperatorCloud) breakSign(t *testing.T, f signFault) string {
 }
 
 func (c *azureOperatorCloud) breakList(*testing.T) string {
-	c.srv.InjectFault(azurekv.Fault{Vault: c.vault, Op: "ListKeys", Status: 503})
+	c.srv.InjectFault(keyvault.Fault{Vault: c.vault, Op: "ListKeys", Status: 503})
 	return "503"
 }
 
@@ -140,7 +140,7 @@ func (c *azureOperatorCloud) seed(t *testing.T, k seededKey) []string {
 		if updated.Before(created) {
 			updated = created
 		}
-		if _, err := c.srv.SeedKey(c.vault, azurekv.SeedKey{
+		if _, err := c.srv.SeedKey(c.vault, keyvault.SeedKey{
 			Name: name, Signer: key, KeyOps: []string{"sign", "verify"},
 			Tags:    map[string]string{"spire-server-td": k.trustDomain, "spire-server-id": k.serverID},
 			Created: created, Updated: updated,
@@ -159,7 +159,7 @@ func (c *azureOperatorCloud) seedUnrelated(t *testing.T, created time.Time) stri
 		t.Fatal(err)
 	}
 	const name = "payments-signing-key"
-	if _, err := c.srv.SeedKey(c.vault, azurekv.SeedKey{Name: name, Signer: key, Created: created}); err != nil {
+	if _, err := c.srv.SeedKey(c.vault, keyvault.SeedKey{Name: name, Signer: key, Created: created}); err != nil {
 		t.Fatal(err)
 	}
 	return name

@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/emulator/azurekv"
-	"github.com/kmskeeper/kmskeeper/keymanager"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
+	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/operator"
 )
 
@@ -63,7 +63,7 @@ var azureTemplate string
 // so processes the tests start do not inherit it.
 func trustAzureEmulatorCA(dir string) (string, error) {
 	data := filepath.Join(dir, "azure-template")
-	srv, err := azurekv.Start(context.Background(), azurekv.Options{DataDir: data})
+	srv, err := keyvault.Start(context.Background(), keyvault.Options{DataDir: data})
 	if err != nil {
 		return "", err
 	}
@@ -217,10 +217,10 @@ func writeServerConf(t *testing.T, plugin, pluginData string, asFile bool) strin
 	dir := t.TempDir()
 	data := "plugin_data {\n" + pluginData + "\n        }"
 	if asFile {
-		if err := os.WriteFile(filepath.Join(dir, "keymanager.hcl"), []byte(pluginData), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "engine.hcl"), []byte(pluginData), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		data = `plugin_data_file = "keymanager.hcl"`
+		data = `plugin_data_file = "engine.hcl"`
 	}
 	conf := fmt.Sprintf(`server {
     bind_address = "0.0.0.0"
@@ -599,7 +599,7 @@ func testKeysAndGC(t *testing.T, c operatorCloud) {
 
 	// Once the settle period has passed on the cloud's clock, the settling
 	// generation is superseded and retired; nothing else changes.
-	c.advance(keymanager.DefaultSettle + time.Minute)
+	c.advance(engine.DefaultSettle + time.Minute)
 	var settled []string
 	for ref, w := range want {
 		if w.state == "settling" {

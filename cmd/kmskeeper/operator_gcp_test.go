@@ -18,7 +18,7 @@ import (
 	"google.golang.org/api/iterator"
 	"google.golang.org/grpc/codes"
 
-	"github.com/kmskeeper/kmskeeper/emulator/gcpkms"
+	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
 )
 
 // TestOperatorGCP runs validate, keys list and gc against the Cloud KMS
@@ -48,7 +48,7 @@ var gcpAccounts = map[identity]struct {
 // gcpOperatorCloud is one key ring of a Cloud KMS emulator, seen by the
 // test through an all-powerful account.
 type gcpOperatorCloud struct {
-	srv       *gcpkms.Server
+	srv       *cloudkms.Server
 	inspector *kms.KeyManagementClient
 	ring      string
 }
@@ -57,14 +57,14 @@ type gcpOperatorCloud struct {
 // identity checks on and rings empty key rings, and returns the key rings.
 func startGCPOperatorEmulator(t *testing.T, rings int) []operatorCloud {
 	t.Helper()
-	opts := gcpkms.Options{Principals: map[string][]string{gcpInspector: {"*"}}}
+	opts := cloudkms.Options{Principals: map[string][]string{gcpInspector: {"*"}}}
 	for _, a := range gcpAccounts {
 		opts.Principals[a.email] = a.grants
 	}
 	for i := range rings {
 		opts.KeyRings = append(opts.KeyRings, fmt.Sprintf("projects/kmskeeper-test/locations/global/keyRings/operator-%02d", i))
 	}
-	srv, err := gcpkms.Start(context.Background(), opts)
+	srv, err := cloudkms.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("starting the Cloud KMS emulator: %v", err)
 	}
@@ -127,11 +127,11 @@ func (c *gcpOperatorCloud) breakSign(t *testing.T, f signFault) string {
 	switch f {
 	case signRefused:
 		// INTERNAL is not retried.
-		c.srv.InjectFault(gcpkms.Fault{Method: "AsymmetricSign", Code: codes.Internal, Message: "Internal error encountered (injected)."})
+		c.srv.InjectFault(cloudkms.Fault{Method: "AsymmetricSign", Code: codes.Internal, Message: "Internal error encountered (injected)."})
 		return "sign: Cloud KMS AsymmetricSign on " + c.ring
 	case signDamaged:
 		// A bit flipped in transit: the signature's CRC32C no longer matches.
-		c.srv.InjectFault(gcpkms.Fault{Method: "AsymmetricSign", Tamper: gcpkms.TamperSignature})
+		c.srv.InjectFault(cloudkms.Fault{Method: "AsymmetricSign", Tamper: cloudkms.TamperSignature})
 		return "signature_crc32c integrity check"
 	}
 	t.Fatalf("unknown sign fault %d", f)
@@ -140,7 +140,7 @@ func (c *gcpOperatorCloud) breakSign(t *testing.T, f signFault) string {
 
 func (c *gcpOperatorCloud) breakList(t *testing.T) string {
 	t.Cleanup(c.srv.ClearFaults)
-	c.srv.InjectFault(gcpkms.Fault{Method: "ListCryptoKeys", Code: codes.Unavailable})
+	c.srv.InjectFault(cloudkms.Fault{Method: "ListCryptoKeys", Code: codes.Unavailable})
 	return "code = Unavailable"
 }
 
@@ -151,7 +151,7 @@ func (c *gcpOperatorCloud) seed(t *testing.T, k seededKey) []string {
 	t.Helper()
 	name := c.ring + "/cryptoKeys/spire-key-" + k.serverID + "-" + k.keyID
 	sum := sha1.Sum([]byte(k.trustDomain))
-	key := gcpkms.SeedKey{
+	key := cloudkms.SeedKey{
 		Name:      name,
 		Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256,
 		Labels: map[string]string{
@@ -162,7 +162,7 @@ func (c *gcpOperatorCloud) seed(t *testing.T, k seededKey) []string {
 	}
 	var refs []string
 	for i, created := range k.created {
-		key.Versions = append(key.Versions, gcpkms.SeedVersion{CreateTime: created})
+		key.Versions = append(key.Versions, cloudkms.SeedVersion{CreateTime: created})
 		refs = append(refs, fmt.Sprintf("%s/cryptoKeyVersions/%d", name, i+1))
 	}
 	if _, err := c.srv.SeedCryptoKey(key); err != nil {
@@ -177,9 +177,9 @@ func (c *gcpOperatorCloud) seed(t *testing.T, k seededKey) []string {
 func (c *gcpOperatorCloud) seedUnrelated(t *testing.T, created time.Time) string {
 	t.Helper()
 	name := c.ring + "/cryptoKeys/payments-signing-key"
-	if _, err := c.srv.SeedCryptoKey(gcpkms.SeedKey{
+	if _, err := c.srv.SeedCryptoKey(cloudkms.SeedKey{
 		Name: name, Algorithm: kmspb.CryptoKeyVersion_EC_SIGN_P256_SHA256, CreateTime: created,
-		Versions: []gcpkms.SeedVersion{{CreateTime: created}},
+		Versions: []cloudkms.SeedVersion{{CreateTime: created}},
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,82 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/hcl/hcl/ast"
+
+	"github.com/kmskeeper/kmskeeper/engine"
+	"github.com/kmskeeper/kmskeeper/predecessor"
+)
+
+const migrateKey = "migrate_from"
+
+// Predecessor says where this server's keys lived before: SPIRE's disk key
+// manager file, or another backend's configuration block. Its keys are served
+// read-only until SPIRE replaces each key ID (engine.Predecessor).
+type Predecessor struct {
+	// DiskKeysPath is the keys file of SPIRE's disk KeyManager.
+	DiskKeysPath string `hcl:"disk_keys_path"`
+	// From is the previous backend's configuration, when migrating between
+	// clouds.
+	From *Config
+}
+
+func parsePredecessor(item *ast.ObjectItem, trustDomain string, kinds []Kind) (*Predecessor, error) {
+	obj, ok := item.Val.(*ast.ObjectType)
+	if !ok || len(item.Keys) != 1 {
+		return nil, errors.New(`migrate_from must be a block: migrate_from { disk_keys_path = "..." } or migrate_from { <the previous backend's keys> }`)
+	}
+	keys, err := topLevelKeys(obj.List)
+	if err != nil {
+		return nil, fmt.Errorf("migrate_from: %w", err)
+	}
+	if slices.Contains(keys, "disk_keys_path") {
+		if len(keys) != 1 {
+			return nil, fmt.Errorf("migrate_from: disk_keys_path stands alone; remove %s", strings.Join(slices.DeleteFunc(keys, func(k string) bool { return k == "disk_keys_path" }), ", "))
+		}
+		var m Predecessor
+		if err := decode(&m, obj.List); err != nil {
+			return nil, fmt.Errorf("migrate_from: %w", err)
+		}
+		if m.DiskKeysPath == "" {
+			return nil, errors.New("migrate_from: disk_keys_path is empty")
+		}
+		return &m, nil
+	}
+	from, err := parseList(obj.List, trustDomain, kinds, false)
+	if err != nil {
+		return nil, fmt.Errorf("migrate_from: %w", err)
+	}
+	return &Predecessor{From: from}, nil
+}
+
+// OpenPredecessor opens the predecessor (migrate_from), if any: it reads and checks the
+// disk keys file, or opens the previous backend read-only. It returns nil
+// when plugin_data has no migrate_from.
+func (c *Config) OpenPredecessor(ctx context.Context, p OpenParams) (engine.Predecessor, error) {
+	m := c.Predecessor
+	switch {
+	case m == nil:
+		return nil, nil
+	case m.DiskKeysPath != "":
+		return predecessor.ReadDisk(m.DiskKeysPath)
+	}
+	serverID, err := m.From.ServerID(false)
+	if err != nil {
+		return nil, fmt.Errorf("migrate_from: %w", err)
+	}
+	if serverID == "" {
+		return nil, fmt.Errorf("migrate_from: key_identifier_file %s does not exist: point it at the previous server's identifier file, or set key_identifier_value to the previous server ID", m.From.Common.KeyIdentifierFile)
+	}
+	p.ServerID = serverID
+	b, err := m.From.Backend.Open(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("migrate_from: opening %s: %w", m.From.Kind.Name, err)
+	}
+	return predecessor.FromBackend(m.From.Kind.Name+" "+m.From.Backend.Fixed(), b, serverID), nil
+}

@@ -1,0 +1,44 @@
+package keyvault
+
+import (
+	"sync"
+	"time"
+)
+
+// Clock is the emulator's notion of "now" for key dates (created, updated,
+// nbf/exp checks, deletedDate, scheduledPurgeDate, automatic purge) and for
+// throttling windows. It runs with the wall clock plus an offset that tests
+// move with Advance or Set, so that retention periods of 90 days can be
+// crossed in a test. Token lifetimes deliberately ignore it.
+type Clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+// Now returns the emulator's current time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// Advance moves the clock forward by d (backward if d is negative).
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
+}
+
+// Set makes Now return t from this moment on (the clock keeps running).
+func (c *Clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset = time.Until(t)
+}
+
+// Reset makes the clock follow the wall clock again.
+func (c *Clock) Reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset = 0
+}

@@ -1,0 +1,102 @@
+package keyvault
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+)
+
+// TestGetKeyPathForms sends GetKey on the wire in every form the service
+// accepts: azkeys always adds a trailing slash for the latest version
+// (GET /keys/{name}/), other clients (curl, older SDKs, the REST reference)
+// send none.
+func TestGetKeyPathForms(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	c := newClient(t, s, "")
+	cx := ctx(t)
+	v1, err := c.CreateKey(cx, "Slashy", azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := c.CreateKey(cx, "Slashy", azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC), Curve: ptr(azkeys.CurveNameP384)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := s.IssueToken(s.ClientID(), ResourceVault, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const q = "?api-version=2025-07-01"
+	latest, first := string(*v2.Key.KID), string(*v1.Key.KID)
+	tests := []struct {
+		name, method, path string
+		status             int
+		code, kid          string
+	}{
+		{"latest without slash", http.MethodGet, "keys/Slashy" + q, 200, "", latest},
+		{"latest with slash", http.MethodGet, "keys/Slashy/" + q, 200, "", latest},
+		{"name in another case", http.MethodGet, "keys/slashy" + q, 200, "", latest},
+		{"version without slash", http.MethodGet, "keys/Slashy/" + v1.Key.KID.Version() + q, 200, "", first},
+		{"version with slash", http.MethodGet, "keys/Slashy/" + v1.Key.KID.Version() + "/" + q, 200, "", first},
+		{"missing key without slash", http.MethodGet, "keys/absent" + q, 404, CodeKeyNotFound, ""},
+		{"missing key with slash", http.MethodGet, "keys/absent/" + q, 404, CodeKeyNotFound, ""},
+		{"no api-version", http.MethodGet, "keys/Slashy", 400, CodeBadParameter, ""},
+		{"update without slash", http.MethodPatch, "keys/Slashy" + q, 200, "", latest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var body *strings.Reader
+			if tt.method == http.MethodPatch {
+				body = strings.NewReader(`{"tags":{"form":"no-slash"}}`)
+			} else {
+				body = strings.NewReader("")
+			}
+			req, _ := http.NewRequestWithContext(cx, tt.method, s.URL()+tt.path, body)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := s.HTTPClient().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var got struct {
+				Key *struct {
+					Kid string `json:"kid"`
+					Crv string `json:"crv"`
+				} `json:"key"`
+				Tags  map[string]string `json:"tags"`
+				Error *struct {
+					Code string `json:"code"`
+				} `json:"error"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				t.Fatalf("%d, body not JSON: %v", resp.StatusCode, err)
+			}
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d (%+v)", resp.StatusCode, tt.status, got.Error)
+			}
+			if tt.code != "" {
+				if got.Error == nil || got.Error.Code != tt.code {
+					t.Fatalf("error %+v, want code %s", got.Error, tt.code)
+				}
+				return
+			}
+			if got.Key == nil || got.Key.Kid != tt.kid {
+				t.Fatalf("kid %+v, want %s", got.Key, tt.kid)
+			}
+			if tt.method == http.MethodPatch && got.Tags["form"] != "no-slash" {
+				t.Errorf("tags after PATCH: %v", got.Tags)
+			}
+		})
+	}
+	// The SDK sees the same key as the slash-less request did.
+	got, err := c.GetKey(cx, "Slashy", "", nil)
+	if err != nil || string(*got.Key.KID) != latest || *got.Tags["form"] != "no-slash" {
+		t.Fatalf("azkeys GetKey after the raw requests: %v %v", err, got.Tags)
+	}
+}
