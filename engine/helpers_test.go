@@ -21,8 +21,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kmskeeper/kmskeeper/backend/memory"
-	"github.com/kmskeeper/kmskeeper/internal/syncbuf"
 	"github.com/kmskeeper/kmskeeper/engine"
+	"github.com/kmskeeper/kmskeeper/internal/syncbuf"
 )
 
 const td = "example.org"

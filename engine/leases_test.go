@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/internal/syncbuf"
 	"github.com/kmskeeper/kmskeeper/engine"
+	"github.com/kmskeeper/kmskeeper/internal/syncbuf"
 )
 
 // livenessStep runs what each manager's background work does over d, in

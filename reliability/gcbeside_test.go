@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )

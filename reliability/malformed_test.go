@@ -10,8 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
+	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 	"github.com/kmskeeper/kmskeeper/engine"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )

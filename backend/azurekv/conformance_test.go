@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kmskeeper/kmskeeper/conformance"
 	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 	"github.com/kmskeeper/kmskeeper/engine"
-	"github.com/kmskeeper/kmskeeper/conformance"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 

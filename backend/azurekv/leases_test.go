@@ -45,7 +45,7 @@ func TestLeaseRecordRoundTrip(t *testing.T) {
 		name   string
 		leases []engine.Lease
 		recent int
-		want   string             // the encoded value
+		want   string         // the encoded value
 		back   []engine.Lease // the leases read back; nil means tt.leases
 	}{
 		{name: "nothing", want: ""},

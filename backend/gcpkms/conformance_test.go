@@ -8,9 +8,9 @@ import (
 
 	"cloud.google.com/go/kms/apiv1/kmspb"
 
+	"github.com/kmskeeper/kmskeeper/conformance"
 	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
 	"github.com/kmskeeper/kmskeeper/engine"
-	"github.com/kmskeeper/kmskeeper/conformance"
 	"github.com/kmskeeper/kmskeeper/pluginhost"
 )
 
