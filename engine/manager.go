@@ -160,7 +160,7 @@ func New(opts Options) (*Manager, error) {
 		m.log = hclog.NewNullLogger()
 	}
 	if m.metrics == nil {
-		m.metrics = nopMetrics{}
+		m.metrics = NopMetrics{}
 	}
 	if m.clock == nil {
 		m.clock = systemClock{}
@@ -344,7 +344,13 @@ func (m *Manager) inParallel(n int, f func(i int)) {
 	wg.Wait()
 }
 
-type nopMetrics struct{}
+// NopMetrics is the Metrics of a process with no metrics service (the CLI,
+// tests): measurements are discarded, so that code that measures never has
+// to check whether anyone listens.
+type NopMetrics struct{}
 
-func (nopMetrics) IncrCounter([]string, float32, ...Label)    {}
-func (nopMetrics) MeasureSince([]string, time.Time, ...Label) {}
+// IncrCounter implements Metrics.
+func (NopMetrics) IncrCounter([]string, float32, ...Label) {}
+
+// MeasureSince implements Metrics.
+func (NopMetrics) MeasureSince([]string, time.Time, ...Label) {}

@@ -29,7 +29,7 @@ func open(_ context.Context, c *Config, p config.OpenParams) (*Backend, error) {
 	}
 	metrics := p.Metrics
 	if metrics == nil {
-		metrics = nopMetrics{}
+		metrics = engine.NopMetrics{}
 	}
 	if len(p.ServerID) > maxTagLen {
 		return nil, engine.Errorf(codes.InvalidArgument, "the server ID is %d characters long; the spire-server-id tag holds at most %d", len(p.ServerID), maxTagLen)

@@ -138,8 +138,3 @@ func retryAfter(h http.Header) time.Duration {
 	return 0
 }
 
-// nopMetrics discards measurements when the host offers no metrics service.
-type nopMetrics struct{}
-
-func (nopMetrics) IncrCounter([]string, float32, ...engine.Label)    {}
-func (nopMetrics) MeasureSince([]string, time.Time, ...engine.Label) {}

@@ -134,7 +134,7 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 		b.log = hclog.NewNullLogger()
 	}
 	if b.metrics == nil {
-		b.metrics = nopMetrics{}
+		b.metrics = engine.NopMetrics{}
 	}
 	interval := opts.WriteInterval
 	if interval <= 0 {
@@ -154,7 +154,3 @@ func (b *Backend) Close() error {
 // mask is an update mask of the given paths.
 func mask(paths ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: paths} }
 
-type nopMetrics struct{}
-
-func (nopMetrics) IncrCounter([]string, float32, ...engine.Label)    {}
-func (nopMetrics) MeasureSince([]string, time.Time, ...engine.Label) {}

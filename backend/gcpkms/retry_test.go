@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/kmskeeper/kmskeeper/engine"
 )
 
 func pendingError() error {
@@ -56,7 +58,7 @@ func TestRetryer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := &retryer{method: "M", class: tt.class, deadline: time.Now().Add(tt.budget), metrics: nopMetrics{}, backoffs: bo}
+			r := &retryer{method: "M", class: tt.class, deadline: time.Now().Add(tt.budget), metrics: engine.NopMetrics{}, backoffs: bo}
 			pause, ok := r.Retry(tt.err)
 			if ok != tt.retry || (ok && pause < tt.minPause) {
 				t.Errorf("Retry = %v, %v; want retry=%v pause>=%v", pause, ok, tt.retry, tt.minPause)
