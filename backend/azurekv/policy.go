@@ -137,4 +137,3 @@ func retryAfter(h http.Header) time.Duration {
 	}
 	return 0
 }
-

@@ -153,4 +153,3 @@ func (b *Backend) Close() error {
 
 // mask is an update mask of the given paths.
 func mask(paths ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: paths} }
-
