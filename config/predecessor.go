@@ -55,8 +55,24 @@ func parsePredecessor(item *ast.ObjectItem, trustDomain string, kinds []Kind) (*
 	return &Predecessor{From: from}, nil
 }
 
-// OpenPredecessor opens the predecessor (migrate_from), if any: it reads and checks the
-// disk keys file, or opens the previous backend read-only. It returns nil
+// String names the predecessor as the operator wrote it, so that a change
+// of migrate_from can be told apart from an unchanged block: "" for none.
+func (p *Predecessor) String() string {
+	switch {
+	case p == nil:
+		return ""
+	case p.DiskKeysPath != "":
+		return "disk_keys_path " + p.DiskKeysPath
+	}
+	id := "key_identifier_value " + p.From.Common.KeyIdentifierValue
+	if p.From.Common.KeyIdentifierValue == "" {
+		id = "key_identifier_file " + p.From.Common.KeyIdentifierFile
+	}
+	return p.From.Kind.Name + " " + p.From.Backend.Fixed() + " (" + id + ")"
+}
+
+// OpenPredecessor opens the predecessor (migrate_from), if any: it reads and
+// checks the disk keys file, or opens the previous backend read-only. It returns nil
 // when plugin_data has no migrate_from.
 func (c *Config) OpenPredecessor(ctx context.Context, p OpenParams) (engine.Predecessor, error) {
 	m := c.Predecessor

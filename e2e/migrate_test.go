@@ -85,6 +85,13 @@ func TestMigrateFromDisk(t *testing.T) {
 			t.Fatalf("%s: %v", id, err)
 		}
 	}
+	// A reload that drops migrate_from while both IDs are still served from
+	// the file is refused, naming them, and the plugin keeps serving.
+	noMigration := memoryConfig(dir, "")
+	if err := p.Configure(ctx(t), trustDomain, noMigration); status.Code(err) != codes.FailedPrecondition ||
+		!strings.Contains(err.Error(), "JWT-Signer-A, x509-CA-A are still served from the predecessor") {
+		t.Fatalf("re-Configure without migrate_from during the migration = %v; want FailedPrecondition naming both IDs", err)
+	}
 	// SPIRE rotates each ID: it moves to the backend.
 	for _, id := range []string{"x509-CA-A", "JWT-Signer-A"} {
 		old, _ := p.GetPublicKey(ctx(t), id)
@@ -103,6 +110,10 @@ func TestMigrateFromDisk(t *testing.T) {
 		return strings.HasPrefix(l.Message, "Migration complete")
 	}); err != nil {
 		t.Fatalf("no completion log: %v", err)
+	}
+	// Once complete, the reload that removes migrate_from is accepted.
+	if err := p.Configure(ctx(t), trustDomain, noMigration); err != nil {
+		t.Fatalf("re-Configure without migrate_from after completion: %v", err)
 	}
 	after, _ := os.ReadFile(path)
 	if string(before) != string(after) {

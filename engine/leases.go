@@ -152,12 +152,22 @@ func (m *Manager) noteDuplicates(leases []Lease) {
 		if l.Holder == m.holder || m.duplicates[l.Holder] || !l.Renewed.After(started.Add(duplicateMargin)) {
 			continue
 		}
+		if len(m.duplicates) >= maxReportedHolders {
+			// A peer in a crash loop takes a new holder name at each start:
+			// forget the old ones rather than grow for the life of the
+			// process. A holder forgotten and seen again is reported again.
+			clear(m.duplicates)
+		}
 		m.duplicates[l.Holder] = true
 		m.log.Error("Another process is serving keys with this server's ID: it recorded a lease on one of them after this process started. Two SPIRE servers use the same key_identifier_value or identifier file; neither retires a key the other holds, but each rotation leaves keys behind for a while and their CAs diverge. Give every server its own identifier",
 			"server_id", m.serverID, "holder", m.holder, "other_holder", l.Holder, "ref", l.Ref, "lease_renewed", l.Renewed.UTC().Format(time.RFC3339))
 		m.metrics.IncrCounter([]string{"kmskeeper", "keys", "conflicts"}, 1)
 	}
 }
+
+// maxReportedHolders bounds the holders remembered as sharing this server
+// ID, so that each is reported once without the set growing for ever.
+const maxReportedHolders = 64
 
 // releaseBudget bounds the lease releases of a stop (or the call budget,
 // if shorter): a stop must not hang on a cloud that does not answer.

@@ -3,6 +3,8 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -100,7 +102,7 @@ func (s *server) reconfigure(ctx context.Context, cur *running, cfg *config.Conf
 	if err != nil {
 		return statusf(err, codes.InvalidArgument, "re-configure: server identity")
 	}
-	if changed := fixedChanges(cur, cfg, td, serverID); changed != "" {
+	if changed := fixedChanges(cur, cfg, td, serverID, cur.manager.MigrationPending()); changed != "" {
 		return status.Errorf(codes.FailedPrecondition,
 			"re-configure refused, %s; this cannot change while the plugin runs: restart the SPIRE server to apply it (the running configuration is kept)", changed)
 	}
@@ -113,9 +115,6 @@ func (s *server) reconfigure(ctx context.Context, cur *running, cfg *config.Conf
 	if err != nil {
 		return statusf(err, codes.FailedPrecondition, "re-configure: opening %s (the running configuration is kept)", cfg.Kind.Name)
 	}
-	if (cfg.Predecessor == nil) != (cur.cfg.Predecessor == nil) {
-		s.log.Info("migrate_from changed; the predecessor in use is kept until the next restart")
-	}
 	cur.manager.Reconfigure(cfg.Live(), backend)
 	s.current.Store(&running{manager: cur.manager, cfg: cfg, trustDomain: td, serverID: serverID})
 	s.log.Info("Re-configured", "backend", cfg.Kind.Name, "max_key_creations_per_hour", cfg.Common.MaxKeyCreationsPerHour)
@@ -123,9 +122,20 @@ func (s *server) reconfigure(ctx context.Context, cur *running, cfg *config.Conf
 }
 
 // fixedChanges describes what a new configuration changes that cannot change
-// at runtime, or returns "" when nothing does.
-func fixedChanges(cur *running, cfg *config.Config, td, serverID string) string {
+// at runtime, or returns "" when nothing does. pending are the key IDs still
+// served from the predecessor: the predecessor's keys are read only at start,
+// so migrate_from may change at runtime only by its removal once nothing is
+// served from it (what the log asks for when a migration completes).
+func fixedChanges(cur *running, cfg *config.Config, td, serverID string, pending []string) string {
+	was, now := cur.cfg.Predecessor.String(), cfg.Predecessor.String()
 	switch {
+	case was != now && was == "":
+		return fmt.Sprintf("migrate_from was added (%s); the predecessor's keys are read at start", now)
+	case was != now && now != "":
+		return fmt.Sprintf("migrate_from changed from %s to %s; the predecessor's keys are read at start", was, now)
+	case was != now && len(pending) > 0:
+		slices.Sort(pending)
+		return fmt.Sprintf("migrate_from was removed while key IDs %s are still served from the predecessor (%s): without it SPIRE would replace them at once (a forced CA rotation); remove migrate_from once the log says the migration is complete", strings.Join(pending, ", "), was)
 	case td != cur.trustDomain:
 		return fmt.Sprintf("the trust domain changed from %q to %q", cur.trustDomain, td)
 	case cfg.Kind.Name != cur.cfg.Kind.Name:
@@ -163,7 +173,7 @@ func (c *configService) Validate(ctx context.Context, req *configv1.ValidateRequ
 		notes = append(notes, fmt.Sprintf("key_identifier_file %s does not exist yet: Configure will create it with a new server ID", cfg.Common.KeyIdentifierFile))
 	}
 	if cur := s.current.Load(); cur != nil {
-		if changed := fixedChanges(cur, cfg, td, id); changed != "" && id != "" {
+		if changed := fixedChanges(cur, cfg, td, id, cur.manager.MigrationPending()); changed != "" && id != "" {
 			notes = append(notes, "a re-configure of the running plugin would be refused: "+changed)
 		}
 	}

@@ -49,7 +49,51 @@ func TestFixedChanges(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := fixedChanges(cur, tt.cfg, tt.td, tt.serverID)
+			got := fixedChanges(cur, tt.cfg, tt.td, tt.serverID, nil)
+			switch {
+			case tt.wantIn == "" && got != "":
+				t.Errorf("fixedChanges = %q, want none", got)
+			case tt.wantIn != "" && !strings.Contains(got, tt.wantIn):
+				t.Errorf("fixedChanges = %q, want it to contain %q", got, tt.wantIn)
+			}
+		})
+	}
+}
+
+// TestPredecessorChanges checks which changes of migrate_from a re-Configure
+// accepts: only its removal once no key is served from the predecessor, since
+// the predecessor's keys are read at start.
+func TestPredecessorChanges(t *testing.T) {
+	disk := func(path string) *config.Predecessor { return &config.Predecessor{DiskKeysPath: path} }
+	cloud := func(location, id string) *config.Predecessor {
+		return &config.Predecessor{From: &config.Config{
+			Kind:    config.Kind{Name: "gcp_kms"},
+			Backend: fixedBackend{location},
+			Common:  config.Common{KeyIdentifierValue: id},
+		}}
+	}
+	cfg := func(p *config.Predecessor) *config.Config {
+		return &config.Config{Kind: config.Kind{Name: "azure_key_vault"}, Backend: fixedBackend{"https://a.vault.azure.net"}, Predecessor: p}
+	}
+	tests := []struct {
+		name    string
+		was, is *config.Predecessor
+		pending []string
+		wantIn  string // "" means accepted
+	}{
+		{"none", nil, nil, nil, ""},
+		{"same disk file", disk("/k.json"), disk("/k.json"), []string{"x509-CA-A"}, ""},
+		{"same cloud", cloud("projects/p/locations/l/keyRings/r", "old"), cloud("projects/p/locations/l/keyRings/r", "old"), []string{"x509-CA-A"}, ""},
+		{"added", nil, disk("/k.json"), nil, "migrate_from was added (disk_keys_path /k.json)"},
+		{"other file", disk("/k.json"), disk("/other.json"), nil, "changed from disk_keys_path /k.json to disk_keys_path /other.json"},
+		{"other server ID", cloud("projects/p/locations/l/keyRings/r", "old"), cloud("projects/p/locations/l/keyRings/r", "older"), nil, "(key_identifier_value older)"},
+		{"removed after completion", disk("/k.json"), nil, nil, ""},
+		{"removed too early", disk("/k.json"), nil, []string{"x509-CA-B", "JWT-Signer-A"}, "key IDs JWT-Signer-A, x509-CA-B are still served from the predecessor"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cur := &running{cfg: cfg(tt.was), trustDomain: "example.org", serverID: "server-a"}
+			got := fixedChanges(cur, cfg(tt.is), "example.org", "server-a", tt.pending)
 			switch {
 			case tt.wantIn == "" && got != "":
 				t.Errorf("fixedChanges = %q, want none", got)
