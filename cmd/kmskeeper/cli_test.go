@@ -22,7 +22,7 @@ func TestHelp(t *testing.T) {
 		want []string
 	}{
 		{[]string{"version", "--help"}, []string{"Usage: kmskeeper version"}},
-		{[]string{"validate", "--help"}, []string{"Usage: kmskeeper validate", "-probe", "-config", "-trust-domain", "-json", "-plugin", "Exits 0 only"}},
+		{[]string{"validate", "--help"}, []string{"Usage: kmskeeper validate", "-probe", "-config", "-trust-domain", "-json", "-plugin", "Exits 0 only", "Every configuration problem"}},
 		{[]string{"keys", "list", "--help"}, []string{"Usage: kmskeeper keys list", "-config", "States:", "-json"}},
 		{[]string{"gc", "--help"}, []string{"Usage: kmskeeper gc", "-apply", "-dry-run", "-config"}},
 		{[]string{"emulator", "--help"}, []string{"azure", "gcp"}},

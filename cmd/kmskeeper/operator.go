@@ -100,7 +100,9 @@ signature and retires the key, proving the create, sign and delete
 permissions and HSM availability. Probe keys are tagged with server ID
 "`+operator.ProbeServerID+`" and are retired even when a step fails.
 
-Exits 0 only when every check passed; each failure says how to fix it.
+Every configuration problem is reported in one run, each naming its key and
+the fix; the cloud checks run once the configuration has none. Exits 0 only
+when every check passed; --json prints the same report for scripts.
 
 `+configHelp, stderr)
 	f.register(fs)
