@@ -58,7 +58,7 @@ func Parse(text, trustDomain string, kinds []Kind) (*Config, error) {
 			c.Predecessor = p
 		}
 	default:
-		problems.add(errors.New("migrate_from is set more than once; a server migrates from one place: keep one migrate_from block"))
+		problems.add(errors.New("migrate_from is set more than once; a server migrates from one place"))
 	}
 	if err := problems.err(); err != nil {
 		return nil, err

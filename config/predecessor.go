@@ -44,7 +44,7 @@ func parsePredecessor(item *ast.ObjectItem, trustDomain string, kinds []Kind) (*
 		if err := decode(&m, obj.List); err != nil {
 			problems.addf(migrateKey, err)
 		} else if m.DiskKeysPath == "" {
-			problems.add(errors.New("migrate_from: disk_keys_path is empty: set it to the path of SPIRE's disk KeyManager keys file (keys_path)"))
+			problems.add(errors.New("migrate_from: disk_keys_path is empty"))
 		}
 		if err := problems.err(); err != nil {
 			return nil, err
