@@ -85,7 +85,7 @@ func Validate(ctx context.Context, src *Source, o Options, probe bool) *Report {
 	default:
 		c.Detail = "server ID " + id
 	}
-	if !r.add(c) {
+	if !r.add(c) || o.Offline {
 		return r
 	}
 

@@ -71,3 +71,40 @@ func TestValidateReportsEveryConfigurationProblem(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateOffline checks that --offline runs the configuration checks
+// alone: a good configuration passes with no cloud to ask (the vault named
+// does not exist), a bad one still lists its problems, and --probe is
+// refused beside it.
+func TestValidateOffline(t *testing.T) {
+	tests := []struct {
+		name, pluginData string
+		code             int
+	}{
+		{"azure, good", `key_vault_uri = "https://nowhere-at-all.vault.azure.net/"
+            key_identifier_file = "/run/spire/data/kmskeeper-server-id"`, 0},
+		{"gcp, good", `key_ring = "projects/p/locations/global/keyRings/r"
+            key_identifier_value = "server-a"`, 0},
+		{"azure, unknown key", `key_vault_uri = "https://nowhere-at-all.vault.azure.net/"
+            key_identifier_value = "server-a"
+            colour = "blue"`, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conf := writeServerConf(t, "kmskeeper", tt.pluginData, false)
+			r := runKmskeeper(t, "validate", "--offline", "--json", "--config", conf)
+			if r.code != tt.code {
+				t.Fatalf("exit %d, want %d\n%s", r.code, tt.code, r)
+			}
+			rep := decodeJSON[validateReport](t, r)
+			for _, c := range rep.Checks {
+				if c.Name != "configuration" && c.Name != "server identity" && c.Name != "cloud checks" && c.Name != "configuration warning" {
+					t.Errorf("--offline ran check %q", c.Name)
+				}
+			}
+		})
+	}
+	if r := runKmskeeper(t, "validate", "--offline", "--probe", "--config", "x"); r.code != 2 {
+		t.Errorf("--offline --probe: exit %d, want 2", r.code)
+	}
+}
