@@ -3,6 +3,7 @@ package config
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -441,5 +442,108 @@ func TestRedactURL(t *testing.T) {
 		if got := RedactURL(tt.in); got != tt.want {
 			t.Errorf("RedactURL(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestParseReportsEveryProblem checks that Parse lists every problem of a
+// configuration, each naming its key, rather than stopping at the first: an
+// unknown key does not hide a backend's own check, nor a bad common value a
+// bad migrate_from.
+func TestParseReportsEveryProblem(t *testing.T) {
+	tests := []struct {
+		name string
+		hcl  string
+		want []string // one substring per problem, in order
+	}{
+		{
+			name: "unknown key and a backend check",
+			hcl:  `fake_vault = "http://v" key_identifier_value = "s" colour = "blue"`,
+			want: []string{`unknown configuration key "colour"`, "fake_vault must be https"},
+		},
+		{
+			name: "two unknown keys",
+			hcl:  `fake_vault = "https://v" key_identifier_value = "s" colour = "blue" size = 3`,
+			want: []string{`unknown configuration key "colour"`, `unknown configuration key "size"`},
+		},
+		{
+			name: "common values and a backend check",
+			hcl:  `fake_vault = "http://v" max_key_creations_per_hour = 1000 liveness_interval = "often"`,
+			want: []string{"set key_identifier_file", "between 1 and 360", `liveness_interval = "often"`, "fake_vault must be https"},
+		},
+		{
+			name: "two values of the wrong type",
+			hcl:  `fake_vault = "https://v" key_identifier_value = "s" max_key_creations_per_hour = "lots" cleanup_interval = {}`,
+			want: []string{"max_key_creations_per_hour (line 1) has a value of the wrong type", "cleanup_interval (line 1) has a value of the wrong type"},
+		},
+		{
+			name: "a backend key of the wrong type is not checked again",
+			hcl:  `fake_vault = "https://v" key_identifier_value = "s" fake_tags = "x" colour = 1`,
+			want: []string{`unknown configuration key "colour"`, "fake_tags (line 1) has a value of the wrong type"},
+		},
+		{
+			name: "an identifier of the wrong type is not reported again as missing",
+			hcl:  `fake_vault = "https://v" key_identifier_value = {} colour = 1`,
+			want: []string{`unknown configuration key "colour"`, "key_identifier_value (line 1) has a value of the wrong type"},
+		},
+		{
+			name: "problems on both sides of a migration",
+			hcl:  `fake_vault = "http://v" key_identifier_value = "s" migrate_from { other_ring = "r" shade = 2 }`,
+			want: []string{"fake_vault must be https", `migrate_from: unknown configuration key "shade"`, "migrate_from: set key_identifier_file"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(tt.hcl, "example.org", testKinds)
+			if err == nil {
+				t.Fatalf("Parse accepted it: %+v", c)
+			}
+			got := List(err)
+			if len(got) != len(tt.want) {
+				t.Fatalf("%d problems, want %d:\n%v", len(got), len(tt.want), err)
+			}
+			for i, w := range tt.want {
+				if !strings.Contains(got[i].Error(), w) {
+					t.Errorf("problem %d = %q, want it to contain %q", i+1, got[i], w)
+				}
+				// The one-line message holds every problem too, numbered.
+				if !strings.Contains(err.Error(), w) || !strings.Contains(err.Error(), "("+string(rune('0'+i+1))+") ") {
+					t.Errorf("message %q does not list problem %d (%q)", err, i+1, w)
+				}
+			}
+			if !strings.HasPrefix(err.Error(), string(rune('0'+len(tt.want)))+" configuration problems:") {
+				t.Errorf("message %q does not start with the number of problems", err)
+			}
+		})
+	}
+}
+
+// TestList checks that List keeps what a caller put before the problems
+// (the file they came from) on each of them, and passes a lone error through.
+func TestList(t *testing.T) {
+	p := Problems{errors.New("a is wrong"), errors.New("b is wrong")}
+	tests := []struct {
+		name string
+		err  error
+		want []string
+	}{
+		{"nil", nil, nil},
+		{"plain error", errors.New("x"), []string{"x"}},
+		{"problems", p, []string{"a is wrong", "b is wrong"}},
+		{"wrapped problems", fmt.Errorf("server.conf: %w", p), []string{"server.conf: a is wrong", "server.conf: b is wrong"}},
+		{"one problem reads as itself", Problems{errors.New("only")}, []string{"only"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, e := range List(tt.err) {
+				got = append(got, e.Error())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("List = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	if !errors.Is(fmt.Errorf("wrapped: %w", p), p[1]) {
+		t.Error("errors.Is does not find a problem inside a wrapped Problems")
 	}
 }

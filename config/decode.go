@@ -23,13 +23,22 @@ func Decode(v any, list *ast.ObjectList) error { return decode(v, list) }
 
 // decode decodes each item of list that names a field of the struct v points
 // to, one item at a time, so that an error names the key whose value is
-// wrong. Each value's shape is checked first (misfit): HCL v1's decoder
+// wrong; every such key is reported (a Problems), not only the first. Each value's shape is checked first (misfit): HCL v1's decoder
 // panics on some shapes (an empty block where a string belongs makes it index
 // an empty list to report the error) and quotes the value in some errors (a
 // number it cannot parse), and a value may be a secret. The decoder's own
 // errors are therefore never shown, and a panic the checks did not foresee is
 // recovered into an error naming the key.
 func decode(v any, list *ast.ObjectList) error {
+	_, err := decodeKeys(v, list)
+	return err
+}
+
+// decodeKeys is decode, also returning the keys whose value did not decode
+// (and were left at their zero value), so that later checks do not report
+// them again as unset.
+func decodeKeys(v any, list *ast.ObjectList) (failed []string, err error) {
+	var problems Problems
 	fields := hclFields(v)
 	for _, item := range list.Items {
 		key, ok := itemKey(item)
@@ -42,18 +51,22 @@ func decode(v any, list *ast.ObjectList) error {
 			where = fmt.Sprintf("%s (line %d)", key, line)
 		}
 		if found := misfitItem(t, item); found != "" {
-			return fmt.Errorf("configuration key %s has a value of the wrong type: want %s, found %s", where, want(key, t), found)
+			problems.add(fmt.Errorf("configuration key %s has a value of the wrong type: want %s, found %s", where, want(key, t), found))
+			failed = append(failed, key)
+			continue
 		}
 		panicked, err := decodeItem(v, item)
 		switch {
 		case panicked:
-			return fmt.Errorf("configuration key %s: the HCL decoder failed on its value (%s); write it as %s", where, notRepeated, want(key, t))
+			problems.add(fmt.Errorf("configuration key %s: the HCL decoder failed on its value (%s); write it as %s", where, notRepeated, want(key, t)))
+			failed = append(failed, key)
 		case err != nil:
 			// err is not wrapped: the decoder's messages may quote the value.
-			return fmt.Errorf("configuration key %s has a value of the wrong type: want %s", where, want(key, t))
+			problems.add(fmt.Errorf("configuration key %s has a value of the wrong type: want %s", where, want(key, t)))
+			failed = append(failed, key)
 		}
 	}
-	return nil
+	return failed, problems.err()
 }
 
 // decodeItem runs HCL's decoder on one item, reporting a panic rather than

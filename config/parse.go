@@ -27,6 +27,12 @@ const maxIdentifierValueLen = 256
 // Parse decodes plugin_data (HCL v1, as SPIRE's plugins decode it), selects
 // the backend kind by its selector key, and runs every static check. It never
 // writes and never calls the network, so Validate can run it.
+//
+// It reports every problem it finds, as a Problems, not only the first: an
+// unknown key does not hide a wrong value of a known one, nor a problem of
+// the backend's keys one of the common keys. Only what leaves nothing to
+// check stops it early: text that is not HCL, and plugin_data that names no
+// backend or two (the backend decides which keys are valid).
 func Parse(text, trustDomain string, kinds []Kind) (*Config, error) {
 	if strings.TrimSpace(trustDomain) == "" {
 		return nil, errors.New("the trust domain is empty: SPIRE passes it in the core configuration (trust_domain in server.conf)")
@@ -39,69 +45,75 @@ func Parse(text, trustDomain string, kinds []Kind) (*Config, error) {
 	if !ok {
 		return nil, errors.New("plugin_data is not an HCL object")
 	}
+	var problems Problems
 	rest, migrateItems := splitKey(list, migrateKey)
 	c, err := parseList(rest, trustDomain, kinds, true)
-	if err != nil {
-		return nil, err
-	}
+	problems.add(err)
 	switch len(migrateItems) {
 	case 0:
 	case 1:
-		if c.Predecessor, err = parsePredecessor(migrateItems[0], trustDomain, kinds); err != nil {
-			return nil, err
+		p, err := parsePredecessor(migrateItems[0], trustDomain, kinds)
+		problems.add(err)
+		if c != nil {
+			c.Predecessor = p
 		}
 	default:
-		return nil, errors.New("migrate_from is set more than once; a server migrates from one place")
+		problems.add(errors.New("migrate_from is set more than once; a server migrates from one place"))
+	}
+	if err := problems.err(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
 // parseList decodes and checks one backend configuration. allowMigrate says
-// whether migrate_from is a valid key at this level.
+// whether migrate_from is a valid key at this level. It returns the
+// configuration, when a backend kind could be selected, together with every
+// problem found (a Problems, or nil): the caller discards the configuration
+// when there is a problem.
 func parseList(list *ast.ObjectList, trustDomain string, kinds []Kind, allowMigrate bool) (*Config, error) {
+	var problems Problems
 	present, err := topLevelKeys(list)
-	if err != nil {
-		return nil, err
-	}
+	problems.add(err)
 	kind, err := selectKind(present, kinds)
 	if err != nil {
-		return nil, err
+		problems.add(err)
+		return nil, problems.err()
 	}
 	backend := kind.New()
 	known := append(hclKeys(&Common{}), hclKeys(backend)...)
 	if allowMigrate {
 		known = append(known, migrateKey)
 	}
+	slices.Sort(known)
 	for _, k := range present {
 		if !slices.Contains(known, k) {
-			slices.Sort(known)
-			return nil, fmt.Errorf("unknown configuration key %q for %s; valid keys are: %s", k, kind.Name, strings.Join(known, ", "))
+			problems.add(fmt.Errorf("unknown configuration key %q for %s; valid keys are: %s", k, kind.Name, strings.Join(known, ", ")))
 		}
 	}
 
 	c := &Config{Kind: kind, Backend: backend}
-	if err := decode(&c.Common, list); err != nil {
-		return nil, err
-	}
+	failed, err := decodeKeys(&c.Common, list)
+	problems.add(err)
+	problems.add(c.checkCommon(failed))
+	// A key of the backend's that did not decode is left at its zero value,
+	// which the backend's checks would report again as unset: they run only
+	// on values that decoded.
 	if err := decode(backend, list); err != nil {
-		return nil, err
-	}
-	if err := c.checkCommon(); err != nil {
-		return nil, err
-	}
-	if err := backend.Check(trustDomain); err != nil {
-		return nil, err
-	}
-	if v := c.Common.KeyIdentifierValue; v != "" {
-		if err := c.checkServerID(v); err != nil {
-			return nil, fmt.Errorf("key_identifier_value %q cannot be used with %s: %w", v, kind.Name, err)
+		problems.add(err)
+	} else {
+		problems.add(backend.Check(trustDomain))
+		if v := c.Common.KeyIdentifierValue; v != "" && len(v) <= maxIdentifierValueLen {
+			if err := c.checkServerID(v); err != nil {
+				problems.add(fmt.Errorf("key_identifier_value %q cannot be used with %s: %w", v, kind.Name, err))
+			}
 		}
 	}
 	if w, ok := backend.(Warner); ok {
 		c.Warnings = append(c.Warnings, w.Warnings()...)
 		slices.Sort(c.Warnings)
 	}
-	return c, nil
+	return c, problems.err()
 }
 
 // splitKey separates the items named key from the others.
@@ -117,44 +129,55 @@ func splitKey(list *ast.ObjectList, key string) (rest *ast.ObjectList, named []*
 	return rest, named
 }
 
-func (c *Config) checkCommon() error {
+// checkCommon checks the settings every backend shares and fills in their
+// defaults, returning every problem found (a Problems, or nil). undecoded
+// are the keys whose value did not decode: already reported, they are not
+// reported again as missing.
+func (c *Config) checkCommon(undecoded []string) error {
+	var problems Problems
 	cm := &c.Common
 	if cm.KeyMetadataFile != "" {
 		if cm.KeyIdentifierFile != "" {
-			return errors.New("key_metadata_file and key_identifier_file are both set: key_metadata_file is the deprecated name of key_identifier_file; keep only key_identifier_file")
+			problems.add(errors.New("key_metadata_file and key_identifier_file are both set: key_metadata_file is the deprecated name of key_identifier_file; keep only key_identifier_file"))
+		} else {
+			c.Warnings = append(c.Warnings, "key_metadata_file is deprecated: rename it to key_identifier_file (the file is read the same way)")
+			cm.KeyIdentifierFile = cm.KeyMetadataFile
+			cm.KeyMetadataFile = ""
 		}
-		c.Warnings = append(c.Warnings, "key_metadata_file is deprecated: rename it to key_identifier_file (the file is read the same way)")
-		cm.KeyIdentifierFile = cm.KeyMetadataFile
-		cm.KeyMetadataFile = ""
 	}
+	identifierUndecoded := slices.ContainsFunc(undecoded, func(k string) bool {
+		return k == "key_identifier_file" || k == "key_identifier_value" || k == "key_metadata_file"
+	})
 	switch {
-	case cm.KeyIdentifierFile == "" && cm.KeyIdentifierValue == "":
-		return errors.New("set key_identifier_file (a path where the server's ID is kept) or key_identifier_value (a fixed server ID)")
+	case cm.KeyIdentifierFile == "" && cm.KeyIdentifierValue == "" && !identifierUndecoded:
+		problems.add(errors.New("set key_identifier_file (a path where the server's ID is kept) or key_identifier_value (a fixed server ID)"))
 	case cm.KeyIdentifierFile != "" && cm.KeyIdentifierValue != "":
-		return errors.New("key_identifier_file and key_identifier_value are both set: keep only one")
+		problems.add(errors.New("key_identifier_file and key_identifier_value are both set: keep only one"))
 	case len(cm.KeyIdentifierValue) > maxIdentifierValueLen:
-		return fmt.Errorf("key_identifier_value is %d characters long; at most %d are allowed", len(cm.KeyIdentifierValue), maxIdentifierValueLen)
+		problems.add(fmt.Errorf("key_identifier_value is %d characters long; at most %d are allowed: shorten it", len(cm.KeyIdentifierValue), maxIdentifierValueLen))
 	}
 	switch n := cm.MaxKeyCreationsPerHour; {
 	case n == 0:
 		cm.MaxKeyCreationsPerHour = DefaultMaxKeyCreationsPerHour
 	case n < 0 || n > maxKeyCreationsCeiling:
-		return fmt.Errorf("max_key_creations_per_hour is %d; it must be between 1 and %d (default %d)", n, maxKeyCreationsCeiling, DefaultMaxKeyCreationsPerHour)
+		problems.add(fmt.Errorf("max_key_creations_per_hour is %d; it must be between 1 and %d (default %d)", n, maxKeyCreationsCeiling, DefaultMaxKeyCreationsPerHour))
 	}
 	var err error
-	if cm.schedule.LivenessInterval, err = parseInterval("liveness_interval", cm.LivenessInterval); err != nil {
-		return err
-	}
-	if cm.schedule.CleanupInterval, err = parseInterval("cleanup_interval", cm.CleanupInterval); err != nil {
-		return err
-	}
-	for key, d := range map[string]time.Duration{"liveness_interval": cm.schedule.LivenessInterval, "cleanup_interval": cm.schedule.CleanupInterval} {
+	cm.schedule.LivenessInterval, err = parseInterval("liveness_interval", cm.LivenessInterval)
+	problems.add(err)
+	cm.schedule.CleanupInterval, err = parseInterval("cleanup_interval", cm.CleanupInterval)
+	problems.add(err)
+	for _, key := range []string{"cleanup_interval", "liveness_interval"} {
+		d := cm.schedule.LivenessInterval
+		if key == "cleanup_interval" {
+			d = cm.schedule.CleanupInterval
+		}
 		if d > 0 && d < shortInterval {
 			c.Warnings = append(c.Warnings, fmt.Sprintf("%s = %q is shorter than %s: intervals this short are meant for tests and cost a cloud call per pass", key, d, shortInterval))
 		}
 	}
 	slices.Sort(c.Warnings)
-	return nil
+	return problems.err()
 }
 
 // minInterval is the shortest liveness_interval and cleanup_interval
@@ -260,23 +283,27 @@ func selectKind(present []string, kinds []Kind) (Kind, error) {
 }
 
 // topLevelKeys returns the keys of an HCL object list in order of
-// appearance. A key HCL cannot read (see itemKey) is an error: skipping it
-// would let a misspelt key pass unnoticed.
+// appearance. A key HCL cannot read (see itemKey) is a problem: skipping it
+// would let a misspelt key pass unnoticed. The keys that can be read are
+// returned with the problems (a Problems, or nil), so that they are checked
+// too.
 func topLevelKeys(list *ast.ObjectList) ([]string, error) {
 	var keys []string
+	var problems Problems
 	for _, item := range list.Items {
 		if len(item.Keys) == 0 {
 			continue
 		}
 		k, ok := itemKey(item)
 		if !ok {
-			return nil, fmt.Errorf("a key on line %d cannot be read (%s): write keys as plain names (key_vault_uri = ...)", itemLine(item), notRepeated)
+			problems.add(fmt.Errorf("a key on line %d cannot be read (%s): write keys as plain names (key_vault_uri = ...)", itemLine(item), notRepeated))
+			continue
 		}
 		if !slices.Contains(keys, k) {
 			keys = append(keys, k)
 		}
 	}
-	return keys, nil
+	return keys, problems.err()
 }
 
 // hclKeys returns the hcl tag names of the struct v points to, sorted.

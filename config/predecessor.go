@@ -26,31 +26,35 @@ type Predecessor struct {
 	From *Config
 }
 
+// parsePredecessor decodes and checks a migrate_from block, returning every
+// problem found (each saying it is migrate_from's).
 func parsePredecessor(item *ast.ObjectItem, trustDomain string, kinds []Kind) (*Predecessor, error) {
 	obj, ok := item.Val.(*ast.ObjectType)
 	if !ok || len(item.Keys) != 1 {
 		return nil, errors.New(`migrate_from must be a block: migrate_from { disk_keys_path = "..." } or migrate_from { <the previous backend's keys> }`)
 	}
+	var problems Problems
 	keys, err := topLevelKeys(obj.List)
-	if err != nil {
-		return nil, fmt.Errorf("migrate_from: %w", err)
-	}
+	problems.addf(migrateKey, err)
 	if slices.Contains(keys, "disk_keys_path") {
 		if len(keys) != 1 {
-			return nil, fmt.Errorf("migrate_from: disk_keys_path stands alone; remove %s", strings.Join(slices.DeleteFunc(keys, func(k string) bool { return k == "disk_keys_path" }), ", "))
+			problems.add(fmt.Errorf("migrate_from: disk_keys_path stands alone; remove %s", strings.Join(slices.DeleteFunc(keys, func(k string) bool { return k == "disk_keys_path" }), ", ")))
 		}
 		var m Predecessor
 		if err := decode(&m, obj.List); err != nil {
-			return nil, fmt.Errorf("migrate_from: %w", err)
+			problems.addf(migrateKey, err)
+		} else if m.DiskKeysPath == "" {
+			problems.add(errors.New("migrate_from: disk_keys_path is empty"))
 		}
-		if m.DiskKeysPath == "" {
-			return nil, errors.New("migrate_from: disk_keys_path is empty")
+		if err := problems.err(); err != nil {
+			return nil, err
 		}
 		return &m, nil
 	}
 	from, err := parseList(obj.List, trustDomain, kinds, false)
-	if err != nil {
-		return nil, fmt.Errorf("migrate_from: %w", err)
+	problems.addf(migrateKey, err)
+	if err := problems.err(); err != nil {
+		return nil, err
 	}
 	return &Predecessor{From: from}, nil
 }

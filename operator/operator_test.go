@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,8 +31,15 @@ type testConfig struct {
 	store *memory.Store
 }
 
-func (c *testConfig) Check(string) error { return nil }
-func (c *testConfig) Fixed() string      { return "test_vault=" + c.Vault }
+// Check refuses a plaintext vault, as the real backends do, so that tests
+// can put a backend's problem beside the common ones.
+func (c *testConfig) Check(string) error {
+	if strings.HasPrefix(c.Vault, "http://") {
+		return errors.New("test_vault must be https: write https://")
+	}
+	return nil
+}
+func (c *testConfig) Fixed() string { return "test_vault=" + c.Vault }
 func (c *testConfig) Open(_ context.Context, p config.OpenParams) (engine.Backend, error) {
 	return c.store.Backend(p.TrustDomain, p.ServerID), nil
 }
@@ -198,13 +206,68 @@ func TestValidateFailures(t *testing.T) {
 			}
 		})
 	}
-	// A configuration error stops at the first check and names the key.
-	_, _, o := setup(t)
-	src, _ := operator.ReadSource(write(t, "bad.hcl", `test_vault = "v" key_identifier_value = "s" colour = "red"`), "")
-	o.TrustDomain = "example.org"
-	r := operator.Validate(context.Background(), src, o, false)
-	if r.OK() || len(r.Checks) != 1 || !strings.Contains(r.Checks[0].Detail, `unknown configuration key "colour"`) {
-		t.Fatalf("report = %+v", r)
+}
+
+// TestValidateListsEveryConfigurationProblem checks that validate reports
+// every problem of the configuration in one run, one failed check each
+// naming its key and the file, and says the cloud checks were not run.
+func TestValidateListsEveryConfigurationProblem(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want []string // the failed configuration checks' details, in order
+	}{
+		{
+			name: "one unknown key",
+			body: `test_vault = "v" key_identifier_value = "s" colour = "red"`,
+			want: []string{`unknown configuration key "colour"`},
+		},
+		{
+			name: "unknown key and a plaintext vault",
+			body: `test_vault = "http://v" key_identifier_value = "s" colour = "red"`,
+			want: []string{`unknown configuration key "colour"`, "test_vault must be https"},
+		},
+		{
+			name: "common and backend problems",
+			body: `test_vault = "http://v" max_key_creations_per_hour = 0.5 cleanup_interval = "1y"`,
+			want: []string{"max_key_creations_per_hour (line 1) has a value of the wrong type", "set key_identifier_file", `cleanup_interval = "1y" is not a duration`, "test_vault must be https"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, o := setup(t)
+			path := write(t, "bad.hcl", tt.body)
+			src, err := operator.ReadSource(path, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.TrustDomain = "example.org"
+			r := operator.Validate(context.Background(), src, o, true)
+			if r.OK() || len(r.Checks) != len(tt.want)+1 {
+				t.Fatalf("report = %+v, want %d configuration checks and the cloud's", r, len(tt.want))
+			}
+			for i, w := range tt.want {
+				c := r.Checks[i]
+				if c.Name != "configuration" || c.OK || !strings.Contains(c.Detail, w) || !strings.HasPrefix(c.Detail, path+": ") || c.Fix == "" {
+					t.Errorf("check %d = %+v, want a failed configuration check of %s saying %q with a fix", i, c, path, w)
+				}
+			}
+			last := r.Checks[len(tt.want)]
+			if last.Name != "cloud checks" || last.OK || !strings.Contains(last.Detail, "not run") {
+				t.Errorf("last check = %+v, want the cloud checks not run", last)
+			}
+			var out bytes.Buffer
+			if err := operator.PrintReport(&out, r, true); err != nil {
+				t.Fatal(err)
+			}
+			var decoded struct {
+				OK     bool             `json:"ok"`
+				Checks []operator.Check `json:"checks"`
+			}
+			if err := json.Unmarshal(out.Bytes(), &decoded); err != nil || decoded.OK || len(decoded.Checks) != len(r.Checks) {
+				t.Errorf("JSON report %s (%v): want ok=false and %d checks", out.String(), err, len(r.Checks))
+			}
+		})
 	}
 }
 

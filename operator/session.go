@@ -44,6 +44,11 @@ type Options struct {
 	// list and gc judge its keys as a departed server's, to be retired, as
 	// soon as none of them shows that a process still serves it.
 	Decommissioned bool
+	// Offline makes validate stop after the checks that need no cloud
+	// (the configuration and the identifier file), as SPIRE's own Validate
+	// does: for checking configuration in CI, or rendered by a deployment
+	// tool, on a machine without credentials.
+	Offline bool
 }
 
 // call returns the context of one cloud call: ctx, ending when the budget

@@ -59,9 +59,18 @@ func (r *Report) add(c Check) bool {
 func Validate(ctx context.Context, src *Source, o Options, probe bool) *Report {
 	r := &Report{}
 	cfg, td, err := parse(src, o)
-	if !r.add(result("configuration", err, "fix the key named in the message; `kmskeeper validate --help` lists where the configuration is read from")) {
+	if err != nil {
+		// Every problem of the configuration, one check each, so that one
+		// run lists all there is to fix; the cloud cannot be asked with a
+		// configuration the plugin would refuse.
+		problems := config.List(err)
+		for _, p := range problems {
+			r.add(result("configuration", p, "fix the key named in the message; `kmskeeper validate --help` lists where the configuration is read from"))
+		}
+		r.add(Check{Name: "cloud checks", Detail: fmt.Sprintf("not run: the configuration has %d problem(s)", len(problems)), Fix: "fix the configuration problems above, then run validate again"})
 		return r
 	}
+	r.add(Check{Name: "configuration", OK: true})
 	r.Checks[len(r.Checks)-1].Detail = fmt.Sprintf("%s in %s, trust domain %s", cfg.Kind.Name, cfg.Backend.Fixed(), td)
 	for _, w := range cfg.Warnings {
 		r.add(Check{Name: "configuration warning", OK: true, Detail: w})
@@ -76,7 +85,7 @@ func Validate(ctx context.Context, src *Source, o Options, probe bool) *Report {
 	default:
 		c.Detail = "server ID " + id
 	}
-	if !r.add(c) {
+	if !r.add(c) || o.Offline {
 		return r
 	}
 

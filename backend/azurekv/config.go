@@ -68,9 +68,11 @@ func Kind() config.Kind {
 
 // Check implements config.Backend: every static check, no I/O.
 func (c *Config) Check(trustDomain string) error {
+	// Every problem is reported (config.Problems), not only the first.
+	var problems config.Problems
 	v, err := parseVaultURI(c.KeyVaultURI)
 	if err != nil {
-		return err
+		problems = append(problems, err)
 	}
 	c.vault = v
 	set := 0
@@ -81,11 +83,12 @@ func (c *Config) Check(trustDomain string) error {
 	}
 	switch {
 	case set != 0 && set != 3:
-		return fmt.Errorf("tenant_id, app_id and app_secret go together (a client-secret credential): set all three, or none to use the default credential chain (environment, workload identity, managed identity)")
+		problems = append(problems, fmt.Errorf("tenant_id, app_id and app_secret go together (a client-secret credential): set all three, or none to use the default credential chain (environment, workload identity, managed identity)"))
 	case set == 3 && c.UseMSI:
-		return fmt.Errorf("use_msi and the client-secret credential (tenant_id, app_id, app_secret) are both set: keep only one")
-	case c.TenantID != "" && !validTenantID(c.TenantID):
-		return fmt.Errorf("tenant_id %q is not a tenant ID: write the directory's GUID or a domain name such as contoso.onmicrosoft.com (letters, digits, '-' and '.')", c.TenantID)
+		problems = append(problems, fmt.Errorf("use_msi and the client-secret credential (tenant_id, app_id, app_secret) are both set: keep only one"))
+	}
+	if c.TenantID != "" && !validTenantID(c.TenantID) {
+		problems = append(problems, fmt.Errorf("tenant_id %q is not a tenant ID: write the directory's GUID or a domain name such as contoso.onmicrosoft.com (letters, digits, '-' and '.')", c.TenantID))
 	}
 	switch p := strings.ToLower(strings.TrimSpace(c.KeyProtection)); p {
 	case "":
@@ -95,18 +98,24 @@ func (c *Config) Check(trustDomain string) error {
 		}
 	case protectionSoftware:
 		if v.kind == kindManagedHSM {
-			return fmt.Errorf("key_protection = \"software\" is not possible on a Managed HSM (%s): its keys are always HSM-protected; remove key_protection or set it to \"hsm\"", v.host)
+			problems = append(problems, fmt.Errorf("key_protection = \"software\" is not possible on a Managed HSM (%s): its keys are always HSM-protected; remove key_protection or set it to \"hsm\"", v.host))
 		}
 		c.KeyProtection = p
 	case protectionHSM:
 		c.KeyProtection = p
 	default:
-		return fmt.Errorf("key_protection = %q is not valid: use \"software\" or \"hsm\" (HSM keys need a Premium vault or a Managed HSM)", c.KeyProtection)
+		problems = append(problems, fmt.Errorf("key_protection = %q is not valid: use \"software\" or \"hsm\" (HSM keys need a Premium vault or a Managed HSM)", c.KeyProtection))
 	}
 	if len(trustDomain) > maxTagLen {
-		return fmt.Errorf("the trust domain is %d characters long; the spire-server-td tag holds at most %d", len(trustDomain), maxTagLen)
+		problems = append(problems, fmt.Errorf("the trust domain is %d characters long; the spire-server-td tag holds at most %d", len(trustDomain), maxTagLen))
 	}
-	return checkTags(c.KeyTags)
+	if err := checkTags(c.KeyTags); err != nil {
+		problems = append(problems, err)
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return problems
 }
 
 // validTenantID reports whether id is what Entra accepts as a tenant: a

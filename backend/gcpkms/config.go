@@ -56,8 +56,10 @@ func Kind() config.Kind {
 // Check implements config.Backend: every static check, reading only
 // key_policy_file (to validate the policy).
 func (c *Config) Check(string) error {
+	// Every problem is reported (config.Problems), not only the first.
+	var problems config.Problems
 	if err := checkKeyRing(c.KeyRing); err != nil {
-		return err
+		problems = append(problems, err)
 	}
 	switch c.KeyProtection {
 	case "", "software":
@@ -65,7 +67,7 @@ func (c *Config) Check(string) error {
 	case "hsm":
 		c.protection = kmspb.ProtectionLevel_HSM
 	default:
-		return fmt.Errorf("key_protection = %q: want \"software\" (the default) or \"hsm\"", c.KeyProtection)
+		problems = append(problems, fmt.Errorf("key_protection = %q: want \"software\" (the default) or \"hsm\"", c.KeyProtection))
 	}
 	switch Scheme(c.RSASignatureScheme) {
 	case "", SchemePKCS1:
@@ -73,29 +75,33 @@ func (c *Config) Check(string) error {
 	case SchemePSS:
 		c.scheme = SchemePSS
 	default:
-		return fmt.Errorf("rsa_signature_scheme = %q: want \"pkcs1\" (the default, what SPIRE signs with) or \"pss\"", c.RSASignatureScheme)
+		problems = append(problems, fmt.Errorf("rsa_signature_scheme = %q: want \"pkcs1\" (the default, what SPIRE signs with) or \"pss\"", c.RSASignatureScheme))
 	}
 	if err := checkUserLabels(c.KeyLabels); err != nil {
-		return err
+		problems = append(problems, err)
 	}
 	ep, err := parseEndpoint(c.Endpoint)
 	if err != nil {
-		return err
-	}
-	c.endpoint = ep
-	// The credentials file is read here too (no call is made), so that
-	// SPIRE's Validate reports a missing or wrong file as Configure would.
-	if c.ServiceAccountFile != "" {
-		if _, err := loadCredentials(c.ServiceAccountFile, ep, os.Getenv); err != nil {
-			return err
+		problems = append(problems, err)
+	} else {
+		c.endpoint = ep
+		// The credentials file is read here too (no call is made), so that
+		// SPIRE's Validate reports a missing or wrong file as Configure would.
+		if c.ServiceAccountFile != "" {
+			if _, err := loadCredentials(c.ServiceAccountFile, ep, os.Getenv); err != nil {
+				problems = append(problems, err)
+			}
 		}
 	}
 	if c.KeyPolicyFile != "" {
 		if c.policy, err = readPolicyFile(c.KeyPolicyFile); err != nil {
-			return err
+			problems = append(problems, err)
 		}
 	}
-	return nil
+	if len(problems) == 0 {
+		return nil
+	}
+	return problems
 }
 
 // Fixed implements config.Backend: the key ring, the endpoint and the

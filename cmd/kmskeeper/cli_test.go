@@ -22,7 +22,8 @@ func TestHelp(t *testing.T) {
 		want []string
 	}{
 		{[]string{"version", "--help"}, []string{"Usage: kmskeeper version"}},
-		{[]string{"validate", "--help"}, []string{"Usage: kmskeeper validate", "-probe", "-config", "-trust-domain", "-json", "-plugin", "Exits 0 only"}},
+		{[]string{"install", "--help"}, []string{"Usage: kmskeeper install", "plugin_checksum"}},
+		{[]string{"validate", "--help"}, []string{"Usage: kmskeeper validate", "-probe", "-config", "-trust-domain", "-json", "-plugin", "Exits 0 only", "Every configuration problem"}},
 		{[]string{"keys", "list", "--help"}, []string{"Usage: kmskeeper keys list", "-config", "States:", "-json"}},
 		{[]string{"gc", "--help"}, []string{"Usage: kmskeeper gc", "-apply", "-dry-run", "-config"}},
 		{[]string{"emulator", "--help"}, []string{"azure", "gcp"}},
@@ -74,8 +75,9 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("version: %v", err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 3 || !strings.HasPrefix(lines[0], "kmskeeper ") || !strings.HasPrefix(lines[1], "commit: ") ||
-		!strings.HasPrefix(lines[2], "go: "+runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH) {
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "kmskeeper ") || !strings.HasPrefix(lines[1], "commit: ") ||
+		!strings.HasPrefix(lines[2], "date: ") ||
+		!strings.HasPrefix(lines[3], "go: "+runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH) {
 		t.Errorf("version printed:\n%s", out.String())
 	}
 }

@@ -31,7 +31,8 @@ func commands() []command {
 		{"validate", "check a configuration and the cloud permissions before deploying (--probe: create, sign, retire a test key)", runValidate},
 		{"keys", "keys list: every key of the trust domain, its state and what cleanup would do", runKeys},
 		{"gc", "run the plugin's cleanup once (dry run by default; --apply retires)", runGC},
-		{"version", "print the version, commit and Go version", runVersion},
+		{"install", "copy this binary to a path and print its SHA-256 (the container image's init container runs it)", runInstall},
+		{"version", "print the version, commit, commit date and Go version", runVersion},
 	}
 }
 

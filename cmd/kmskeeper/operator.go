@@ -100,18 +100,28 @@ signature and retires the key, proving the create, sign and delete
 permissions and HSM availability. Probe keys are tagged with server ID
 "`+operator.ProbeServerID+`" and are retired even when a step fails.
 
-Exits 0 only when every check passed; each failure says how to fix it.
+Every configuration problem is reported in one run, each naming its key and
+the fix; the cloud checks run once the configuration has none. --offline
+stops before them: it needs no credentials and no network, for checking
+configuration in CI. Exits 0 only
+when every check passed; --json prints the same report for scripts.
 
 `+configHelp, stderr)
 	f.register(fs)
 	fs.BoolVar(&probe, "probe", false, "also create, sign with, verify and retire a throwaway key of each configured type")
+	var offline bool
+	fs.BoolVar(&offline, "offline", false, "only the checks that need no cloud: the configuration and the identifier file (no credentials needed)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if offline && probe {
+		return usageError{"validate: --offline and --probe exclude each other: --probe needs the cloud"}
 	}
 	src, o, err := f.open(stderr)
 	if err != nil {
 		return err
 	}
+	o.Offline = offline
 	r := operator.Validate(ctx, src, o, probe)
 	if err := operator.PrintReport(stdout, r, f.json); err != nil {
 		return err
