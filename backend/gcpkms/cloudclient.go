@@ -35,7 +35,9 @@ type cloudClient interface {
 // iterator types cannot be built outside its package, so the seam names
 // the one method.)
 type (
-	keyIterator     interface{ Next() (*kmspb.CryptoKey, error) }
+	keyIterator interface {
+		Next() (*kmspb.CryptoKey, error)
+	}
 	versionIterator interface {
 		Next() (*kmspb.CryptoKeyVersion, error)
 	}
