@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -28,6 +29,7 @@ import (
 //	POST   /v1/quotas              {"enabled":true,"write_per_minute":60,...}
 //	POST   /v1/principals          {"email":"sa@p.iam.gserviceaccount.com","permissions":["roles/cloudkms.admin"]}
 //	POST   /v1/service-accounts    {"email":"..."} -> the service account JSON key file
+//	POST   /v1/projects/{project}/service  {"enabled":false}: the Cloud KMS API disabled in a project (SERVICE_DISABLED)
 //	GET    /v1/healthz             {"endpoint":"127.0.0.1:port", ...}
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -106,6 +108,16 @@ func (s *Server) AdminHandler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(js)
+	})
+	mux.HandleFunc("POST /v1/projects/{project}/service", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Enabled bool `json:"enabled"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		s.SetServiceEnabled(r.PathValue("project"), req.Enabled)
+		writeJSON(w, http.StatusOK, map[string]any{"project": r.PathValue("project"), "enabled": req.Enabled})
 	})
 	mux.HandleFunc("GET /v1/healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"endpoint": s.Addr(), "tls": s.ca != nil, "token_uri": s.TokenURL()})
@@ -215,4 +227,10 @@ func (c *AdminClient) SetQuotas(ctx context.Context, on bool, limits QuotaLimits
 		Enabled bool `json:"enabled"`
 		QuotaLimits
 	}{on, limits}, nil)
+}
+
+// SetServiceEnabled enables or disables the Cloud KMS API in project (see
+// Server.SetServiceEnabled).
+func (c *AdminClient) SetServiceEnabled(ctx context.Context, project string, enabled bool) error {
+	return c.do(ctx, http.MethodPost, "/v1/projects/"+url.PathEscape(project)+"/service", map[string]bool{"enabled": enabled}, nil)
 }

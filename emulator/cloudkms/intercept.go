@@ -66,6 +66,9 @@ func (s *Server) handle(ctx context.Context, method, resource string, req any, h
 	if _, err := s.caller(ctx); err != nil && s.auth.checking() {
 		return nil, false, err
 	}
+	if err := s.services.check(projectOf(resource)); err != nil {
+		return nil, false, err
+	}
 	if err := s.quotas.check(method, projectOf(resource), s.clock.Now()); err != nil {
 		return nil, false, err
 	}

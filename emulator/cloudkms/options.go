@@ -37,6 +37,18 @@ type Options struct {
 	// policies set on key rings and keys grant more. Nil disables identity
 	// and permission checks altogether (every caller may do everything).
 	Principals map[string][]string
+	// AllowUnknownMembers makes SetIamPolicy accept serviceAccount members
+	// the emulator does not know. By default, while identity checks are on
+	// (Principals set), a policy naming a service account that was neither
+	// issued (ServiceAccountJSON, the admin API) nor given as a principal is
+	// INVALID_ARGUMENT "Service account <email> does not exist.", as the
+	// service answers.
+	AllowUnknownMembers bool
+	// DisabledProjects are projects in which the Cloud KMS API is not
+	// enabled: every call on their resources is PERMISSION_DENIED with an
+	// ErrorInfo of reason SERVICE_DISABLED, as the service answers.
+	// Server.SetServiceEnabled changes it at run time.
+	DisabledProjects []string
 	// TokenListen is the listen address of the HTTP OAuth2 token and
 	// tokeninfo endpoint service accounts use; default "127.0.0.1:0".
 	TokenListen string
