@@ -30,7 +30,7 @@ type Server struct {
 	quotas *quotaState
 	// services are the projects whose Cloud KMS API is disabled.
 	services *services
-	counts *counters
+	counts   *counters
 	// requests logs the calls received, for Requests.
 	requests *requestLog
 	ca       *tlsca.CA // nil unless Options.TLS
@@ -41,7 +41,7 @@ type Server struct {
 	tokenSrv *http.Server
 	// tlsSrv serves the gRPC listener with Options.TLS: gRPC and the HTTP
 	// endpoints on one port (nil without TLS: grpcSrv serves it alone).
-	tlsSrv *http.Server
+	tlsSrv   *http.Server
 	tokenLis net.Listener
 	adminSrv *http.Server // nil unless Options.AdminListen
 	adminLis net.Listener
