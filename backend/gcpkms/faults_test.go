@@ -253,3 +253,29 @@ func TestRotationCalls(t *testing.T) {
 		}
 	}
 }
+
+// TestRegionalHSMQuota runs against the emulator's current quota model
+// with the service overloaded: HSM signatures over the per-second limit
+// are RESOURCE_EXHAUSTED with the regional ErrorInfo, retried until the
+// next second, within the budget.
+func TestRegionalHSMQuota(t *testing.T) {
+	srv, _ := startEmulator(t, cloudkms.Options{QuotaModel: cloudkms.QuotaRegional, QuotaLimits: cloudkms.QuotaLimits{HSMPerSecond: 1}})
+	metrics := &counter{}
+	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics; o.Protection = kmspb.ProtectionLevel_HSM })
+	fastRetries(b)
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetQuotaOverloaded(true)
+	srv.SetQuotas(true)
+	t.Cleanup(func() { srv.SetQuotas(false) })
+	for i := range 2 {
+		if _, err := b.Sign(callCtx(t), g, digestOf(crypto.SHA256, "x"), crypto.SHA256); err != nil {
+			t.Fatalf("signature %d over the HSM quota: %v", i+1, err)
+		}
+	}
+	if metrics.get("retries,method=AsymmetricSign,reason=resource_exhausted") == 0 {
+		t.Error("no signature met the per-second quota; the test did not test it")
+	}
+}

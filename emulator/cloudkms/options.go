@@ -58,8 +58,15 @@ type Options struct {
 	AdminListen string
 	// Clock is the emulator clock; nil means NewClock() (wall clock).
 	Clock *Clock
-	// Quotas enables the published per-minute quotas at start (see SetQuotas).
+	// Quotas enables the quotas at start (see SetQuotas), counted as
+	// QuotaModel says.
 	Quotas bool
+	// QuotaModel is QuotaRegional (the service's model since 2026: per
+	// location, HSM requests per second, enforced only while overloaded)
+	// or QuotaPerMinute (the superseded project-wide per-minute regime,
+	// always enforced), which the zero value keeps for the callers written
+	// against it.
+	QuotaModel QuotaModel
 	// QuotaLimits overrides the published limits; zero fields keep them.
 	QuotaLimits QuotaLimits
 	// Logf, when set, receives one line per request and lifecycle events.

@@ -72,7 +72,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		clock:    opts.Clock,
 		st:       newStore(),
 		faults:   &faultSet{},
-		quotas:   newQuotaState(opts.Quotas, opts.QuotaLimits),
+		quotas:   newQuotaState(opts.Quotas, opts.QuotaModel, opts.QuotaLimits),
 		services: newServices(opts.DisabledProjects),
 		counts:   &counters{m: map[string]int{}},
 		requests: &requestLog{},
