@@ -10,8 +10,11 @@ type Options struct {
 	// the unauthenticated emulator is never exposed to the network by default).
 	Listen string
 	// TLS serves gRPC over TLS with a generated CA and a server certificate for
-	// 127.0.0.1, ::1, localhost, cloudkms.googleapis.com and Hostnames, so
-	// clients exercise the same transport as against the service.
+	// 127.0.0.1, ::1, localhost, cloudkms.googleapis.com,
+	// oauth2.googleapis.com, www.googleapis.com and Hostnames, so clients
+	// exercise the same transport as against the service. The same port then
+	// answers the token and tokeninfo HTTP endpoints too, for clients that
+	// reach Google's host names through hosts entries.
 	TLS bool
 	// Hostnames are extra DNS names (or IPs) for the server certificate.
 	Hostnames []string
