@@ -289,8 +289,9 @@ func (b *Backend) setPolicy(ctx context.Context, keyName string) error {
 // never completed: spire-recent names version 1 (no version was created
 // since) and no lease on the key was ever committed. Such a key may lack
 // its IAM policy. A key that served holds a committed lease while it is
-// served (a restart records one before any rotation), so its policy is
-// never written again.
+// served (a restart records one before any rotation), so its policy is not
+// written again; only when that lease could not be recorded does its first
+// rotation set the configured policy once more.
 func policyOwed(keyName string, labels map[string]string) bool {
 	if recentOf(labels, versionName(keyName, 1)) == 0 {
 		return false
