@@ -202,6 +202,9 @@ func printGCPEmulatorBanner(w io.Writer, srv *cloudkms.Server, cfg *gcpEmulatorC
 	}
 	fmt.Fprintf(w, "key rings: %s\n", strings.Join(cfg.opts.KeyRings, ", "))
 	fmt.Fprintf(w, "token endpoint: %s\n", srv.TokenURL())
+	if cfg.opts.TLS {
+		fmt.Fprintf(w, "token and tokeninfo also on https://%s (certificate for cloudkms.googleapis.com, oauth2.googleapis.com, www.googleapis.com)\n", srv.Addr())
+	}
 	if u := srv.AdminURL(); u != "" {
 		fmt.Fprintf(w, "admin API: %s/v1/ (counts, faults, clock, quotas)\n", u)
 	}
