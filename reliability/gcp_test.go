@@ -415,7 +415,7 @@ func (v *gcpVault) leaseCarriesKey() bool { return false }
 // honoured the RetryInfo of every request of o a "429 with Retry-After"
 // answered: the next request for the same method and resource arrived no
 // earlier than the advised delay after it, and the backend counted each such
-// retry (kmskeeper.cloudkms.retries with reason resource_exhausted). Both are
+// retry (kmskeeper.gcpkms.retries with reason resource_exhausted). Both are
 // orderings, not timings: a client that honours the advice cannot come back
 // sooner.
 func (v *gcpVault) checkAdvisedWait(t *testing.T, p *pluginhost.Plugin, o op) {
@@ -450,7 +450,7 @@ func (v *gcpVault) checkAdvisedWait(t *testing.T, p *pluginhost.Plugin, o op) {
 	for m, n := range throttled {
 		seen := 0
 		if _, err := p.WaitMetric(ctx, func(mt pluginhost.Metric) bool {
-			if mt.Name() == "kmskeeper.cloudkms.retries" && mt.Label("method") == m && mt.Label("reason") == "resource_exhausted" {
+			if mt.Name() == "kmskeeper.gcpkms.retries" && mt.Label("method") == m && mt.Label("reason") == "resource_exhausted" {
 				seen++
 			}
 			return seen >= n

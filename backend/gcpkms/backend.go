@@ -71,7 +71,7 @@ const maxParallelLists = 4
 // settings, never key state.
 type Backend struct {
 	opts    Options
-	client  *kms.KeyManagementClient
+	client  cloudClient
 	tdLabel string
 	log     hclog.Logger
 	metrics engine.Metrics
@@ -99,19 +99,11 @@ var (
 )
 
 // New returns a Backend using a new Cloud KMS client. It does not call the
-// service.
+// service. Config.Open calls it with the options plugin_data gives.
 func New(ctx context.Context, opts Options) (*Backend, error) {
-	if err := checkKeyRing(opts.KeyRing); err != nil {
-		return nil, engine.Errorf(codes.InvalidArgument, "%w", err)
-	}
-	if err := checkServerID(opts.ServerID); err != nil {
-		return nil, engine.Errorf(codes.InvalidArgument, "server ID %q: %w", opts.ServerID, err)
-	}
-	if opts.Protection == kmspb.ProtectionLevel_PROTECTION_LEVEL_UNSPECIFIED {
-		opts.Protection = kmspb.ProtectionLevel_SOFTWARE
-	}
-	if opts.Scheme == "" {
-		opts.Scheme = SchemePKCS1
+	opts, err := checkOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	clock := newCloudClock(opts.Now)
 	// Every answer's Date header and creation times move the clock.
@@ -120,6 +112,39 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, engine.Errorf(codes.FailedPrecondition, "creating the Cloud KMS client (credentials and endpoint): %w", err)
 	}
+	return assemble(opts, kmsClient{client}, clock), nil
+}
+
+// newWithClient returns a Backend calling Cloud KMS through client (a test's
+// fake); opts.ClientOptions are not used.
+func newWithClient(opts Options, client cloudClient) (*Backend, error) {
+	opts, err := checkOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	return assemble(opts, client, newCloudClock(opts.Now)), nil
+}
+
+// checkOptions checks opts and fills in the defaults.
+func checkOptions(opts Options) (Options, error) {
+	if err := checkKeyRing(opts.KeyRing); err != nil {
+		return opts, engine.Errorf(codes.InvalidArgument, "%w", err)
+	}
+	if err := checkServerID(opts.ServerID); err != nil {
+		return opts, engine.Errorf(codes.InvalidArgument, "server ID %q: %w", opts.ServerID, err)
+	}
+	if opts.Protection == kmspb.ProtectionLevel_PROTECTION_LEVEL_UNSPECIFIED {
+		opts.Protection = kmspb.ProtectionLevel_SOFTWARE
+	}
+	if opts.Scheme == "" {
+		opts.Scheme = SchemePKCS1
+	}
+	return opts, nil
+}
+
+// assemble builds a Backend over a client and the clock that client's
+// answers move.
+func assemble(opts Options, client cloudClient, clock *cloudClock) *Backend {
 	b := &Backend{
 		opts:     opts,
 		client:   client,
@@ -141,7 +166,7 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 		interval = DefaultWriteInterval
 	}
 	b.writes = &pacer{clock: b.clock, interval: interval, burst: writeBurst}
-	return b, nil
+	return b
 }
 
 // Close releases the client's connection once the calls in progress are

@@ -81,6 +81,7 @@ service_account_file = "` + saFile + `"
 		{name: "policy file not JSON", extra: `key_policy_file = "` + writeFile(t, "bad.json", "bindings:") + `"`, wantErr: "not an IAM policy in JSON"},
 		{name: "policy version", extra: `key_policy_file = "` + writeFile(t, "v1.json", `{"version":1,"bindings":[{"role":"roles/owner","members":["user:a@b.c"]}]}`) + `"`, wantErr: "version 1"},
 		{name: "policy member", extra: `key_policy_file = "` + writeFile(t, "m.json", `{"bindings":[{"role":"roles/owner","members":["a@b.c"]}]}`) + `"`, wantErr: `member "a@b.c"`},
+		{name: "policy member type case", extra: `key_policy_file = "` + writeFile(t, "case.json", `{"bindings":[{"role":"roles/owner","members":["user:a@b.c","serviceaccount:s@p.iam.gserviceaccount.com"]}]}`) + `"`, wantErr: `"serviceaccount:s@p.iam.gserviceaccount.com", whose type Cloud KMS would refuse: member types are case-sensitive; write serviceAccount:`},
 		{name: "unknown key", extra: `key_vault = "x"`, wantErr: "unknown configuration key"},
 	}
 	for _, tt := range tests {

@@ -3,6 +3,8 @@ package gcpkms
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/iam/apiv1/iampb"
@@ -95,6 +97,9 @@ func (b *Backend) createKey(ctx context.Context, name, id string, req engine.Cre
 	if err != nil {
 		return engine.Generation{}, cloudError(err, "CreateCryptoKey", name)
 	}
+	// Until the policy is set, version 1 has only the creator's pending
+	// lease and is never served; if this fails, SPIRE's next attempt finds
+	// the key and sets the policy (policyOwed) before adding a version.
 	if err := b.setPolicy(ctx, key.GetName()); err != nil {
 		return engine.Generation{}, err
 	}
@@ -141,11 +146,21 @@ func (b *Backend) addVersion(ctx context.Context, key *kmspb.CryptoKey, req engi
 		b.log.Info("Bringing an inactive key back into use", "key", name, "key_id", req.KeyID)
 	}
 
+	// A key whose first creation never completed may lack its IAM policy
+	// (SetIamPolicy was refused, or the process stopped before it): set it
+	// before adding a version, so that no version of the key serves
+	// without it. Version 1, never committed, is retired by the usual rule
+	// once the new version has settled.
+	if policyOwed(name, labels) {
+		if err := b.setPolicy(ctx, name); err != nil {
+			return engine.Generation{}, err
+		}
+	}
+	var g engine.Generation
+	var err error
 	// A version still PENDING_GENERATION was made by a creation of this
 	// process whose time budget ran out (HSM RSA keys can take long): wait
 	// for it rather than leave it behind and make another.
-	var g engine.Generation
-	var err error
 	if _, resume := b.unfinished.Load(name); resume {
 		pending, perr := b.pendingVersion(ctx, name, alg)
 		if perr != nil {
@@ -263,7 +278,38 @@ func (b *Backend) setPolicy(ctx context.Context, keyName string) error {
 		policy = defaultPolicy(email)
 	}
 	_, err := b.client.SetIamPolicy(ctx, &iampb.SetIamPolicyRequest{Resource: keyName, Policy: policy}, b.callOptions(ctx, "SetIamPolicy", idempotent)...)
+	if status.Code(err) == codes.InvalidArgument {
+		return engine.Errorf(codes.InvalidArgument, "Cloud KMS SetIamPolicy on %s refused the key's IAM policy, which names %s: no version of the key is served until the policy is set, and SPIRE's next attempt sets it again; create the service account the policy names, or correct the member in key_policy_file (types are case-sensitive: serviceAccount:, user:, group:, domain:): %w",
+			keyName, policyMembers(policy), err)
+	}
 	return cloudError(err, "SetIamPolicy", keyName)
+}
+
+// policyOwed reports whether a key's labels show a first creation that
+// never completed: spire-recent names version 1 (no version was created
+// since) and no lease on the key was ever committed. Such a key may lack
+// its IAM policy. A key that served holds a committed lease while it is
+// served (a restart records one before any rotation), so its policy is not
+// written again; only when that lease could not be recorded does its first
+// rotation set the configured policy once more.
+func policyOwed(keyName string, labels map[string]string) bool {
+	if recentOf(labels, versionName(keyName, 1)) == 0 {
+		return false
+	}
+	return !slices.ContainsFunc(leasesOf(keyName, labels), func(l engine.Lease) bool { return !l.Pending })
+}
+
+// policyMembers lists a policy's members for an error message.
+func policyMembers(p *iampb.Policy) string {
+	var members []string
+	for _, b := range p.GetBindings() {
+		for _, m := range b.GetMembers() {
+			if !slices.Contains(members, m) {
+				members = append(members, m)
+			}
+		}
+	}
+	return strings.Join(members, ", ")
 }
 
 // pendingVersion returns the newest version of a key that is still

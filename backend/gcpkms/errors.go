@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -45,6 +46,9 @@ func cloudError(err error, method, resource string) error {
 	}
 	switch code {
 	case codes.PermissionDenied:
+		if project, ok := serviceDisabled(err, resource); ok {
+			return engine.Errorf(codes.PermissionDenied, "Cloud KMS %s on %s was refused because the Cloud KMS API is not enabled in project %s: enable the Cloud KMS API in project %s (gcloud services enable cloudkms.googleapis.com --project %s) and allow a few minutes for it to take effect: %w", method, resource, project, project, project, err)
+		}
 		return engine.Errorf(codes.PermissionDenied, "Cloud KMS %s on %s was denied: grant the plugin's identity the permission %s (docs/gcp.md lists the roles): %w", method, resource, permissions[method], err)
 	case codes.Unauthenticated:
 		return engine.Errorf(codes.Unauthenticated, "Cloud KMS %s on %s: the credentials were refused; check service_account_file or the Application Default Credentials: %w", method, resource, err)
@@ -72,4 +76,32 @@ func cloudError(err error, method, resource string) error {
 		return engine.Errorf(codes.AlreadyExists, "Cloud KMS %s: %s already exists: %w", method, resource, err)
 	}
 	return engine.Errorf(codes.Unavailable, "Cloud KMS %s on %s failed: %w", method, resource, err)
+}
+
+// serviceDisabled reports whether a PERMISSION_DENIED says that the Cloud
+// KMS API is not enabled in the project (ErrorInfo reason SERVICE_DISABLED),
+// and names that project: the ErrorInfo's consumer, else the resource's.
+func serviceDisabled(err error, resource string) (string, bool) {
+	st, ok := status.FromError(err)
+	if !ok {
+		return "", false
+	}
+	for _, d := range st.Details() {
+		info, ok := d.(*errdetails.ErrorInfo)
+		if !ok || info.GetReason() != "SERVICE_DISABLED" {
+			continue
+		}
+		if p, ok := strings.CutPrefix(info.GetMetadata()["consumer"], "projects/"); ok && p != "" {
+			return p, true
+		}
+		return projectOf(resource), true
+	}
+	return "", false
+}
+
+// projectOf returns the project of a Cloud KMS resource name.
+func projectOf(resource string) string {
+	rest, _ := strings.CutPrefix(resource, "projects/")
+	p, _, _ := strings.Cut(rest, "/")
+	return p
 }

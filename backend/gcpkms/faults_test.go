@@ -114,102 +114,6 @@ func TestQuotaRetries(t *testing.T) {
 	_ = raw
 }
 
-// retryingManager starts an emulator and an engine over a backend with
-// short retry pauses, serving x509-CA-A, and returns a SignData with it.
-func retryingManager(t *testing.T) (*cloudkms.Server, *counter, *engine.Manager, func() error) {
-	t.Helper()
-	srv, _ := startEmulator(t, cloudkms.Options{})
-	metrics := &counter{}
-	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics })
-	fastRetries(b)
-	m := newManager(t, srv, b, "server-a", metrics)
-	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err != nil {
-		t.Fatal(err)
-	}
-	sign := func() error {
-		_, _, err := m.SignData(callCtx(t), "x509-CA-A", digestOf(crypto.SHA256, "x"), crypto.SHA256)
-		return err
-	}
-	return srv, metrics, m, sign
-}
-
-// TestInternalRetries checks, against the emulator through the real client,
-// that INTERNAL is retried a bounded number of times on idempotent calls
-// (reads and label updates of a rotation; signing in TestRetriedServerErrors)
-// and counted, and never on a creation, whose outcome is unknown: a lasting
-// one on signing fails with Unavailable after 1+maxInternalRetries attempts,
-// and one on CreateCryptoKeyVersion fails the rotation at once with a message
-// saying so.
-func TestInternalRetries(t *testing.T) {
-	srv, metrics, m, sign := retryingManager(t)
-
-	// A rotation reads the key and rewrites its labels before it creates a
-	// version: both are safe to repeat.
-	srv.InjectFault(cloudkms.Fault{Method: "GetCryptoKey", Code: codes.Internal, Times: 1})
-	srv.InjectFault(cloudkms.Fault{Method: "UpdateCryptoKey", Code: codes.Internal, Times: 1})
-	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err != nil {
-		t.Fatalf("a rotation with INTERNAL on GetCryptoKey and UpdateCryptoKey: %v", err)
-	}
-	for _, method := range []string{"GetCryptoKey", "UpdateCryptoKey"} {
-		if got := metrics.get("retries,method=" + method + ",reason=internal"); got != 1 {
-			t.Errorf("%s INTERNAL retries counted = %v, want 1", method, got)
-		}
-	}
-
-	srv.ResetCounts()
-	srv.InjectFault(cloudkms.Fault{Method: "AsymmetricSign", Code: codes.Internal})
-	wantCode(t, sign(), codes.Unavailable, "AsymmetricSign", "INTERNAL")
-	if got, want := srv.Counts()["AsymmetricSign"], 1+maxInternalRetries; got != want {
-		t.Errorf("a lasting INTERNAL was tried %d times, want %d", got, want)
-	}
-	srv.ClearFaults()
-
-	srv.ResetCounts()
-	srv.InjectFault(cloudkms.Fault{Method: "CreateCryptoKeyVersion", Code: codes.Internal, Times: 1})
-	_, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256)
-	wantCode(t, err, codes.Unavailable, "CreateCryptoKeyVersion", "creations are not retried")
-	if got := srv.Counts()["CreateCryptoKeyVersion"]; got != 1 {
-		t.Errorf("CreateCryptoKeyVersion was tried %d times after INTERNAL, want 1", got)
-	}
-	if err := sign(); err != nil {
-		t.Errorf("SignData after the failed rotation: %v", err)
-	}
-}
-
-// TestRetriedServerErrors injects server errors that a call safe to repeat
-// retries (INTERNAL, and a DEADLINE_EXCEEDED the service answered): signing
-// absorbs them and counts each retry, and a creation tries once only (the
-// version may have been made).
-func TestRetriedServerErrors(t *testing.T) {
-	for _, tt := range []struct {
-		code   codes.Code
-		reason string
-		times  int
-	}{
-		{codes.Internal, "internal", 2},
-		{codes.DeadlineExceeded, "deadline_exceeded", 1},
-	} {
-		t.Run(tt.reason, func(t *testing.T) {
-			srv, metrics, m, sign := retryingManager(t)
-			srv.InjectFault(cloudkms.Fault{Method: "AsymmetricSign", Code: tt.code, Times: tt.times})
-			if err := sign(); err != nil {
-				t.Fatalf("SignData with %d %v answers: %v", tt.times, tt.code, err)
-			}
-			if got := metrics.get("retries,method=AsymmetricSign,reason=" + tt.reason); got != float32(tt.times) {
-				t.Errorf("AsymmetricSign %v retries counted = %v, want %d", tt.code, got, tt.times)
-			}
-			srv.ResetCounts()
-			srv.InjectFault(cloudkms.Fault{Method: "CreateCryptoKeyVersion", Code: tt.code, Times: 1})
-			if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err == nil {
-				t.Errorf("GenerateKey succeeded through a %v on the creation; it must not be retried", tt.code)
-			}
-			if got := srv.Counts()["CreateCryptoKeyVersion"]; got != 1 {
-				t.Errorf("CreateCryptoKeyVersion was tried %d times after %v, want 1", got, tt.code)
-			}
-		})
-	}
-}
-
 // TestIntegrityChecks tampers with responses as a corrupting network would:
 // one bad response is asked again; a persistent one is Internal naming the
 // check.
@@ -309,6 +213,9 @@ func TestProjectQuota(t *testing.T) {
 	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics })
 	fastRetries(b)
 	m := newManager(t, srv, b, "server-a", metrics)
+	// Cleanups run last first: the quota is lifted before the manager
+	// releases its leases, which would otherwise wait out their budget.
+	t.Cleanup(func() { srv.SetQuotas(false) })
 	if _, err := m.GenerateKey(callCtx(t), "x509-CA-A", engine.ECP256); err != nil {
 		t.Fatal(err)
 	}
@@ -344,5 +251,31 @@ func TestRotationCalls(t *testing.T) {
 		if got := after[method] - before[method]; got != n {
 			t.Errorf("%s called %d times by a rotation, want %d", method, got, n)
 		}
+	}
+}
+
+// TestRegionalHSMQuota runs against the emulator's current quota model
+// with the service overloaded: HSM signatures over the per-second limit
+// are RESOURCE_EXHAUSTED with the regional ErrorInfo, retried until the
+// next second, within the budget.
+func TestRegionalHSMQuota(t *testing.T) {
+	srv, _ := startEmulator(t, cloudkms.Options{QuotaModel: cloudkms.QuotaRegional, QuotaLimits: cloudkms.QuotaLimits{HSMPerSecond: 1}})
+	metrics := &counter{}
+	b := newBackend(t, srv, "server-a", func(o *Options) { o.Metrics = metrics; o.Protection = kmspb.ProtectionLevel_HSM })
+	fastRetries(b)
+	g, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetQuotaOverloaded(true)
+	srv.SetQuotas(true)
+	t.Cleanup(func() { srv.SetQuotas(false) })
+	for i := range 2 {
+		if _, err := b.Sign(callCtx(t), g, digestOf(crypto.SHA256, "x"), crypto.SHA256); err != nil {
+			t.Fatalf("signature %d over the HSM quota: %v", i+1, err)
+		}
+	}
+	if metrics.get("retries,method=AsymmetricSign,reason=resource_exhausted") == 0 {
+		t.Error("no signature met the per-second quota; the test did not test it")
 	}
 }

@@ -54,6 +54,9 @@ func parsePolicy(path string, data []byte) (*iampb.Policy, error) {
 			if !validMember(m) {
 				return nil, fmt.Errorf("key_policy_file %s: binding %d (%s) has member %q; want allUsers, allAuthenticatedUsers or <type>:<id> such as serviceAccount:spire@project.iam.gserviceaccount.com", path, i+1, b.GetRole(), m)
 			}
+			if kind, _, _ := strings.Cut(m, ":"); miscased(kind) != "" {
+				return nil, fmt.Errorf("key_policy_file %s: binding %d (%s) has member %q, whose type Cloud KMS would refuse: member types are case-sensitive; write %s:", path, i+1, b.GetRole(), m, miscased(kind))
+			}
 		}
 	}
 	// The etag of a policy read elsewhere belongs to another resource.
@@ -68,6 +71,22 @@ func validMember(m string) bool {
 	}
 	kind, id, ok := strings.Cut(m, ":")
 	return ok && kind != "" && id != "" && !strings.ContainsAny(m, " \t\n")
+}
+
+// memberTypes are the IAM member types, spelled as IAM requires.
+var memberTypes = []string{"user", "serviceAccount", "group", "domain", "principal", "principalSet", "deleted", "projectOwner", "projectEditor", "projectViewer"}
+
+// miscased returns the correct spelling of kind when kind is an IAM member
+// type written in the wrong case (serviceaccount), and "" otherwise: IAM
+// refuses such a member when the policy is set, after the key was created.
+// Types it does not know are left for Cloud KMS to judge.
+func miscased(kind string) string {
+	for _, t := range memberTypes {
+		if kind != t && strings.EqualFold(kind, t) {
+			return t
+		}
+	}
+	return ""
 }
 
 // defaultPolicy binds the plugin's service account to signerVerifier.

@@ -35,8 +35,9 @@ type gcpEmulatorConfig struct {
 // gcpFlagValues holds the flags that parseEmulatorGCPFlags turns into
 // options after parsing.
 type gcpFlagValues struct {
-	keyRings, hostnames, serviceAccounts repeatedFlag
-	logRequests                          bool
+	keyRings, hostnames, serviceAccounts, disabledProjects repeatedFlag
+	logRequests                                            bool
+	quotaModel                                             string
 }
 
 // newEmulatorGCPFlagSet declares every flag of `emulator gcp`, storing into
@@ -57,7 +58,10 @@ func newEmulatorGCPFlagSet(cfg *gcpEmulatorConfig, v *gcpFlagValues) *flag.FlagS
 	fs.StringVar(&cfg.credentialsDir, "credentials-dir", "", "`directory` for service account key files (default: --data-dir, else a new temporary directory)")
 	fs.StringVar(&cfg.opts.TokenListen, "token-listen", "127.0.0.1:0", "`address` of the OAuth2 token and tokeninfo endpoint (plain HTTP, loopback)")
 	fs.StringVar(&cfg.opts.AdminListen, "admin-listen", "", "serve the admin API (faults, clock, counters, quotas) on this `address`, e.g. 127.0.0.1:9011 (unauthenticated: keep it on loopback)")
-	fs.BoolVar(&cfg.opts.Quotas, "quotas", false, "enforce the published per-minute quotas (300 read, 60 write, 60000 crypto) with RESOURCE_EXHAUSTED")
+	fs.BoolVar(&cfg.opts.Quotas, "quotas", false, "count requests against the published quotas (300 read, 60 write, 60000 crypto a minute; HSM requests per second) as --quota-model says")
+	fs.StringVar(&v.quotaModel, "quota-model", string(cloudkms.QuotaRegional), "`model` of --quotas: regional (the service's since 2026: per location, HSM per second, requests over a limit refused only while the admin API marks the service overloaded) or per-minute (the superseded project-wide regime, always refused)")
+	fs.BoolVar(&cfg.opts.AllowUnknownMembers, "allow-unknown-members", false, "let SetIamPolicy accept serviceAccount members the emulator does not know (by default, with --service-account, a policy naming another account is INVALID_ARGUMENT \"Service account ... does not exist.\", as on the service)")
+	fs.Var(&v.disabledProjects, "disabled-project", "`project` whose Cloud KMS API is not enabled: its calls are PERMISSION_DENIED with reason SERVICE_DISABLED (repeatable; the admin API turns it on and off)")
 	fs.BoolVar(&v.logRequests, "log", false, "log every request to stderr")
 	fs.BoolVar(&cfg.quiet, "quiet", false, "print only the endpoint line at start")
 	fs.Usage = func() {
@@ -73,6 +77,14 @@ Clients reach it with option.WithEndpoint(<listen address>) and either
   --tls: the CA from --ca-file (SSL_CERT_FILE=<ca-file> makes Go trust it).
 With --service-account, callers authenticate with the written key file
 (GOOGLE_APPLICATION_CREDENTIALS) and need the granted permissions.
+
+With --tls the one listen port also answers HTTP requests for the OAuth2
+token endpoint and tokeninfo, and the certificate names
+cloudkms.googleapis.com, oauth2.googleapis.com and www.googleapis.com. An
+unmodified client (SPIRE's built-in gcp_kms, or kmskeeper with no endpoint)
+then works with hosts entries sending those names to this host, the
+emulator listening on port 443 (--listen 127.0.0.1:443) and SSL_CERT_FILE
+set to --ca-file. docs/gcp.md describes the set-up.
 
 Flags:
 `)
@@ -105,6 +117,12 @@ func parseEmulatorGCPFlags(args []string, stdout, stderr io.Writer) (*gcpEmulato
 	if len(v.keyRings) == 0 {
 		v.keyRings = repeatedFlag{defaultGCPKeyRing}
 	}
+	model, err := cloudkms.ParseQuotaModel(v.quotaModel)
+	if err != nil {
+		return nil, usageError{"emulator gcp: --quota-model: " + err.Error()}
+	}
+	cfg.opts.QuotaModel = model
+	cfg.opts.DisabledProjects = v.disabledProjects
 	cfg.opts.KeyRings = v.keyRings
 	cfg.opts.Hostnames = v.hostnames
 	for _, sa := range v.serviceAccounts {
@@ -184,6 +202,9 @@ func printGCPEmulatorBanner(w io.Writer, srv *cloudkms.Server, cfg *gcpEmulatorC
 	}
 	fmt.Fprintf(w, "key rings: %s\n", strings.Join(cfg.opts.KeyRings, ", "))
 	fmt.Fprintf(w, "token endpoint: %s\n", srv.TokenURL())
+	if cfg.opts.TLS {
+		fmt.Fprintf(w, "token and tokeninfo also on https://%s (certificate for cloudkms.googleapis.com, oauth2.googleapis.com, www.googleapis.com)\n", srv.Addr())
+	}
 	if u := srv.AdminURL(); u != "" {
 		fmt.Fprintf(w, "admin API: %s/v1/ (counts, faults, clock, quotas)\n", u)
 	}

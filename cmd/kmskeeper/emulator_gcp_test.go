@@ -81,6 +81,7 @@ func TestEmulatorGCPFlagErrors(t *testing.T) {
 		{"--service-account", "not-an-email"},
 		{"extra"},
 		{"--pending-generation", "soon"},
+		{"--quota-model", "hourly"},
 	} {
 		if _, err := parseEmulatorGCPFlags(args, &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
 			t.Errorf("%q: no error", args)

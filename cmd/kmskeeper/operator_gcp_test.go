@@ -61,6 +61,9 @@ func startGCPOperatorEmulator(t *testing.T, rings int) []operatorCloud {
 	for _, a := range gcpAccounts {
 		opts.Principals[a.email] = a.grants
 	}
+	// The account cannotSign's key policy names exists, with no grants of
+	// its own: Cloud KMS refuses a policy naming an unknown account.
+	opts.Principals["another-server@kmskeeper-test.iam.gserviceaccount.com"] = nil
 	for i := range rings {
 		opts.KeyRings = append(opts.KeyRings, fmt.Sprintf("projects/kmskeeper-test/locations/global/keyRings/operator-%02d", i))
 	}

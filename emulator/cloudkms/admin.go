@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -25,9 +26,10 @@ import (
 //	DELETE /v1/faults              clear faults
 //	GET    /v1/clock               {"now":"2026-...Z"}
 //	POST   /v1/clock/advance       {"duration":"720h"}
-//	POST   /v1/quotas              {"enabled":true,"write_per_minute":60,...}
+//	POST   /v1/quotas              {"enabled":true,"write_per_minute":60,...}; optional "model" ("regional" or "per-minute") and "overloaded" (bool)
 //	POST   /v1/principals          {"email":"sa@p.iam.gserviceaccount.com","permissions":["roles/cloudkms.admin"]}
 //	POST   /v1/service-accounts    {"email":"..."} -> the service account JSON key file
+//	POST   /v1/projects/{project}/service  {"enabled":false}: the Cloud KMS API disabled in a project (SERVICE_DISABLED)
 //	GET    /v1/healthz             {"endpoint":"127.0.0.1:port", ...}
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -71,11 +73,24 @@ func (s *Server) AdminHandler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/quotas", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
-			Enabled bool `json:"enabled"`
+			Enabled    bool   `json:"enabled"`
+			Model      string `json:"model"`
+			Overloaded *bool  `json:"overloaded"`
 			QuotaLimits
 		}
 		if !readJSON(w, r, &req) {
 			return
+		}
+		model, err := ParseQuotaModel(req.Model)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		if model != "" {
+			s.SetQuotaModel(model)
+		}
+		if req.Overloaded != nil {
+			s.SetQuotaOverloaded(*req.Overloaded)
 		}
 		s.SetQuotaLimits(req.QuotaLimits)
 		s.SetQuotas(req.Enabled)
@@ -106,6 +121,16 @@ func (s *Server) AdminHandler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(js)
+	})
+	mux.HandleFunc("POST /v1/projects/{project}/service", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Enabled bool `json:"enabled"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		s.SetServiceEnabled(r.PathValue("project"), req.Enabled)
+		writeJSON(w, http.StatusOK, map[string]any{"project": r.PathValue("project"), "enabled": req.Enabled})
 	})
 	mux.HandleFunc("GET /v1/healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"endpoint": s.Addr(), "tls": s.ca != nil, "token_uri": s.TokenURL()})
@@ -215,4 +240,23 @@ func (c *AdminClient) SetQuotas(ctx context.Context, on bool, limits QuotaLimits
 		Enabled bool `json:"enabled"`
 		QuotaLimits
 	}{on, limits}, nil)
+}
+
+// SetServiceEnabled enables or disables the Cloud KMS API in project (see
+// Server.SetServiceEnabled).
+func (c *AdminClient) SetServiceEnabled(ctx context.Context, project string, enabled bool) error {
+	return c.do(ctx, http.MethodPost, "/v1/projects/"+url.PathEscape(project)+"/service", map[string]bool{"enabled": enabled}, nil)
+}
+
+// SetQuotaModel turns quotas on or off under model, with limits (zero
+// fields: published) and, for the regional model, whether the service is
+// overloaded, so that requests over their limit are refused (see
+// Server.SetQuotaModel and Server.SetQuotaOverloaded).
+func (c *AdminClient) SetQuotaModel(ctx context.Context, on bool, model QuotaModel, overloaded bool, limits QuotaLimits) error {
+	return c.do(ctx, http.MethodPost, "/v1/quotas", struct {
+		Enabled    bool       `json:"enabled"`
+		Model      QuotaModel `json:"model"`
+		Overloaded bool       `json:"overloaded"`
+		QuotaLimits
+	}{on, model, overloaded, limits}, nil)
 }

@@ -101,6 +101,16 @@ func (a *authority) checking() bool {
 	return a.principals != nil
 }
 
+// knows reports whether email is a service account of the emulator: one
+// it issued a key for, or a principal it was given.
+func (a *authority) knows(email string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, issued := a.accounts[email]
+	_, principal := a.principals[email]
+	return issued || principal
+}
+
 func (a *authority) grantsOf(email string) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()

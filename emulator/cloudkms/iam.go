@@ -82,6 +82,9 @@ func (i *iamService) SetIamPolicy(ctx context.Context, req *iampb.SetIamPolicyRe
 	if err := validatePolicy(in); err != nil {
 		return nil, err
 	}
+	if err := i.s.checkMembersExist(in); err != nil {
+		return nil, err
+	}
 	st := i.s.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -165,7 +168,8 @@ func validatePolicy(p *iampb.Policy) error {
 		}
 		for _, m := range b.GetMembers() {
 			if !validMember(m) {
-				return status.Errorf(codes.InvalidArgument, "Invalid member %q in the binding for role %s.", m, b.GetRole())
+				// The service's words (its type prefixes are case-sensitive).
+				return status.Errorf(codes.InvalidArgument, "The member %s is of an unknown type. Please set a valid type prefix for the member.", m)
 			}
 		}
 	}
@@ -183,4 +187,23 @@ func validMember(m string) bool {
 		}
 	}
 	return false
+}
+
+// checkMembersExist refuses, as the service does, a policy naming a
+// service account that does not exist. The emulator's directory of service
+// accounts is the accounts it issued and the principals it was given, so
+// the check applies only while identity checks are on (Options.Principals
+// set) and Options.AllowUnknownMembers is off.
+func (s *Server) checkMembersExist(p *iampb.Policy) error {
+	if s.opts.AllowUnknownMembers || !s.auth.checking() {
+		return nil
+	}
+	for _, b := range p.GetBindings() {
+		for _, m := range b.GetMembers() {
+			if email, ok := strings.CutPrefix(m, "serviceAccount:"); ok && !s.auth.knows(email) {
+				return status.Errorf(codes.InvalidArgument, "Service account %s does not exist.", email)
+			}
+		}
+	}
+	return nil
 }

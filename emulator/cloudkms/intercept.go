@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"cloud.google.com/go/kms/apiv1/kmspb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -66,8 +67,15 @@ func (s *Server) handle(ctx context.Context, method, resource string, req any, h
 	if _, err := s.caller(ctx); err != nil && s.auth.checking() {
 		return nil, false, err
 	}
-	if err := s.quotas.check(method, projectOf(resource), s.clock.Now()); err != nil {
+	if err := s.services.check(projectOf(resource)); err != nil {
 		return nil, false, err
+	}
+	overrun, err := s.quotas.check(method, resource, s.clock.Now(), s.isHSM)
+	if err != nil {
+		return nil, false, err
+	}
+	if overrun {
+		s.counts.inc(QuotaOverrunCount)
 	}
 	resp, err = handler(ctx, req)
 	if err == nil && f != nil && f.Tamper != TamperNone {
@@ -126,4 +134,21 @@ func (s *Server) drop(ctx context.Context) error {
 		return status.Error(codes.Unavailable, "connection dropped (injected)")
 	}
 	return status.Error(codes.Unavailable, "connection dropped (injected): the call's connection was not found")
+}
+
+// QuotaOverrunCount is the Counts entry of requests over their quota that
+// the regional model's soft enforcement served anyway.
+const QuotaOverrunCount = "quota_overruns"
+
+// isHSM reports whether resource is, or is a version of, a CryptoKey whose
+// protection level is HSM.
+func (s *Server) isHSM(resource string) bool {
+	key := resource
+	if k, _, err := parseVersionName(resource); err == nil {
+		key = k
+	}
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	k, ok := s.st.keys[key]
+	return ok && k.protection == kmspb.ProtectionLevel_HSM
 }

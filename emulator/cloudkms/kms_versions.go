@@ -27,13 +27,15 @@ func (s *Server) lookupVersionLocked(name string) (*cryptoKey, *keyVersion, erro
 }
 
 // notEnabled is the FAILED_PRECONDITION the service returns when a version
-// that is not ENABLED is used, with a PreconditionFailure detail whose type
-// names the state (KEY_PENDING_GENERATION is the one clients match on).
+// that is not ENABLED is used, with a PreconditionFailure detail of one
+// violation: its type names the state (KEY_PENDING_GENERATION is the one
+// clients match on), its subject is the version's name, and, as in the
+// service's recorded answers, it has no description.
 func notEnabled(v *keyVersion) error {
 	msg := fmt.Sprintf("%s is not enabled, current state is: %s.", v.name, v.state)
 	st := status.New(codes.FailedPrecondition, msg)
 	if d, err := st.WithDetails(&errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
-		Type: "KEY_" + v.state.String(), Subject: v.name, Description: msg,
+		Type: "KEY_" + v.state.String(), Subject: v.name,
 	}}}); err == nil {
 		st = d
 	}

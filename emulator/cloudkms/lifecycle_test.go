@@ -114,6 +114,11 @@ func TestVersionStateMachine(t *testing.T) {
 	if pf == nil || pf.GetViolations()[0].GetType() != "KEY_PENDING_GENERATION" {
 		t.Fatalf("PreconditionFailure detail = %v", pf)
 	}
+	// The service's shape exactly: one violation, the version as its
+	// subject, no description.
+	if vs := pf.GetViolations(); len(vs) != 1 || vs[0].GetSubject() != v1 || vs[0].GetDescription() != "" {
+		t.Fatalf("PreconditionFailure violations = %v, want one of type KEY_PENDING_GENERATION, subject %s, no description", vs, v1)
+	}
 	_, err = c.GetPublicKey(ctx, &kmspb.GetPublicKeyRequest{Name: v1})
 	wantCode(t, err, codes.FailedPrecondition, "PENDING_GENERATION")
 	clock.Advance(time.Minute)

@@ -71,6 +71,16 @@ func projectOf(name string) string {
 	return ""
 }
 
+// locationOf returns the location in any resource name below
+// projects/{p}/locations/{l} ("global" when the name has none).
+func locationOf(name string) string {
+	p := strings.SplitN(name, "/", 5)
+	if len(p) >= 4 && p[0] == "projects" && p[2] == "locations" {
+		return p[3]
+	}
+	return "global"
+}
+
 func invalidName(name, pattern string) error {
 	return status.Errorf(codes.InvalidArgument, "Resource name [%s] does not match the pattern %s.", name, pattern)
 }

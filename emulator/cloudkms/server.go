@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 
 	"cloud.google.com/go/iam/apiv1/iampb"
@@ -27,7 +28,9 @@ type Server struct {
 	auth   *authority
 	faults *faultSet
 	quotas *quotaState
-	counts *counters
+	// services are the projects whose Cloud KMS API is disabled.
+	services *services
+	counts   *counters
 	// requests logs the calls received, for Requests.
 	requests *requestLog
 	ca       *tlsca.CA // nil unless Options.TLS
@@ -36,6 +39,9 @@ type Server struct {
 	lis      net.Listener
 	conns    *connListener // lis, tracking connections for Fault.Drop
 	tokenSrv *http.Server
+	// tlsSrv serves the gRPC listener with Options.TLS: gRPC and the HTTP
+	// endpoints on one port (nil without TLS: grpcSrv serves it alone).
+	tlsSrv   *http.Server
 	tokenLis net.Listener
 	adminSrv *http.Server // nil unless Options.AdminListen
 	adminLis net.Listener
@@ -66,7 +72,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		clock:    opts.Clock,
 		st:       newStore(),
 		faults:   &faultSet{},
-		quotas:   newQuotaState(opts.Quotas, opts.QuotaLimits),
+		quotas:   newQuotaState(opts.Quotas, opts.QuotaModel, opts.QuotaLimits),
+		services: newServices(opts.DisabledProjects),
 		counts:   &counters{m: map[string]int{}},
 		requests: &requestLog{},
 		done:     make(chan struct{}),
@@ -100,7 +107,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("gcpkms: load service accounts: %w", err)
 	}
 
-	grpcOpts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(s.intercept)}
+	s.grpcSrv = grpc.NewServer(grpc.ChainUnaryInterceptor(s.intercept))
+	kmspb.RegisterKeyManagementServiceServer(s.grpcSrv, &kmsService{s: s})
+	iampb.RegisterIAMPolicyServer(s.grpcSrv, &iamService{s: s})
+	s.tokenSrv = &http.Server{Handler: s.auth.handler()}
 	if opts.TLS {
 		if s.ca, err = loadOrCreateCA(opts.DataDir); err != nil {
 			s.closeListeners()
@@ -112,15 +122,20 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			s.closeListeners()
 			return nil, fmt.Errorf("gcpkms: server certificate: %w", err)
 		}
-		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(&tls.Config{
-			Certificates: []tls.Certificate{cert},
-			MinVersion:   tls.VersionTLS12,
-		})))
+		// One TLS port serves gRPC and, beside it, the HTTP endpoints that
+		// Google serves on its other host names (token, tokeninfo), so that
+		// a client whose hosts file sends cloudkms.googleapis.com,
+		// oauth2.googleapis.com and www.googleapis.com here needs no
+		// other change.
+		s.tlsSrv = &http.Server{
+			Handler: s.tlsHandler(),
+			TLSConfig: &tls.Config{
+				Certificates: []tls.Certificate{cert},
+				MinVersion:   tls.VersionTLS12,
+				NextProtos:   []string{"h2", "http/1.1"},
+			},
+		}
 	}
-	s.grpcSrv = grpc.NewServer(grpcOpts...)
-	kmspb.RegisterKeyManagementServiceServer(s.grpcSrv, &kmsService{s: s})
-	iampb.RegisterIAMPolicyServer(s.grpcSrv, &iamService{s: s})
-	s.tokenSrv = &http.Server{Handler: s.auth.handler()}
 
 	if opts.AdminListen != "" {
 		if s.adminLis, err = net.Listen("tcp", opts.AdminListen); err != nil {
@@ -131,7 +146,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		go func() { s.serveErr <- s.adminSrv.Serve(s.adminLis) }()
 	}
 	s.conns = newConnListener(s.lis)
-	go func() { s.serveErr <- s.grpcSrv.Serve(s.conns) }()
+	if s.tlsSrv != nil {
+		go func() { s.serveErr <- s.tlsSrv.ServeTLS(s.conns, "", "") }()
+	} else {
+		go func() { s.serveErr <- s.grpcSrv.Serve(s.conns) }()
+	}
 	go func() { s.serveErr <- s.tokenSrv.Serve(s.tokenLis) }()
 	go func() {
 		select {
@@ -155,6 +174,9 @@ func (s *Server) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.done)
+		if s.tlsSrv != nil {
+			s.tlsSrv.Close()
+		}
 		s.grpcSrv.Stop()
 		err = s.tokenSrv.Close()
 		if s.adminSrv != nil {
@@ -259,4 +281,18 @@ func (s *Server) logf(format string, args ...any) {
 	if s.opts.Logf != nil {
 		s.opts.Logf(format, args...)
 	}
+}
+
+// tlsHandler answers gRPC (HTTP/2 with content-type application/grpc)
+// through the gRPC server, and any other request with the HTTP endpoints
+// of the token port (token, tokeninfo).
+func (s *Server) tlsHandler() http.Handler {
+	web := s.auth.handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			s.grpcSrv.ServeHTTP(w, r)
+			return
+		}
+		web.ServeHTTP(w, r)
+	})
 }

@@ -57,10 +57,11 @@ func loadOrCreateCA(dir string) (*tlsca.CA, error) {
 }
 
 // serverNames returns what the serving certificate names: the loopback
-// names, the service's host name, the listening address when it is neither
-// loopback nor unspecified, and hostnames.
+// names, the host names of the Google endpoints the TLS port stands in for
+// (Cloud KMS, the OAuth2 token endpoint, tokeninfo), the listening address
+// when it is neither loopback nor unspecified, and hostnames.
 func serverNames(addr net.Addr, hostnames []string) ([]string, []net.IP) {
-	dns := []string{"localhost", "cloudkms.googleapis.com"}
+	dns := []string{"localhost", "cloudkms.googleapis.com", "oauth2.googleapis.com", "www.googleapis.com"}
 	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
 	if ta, ok := addr.(*net.TCPAddr); ok && !ta.IP.IsUnspecified() && !ta.IP.IsLoopback() {
 		ips = append(ips, ta.IP)
