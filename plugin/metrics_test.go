@@ -122,7 +122,14 @@ func TestHostMetricsAggregates(t *testing.T) {
 				if g == 0 && i < 20 {
 					d = 10 * time.Millisecond
 				}
-				h.MeasureSince(key, time.Now().Add(-d), label)
+				if i == 0 {
+					// MeasureSince measures from start; the rest feed
+					// the series directly, so that a preempted goroutine
+					// cannot move the figures.
+					h.MeasureSince(key, time.Now().Add(-d), label)
+				} else {
+					h.get(true, key, []engine.Label{label}).observe(d)
+				}
 				h.IncrCounter([]string{"kmskeeper", "sign", "errors"}, 1, engine.Label{Name: "code", Value: "Unavailable"})
 			}
 		})
@@ -139,12 +146,16 @@ func TestHostMetricsAggregates(t *testing.T) {
 	if sum, calls := f.counter("kmskeeper.sign.latency.count"); sum != 1000 || calls != 1 {
 		t.Errorf("kmskeeper.sign.latency.count: %v in %d calls, want 1000 in 1", sum, calls)
 	}
-	// Observations are MeasureSince(now - d) measured a little later.
-	for name, want := range map[string]float32{"p50": 2, "p99": 10, "max": 10} {
+	// The four MeasureSince calls measured a little more than d; the
+	// quantiles are bucket middles, within 1/32.
+	for name, want := range map[string]float32{"p50": 2, "p99": 10} {
 		got, ok := f.gauge("kmskeeper.sign.latency." + name)
-		if !ok || got < want*0.97 || got > want*1.1+1 {
+		if !ok || got < want*0.96 || got > want*1.04 {
 			t.Errorf("kmskeeper.sign.latency.%s = %v ms (sent %v), want about %v", name, got, ok, want)
 		}
+	}
+	if got, ok := f.gauge("kmskeeper.sign.latency.max"); !ok || got < 10 {
+		t.Errorf("kmskeeper.sign.latency.max = %v ms (sent %v), want at least 10", got, ok)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
