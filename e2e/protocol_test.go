@@ -23,7 +23,7 @@ import (
 
 func TestInitListsServices(t *testing.T) {
 	p := start(t, pluginhost.Options{})
-	want := []string{"spire.plugin.server.engine.v1.KeyManager", "spire.service.common.config.v1.Config"}
+	want := []string{"spire.plugin.server.keymanager.v1.KeyManager", "spire.service.common.config.v1.Config"}
 	got := p.PluginServiceNames()
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
