@@ -49,8 +49,9 @@ func (noMetrics) MeasureSince([]string, time.Time, ...engine.Label) {}
 //     IncrCounter <key>.count of the observations, and SetGauge <key>.p50,
 //     <key>.p99 and <key>.max in milliseconds.
 //
-// A slow or stuck host delays the sums; it never blocks the caller and
-// never loses an observation while the plugin runs.
+// A slow host delays the sums and never blocks the caller; a call that
+// fails (the host gone, or 5 s without an answer) loses what it carried,
+// and the rest of that send waits for the next interval.
 type hostMetrics struct {
 	client   metricsv1.MetricsClient
 	conn     *grpc.ClientConn
