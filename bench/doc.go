@@ -1,7 +1,10 @@
 // Command bench measures what kmskeeper costs an operator, side by side with
 // the raw cloud SDKs, against the Azure Key Vault and Cloud KMS emulators:
 // SignData overhead, concurrency, rotation stalls, cloud calls per server-day,
-// start-up cost, creation storms and the plugin's footprint (issue 8).
+// start-up cost, creation storms and the plugin's footprint (issue 8), and
+// the CPU each process spends per signature (issue 17, measurement 8: the
+// plugin, a host child playing SPIRE and a raw-SDK child, each measured
+// alone; the bench binary re-executes itself as those children).
 //
 //	go run ./bench -backend azure|gcp|all [-short] [-only 1,3] [-profile dir]
 //

@@ -128,7 +128,7 @@ func (r *runner) backend(ctx context.Context, name string) ([]Row, error) {
 	var rows []Row
 	for _, m := range []measurement{
 		{7, r.footprint}, {1, r.overhead}, {2, r.concurrency}, {3, r.stall},
-		{4, r.serverDay}, {5, r.startup}, {6, r.storm},
+		{4, r.serverDay}, {5, r.startup}, {6, r.storm}, {8, r.cpuPerSign},
 	} {
 		if len(r.Only) > 0 && !r.Only[m.id] {
 			continue

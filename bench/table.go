@@ -20,7 +20,7 @@ const (
 
 // Row is one line of the result table.
 type Row struct {
-	// ID is the measurement number of issue 8 (1-7), used by -only.
+	// ID is the measurement number of issue 8 (1-7; 8 is issue 17's), used by -only.
 	ID          int
 	Measurement string
 	Backend     string

@@ -23,7 +23,7 @@ import (
 
 func TestInitListsServices(t *testing.T) {
 	p := start(t, pluginhost.Options{})
-	want := []string{"spire.plugin.server.engine.v1.KeyManager", "spire.service.common.config.v1.Config"}
+	want := []string{"spire.plugin.server.keymanager.v1.KeyManager", "spire.service.common.config.v1.Config"}
 	got := p.PluginServiceNames()
 	slices.Sort(got)
 	if !slices.Equal(got, want) {
@@ -348,6 +348,9 @@ func TestDeinit(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	p := start(t, pluginhost.Options{})
 	dir := t.TempDir()
+	// Stopped before dir is removed: its cleanup pass writes there every
+	// second.
+	defer p.Close()
 	// A cleanup pass every second retires the superseded key once it has
 	// settled.
 	if err := p.Configure(ctx(t), trustDomain, memoryConfig(dir, `cleanup_interval = "1s"`)); err != nil {
@@ -405,14 +408,19 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Measurements arrive aggregated, every plugin.DefaultMetricsInterval.
 	wctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	tests := []struct {
 		call, name, label, value string
 	}{
 		{"IncrCounter", "kmskeeper.keys.created", "key_type", "EC_P384"},
-		{"MeasureSince", "kmskeeper.keys.create_latency", "key_type", "EC_P384"},
-		{"MeasureSince", "kmskeeper.sign.latency", "key_type", "EC_P384"},
+		{"IncrCounter", "kmskeeper.keys.create_latency.count", "key_type", "EC_P384"},
+		{"SetGauge", "kmskeeper.keys.create_latency.p50", "key_type", "EC_P384"},
+		{"IncrCounter", "kmskeeper.sign.latency.count", "key_type", "EC_P384"},
+		{"SetGauge", "kmskeeper.sign.latency.p50", "key_type", "EC_P384"},
+		{"SetGauge", "kmskeeper.sign.latency.p99", "key_type", "EC_P384"},
+		{"SetGauge", "kmskeeper.sign.latency.max", "key_type", "EC_P384"},
 		{"IncrCounter", "kmskeeper.sign.errors", "code", "NotFound"},
 		{"IncrCounter", "kmskeeper.keys.retired", "reason", "superseded"},
 	}
@@ -424,10 +432,48 @@ func TestMetrics(t *testing.T) {
 			if err != nil {
 				t.Fatalf("no %s %s{%s=%s} reached the host: %v; got %v", tt.call, tt.name, tt.label, tt.value, err, p.Metrics())
 			}
-			if tt.call == "MeasureSince" && (m.Start.Before(before.Add(-time.Minute)) || m.Start.After(time.Now())) {
-				t.Errorf("%s start = %v, want about %v", tt.name, m.Start, before)
+			// Counters count; gauges are milliseconds of a call that
+			// took more than nothing and less than the test.
+			if m.Value <= 0 || (tt.call == "SetGauge" && time.Duration(m.Value*float32(time.Millisecond)) > time.Since(before)) {
+				t.Errorf("%s = %v", tt.name, m.Value)
 			}
 		})
+	}
+}
+
+// TestMetricsAggregated checks that signatures cost SPIRE's Metrics
+// service no call each: a hundred SignData reach it as one count (or a few,
+// one per interval) with a latency summary, and what the plugin gathered
+// since its last send arrives at Deinit.
+func TestMetricsAggregated(t *testing.T) {
+	p, _ := startConfigured(t, pluginhost.Options{})
+	pk, err := p.GenerateKey(ctx(t), "x509-CA-A", engine.ECP256)
+	if err != nil {
+		t.Fatalf("GenerateKey: %v", err)
+	}
+	d := sha256.Sum256([]byte("m"))
+	const n = 100
+	for range n {
+		if _, _, err := p.SignData(ctx(t), pk.ID, d[:], crypto.SHA256); err != nil {
+			t.Fatalf("SignData: %v", err)
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	var count float32
+	calls := 0
+	for _, m := range p.Metrics() {
+		if m.Name() == "kmskeeper.sign.latency.count" && m.Label("key_type") == "EC_P256" {
+			count += m.Value
+			calls++
+		}
+	}
+	if count != n {
+		t.Errorf("kmskeeper.sign.latency.count adds up to %v, want %d: %v", count, n, p.Metrics())
+	}
+	if all := len(p.Metrics()); calls == 0 || all > 5*calls+10 {
+		t.Errorf("%d signatures made %d Metrics calls (%d counts), want a few per interval: %v", n, all, calls, p.Metrics())
 	}
 }
 

@@ -92,6 +92,7 @@ type Manager struct {
 	parallelism int
 	log         hclog.Logger
 	metrics     Metrics
+	signNames   signMetricNames
 	clock       Clock
 	cloud       *CloudClock
 	guard       *rateGuard
@@ -132,6 +133,7 @@ func New(opts Options) (*Manager, error) {
 		parallelism: opts.Parallelism,
 		log:         opts.Logger,
 		metrics:     opts.Metrics,
+		signNames:   newSignMetricNames(),
 		clock:       opts.Clock,
 		backend:     opts.Backend,
 		predecessor: opts.Predecessor,

@@ -18,8 +18,8 @@ func (m *Manager) lookup(id string) (*entry, error) {
 }
 
 // acquire returns the entry served under id, counted as signing until the
-// returned release is called.
-func (m *Manager) acquire(id string) (*entry, func(), error) {
+// caller calls its release.
+func (m *Manager) acquire(id string) (*entry, error) {
 	m.mu.RLock()
 	e := m.entries[id]
 	if e != nil {
@@ -27,9 +27,34 @@ func (m *Manager) acquire(id string) (*entry, func(), error) {
 	}
 	m.mu.RUnlock()
 	if e == nil {
-		return nil, nil, notFound(e, id)
+		return nil, notFound(e, id)
 	}
-	return e, func() { e.signing.Add(-1) }, nil
+	return e, nil
+}
+
+// release ends a signature acquire counted.
+func (e *entry) release() { e.signing.Add(-1) }
+
+// signMetricNames are the signing path's metric key and labels, built once
+// per Manager so that reporting a signature allocates nothing.
+type signMetricNames struct {
+	latency []string
+	keyType map[KeyType][]Label
+}
+
+func newSignMetricNames() signMetricNames {
+	n := signMetricNames{latency: []string{"kmskeeper", "sign", "latency"}, keyType: map[KeyType][]Label{}}
+	for _, t := range []KeyType{ECP256, ECP384, RSA2048, RSA4096} {
+		n.keyType[t] = []Label{{"key_type", t.String()}}
+	}
+	return n
+}
+
+func (n signMetricNames) labels(t KeyType) []Label {
+	if l, ok := n.keyType[t]; ok {
+		return l
+	}
+	return []Label{{"key_type", t.String()}}
 }
 
 func notFound(e *entry, id string) error {
@@ -98,11 +123,11 @@ func (m *Manager) SignData(ctx context.Context, id string, digest []byte, opts c
 	if id == "" {
 		return nil, "", Errorf(codes.InvalidArgument, "key ID is empty")
 	}
-	e, release, err := m.acquire(id)
+	e, err := m.acquire(id)
 	if err != nil {
 		return nil, "", err
 	}
-	defer release()
+	defer e.release()
 	bopts, err := normalizeOpts(e.pub.Type, digest, opts)
 	if err != nil {
 		return nil, "", wrap(err, "key %s", id)
@@ -121,6 +146,6 @@ func (m *Manager) SignData(ctx context.Context, id string, digest []byte, opts c
 		m.log.Error("Signature from the backend does not verify; not returning it", "key_id", id, "ref", e.gen.Ref, "error", err)
 		return nil, "", Errorf(codes.Internal, "key %s: the signature returned by %s does not verify with the key's public key (%v); it was not returned", id, e.gen.Ref, err)
 	}
-	m.metrics.MeasureSince([]string{"kmskeeper", "sign", "latency"}, start, Label{"key_type", e.pub.Type.String()})
+	m.metrics.MeasureSince(m.signNames.latency, start, m.signNames.labels(e.pub.Type)...)
 	return sig, e.pub.Fingerprint, nil
 }

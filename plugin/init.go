@@ -38,7 +38,7 @@ func (i *initService) Init(ctx context.Context, req *initv1.InitRequest) (*initv
 		if err != nil {
 			return nil, status.Errorf(codes.Unavailable, "dialing the host services (broker ID %d): %v", hostServiceID, err)
 		}
-		hm := newHostMetrics(conn, s.log)
+		hm := newHostMetrics(conn, s.log, s.metricsInterval)
 		s.metrics, s.closeMet = hm, hm.Close
 	}
 	return &initv1.InitResponse{PluginServiceNames: []string{

@@ -3,6 +3,7 @@ package plugin
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
@@ -15,6 +16,8 @@ import (
 type server struct {
 	kinds []config.Kind
 	log   hclog.Logger
+	// metricsInterval is how often measurements go to the host.
+	metricsInterval time.Duration
 
 	// mu serializes Init, Configure and Deinit: they replace what the
 	// KeyManager calls read through current, which they load without it.

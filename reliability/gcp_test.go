@@ -450,8 +450,9 @@ func (v *gcpVault) checkAdvisedWait(t *testing.T, p *pluginhost.Plugin, o op) {
 	for m, n := range throttled {
 		seen := 0
 		if _, err := p.WaitMetric(ctx, func(mt pluginhost.Metric) bool {
+			// Counters arrive summed over the plugin's metrics interval.
 			if mt.Name() == "kmskeeper.gcpkms.retries" && mt.Label("method") == m && mt.Label("reason") == "resource_exhausted" {
-				seen++
+				seen += int(mt.Value)
 			}
 			return seen >= n
 		}); err != nil {

@@ -217,10 +217,10 @@ func writeServerConf(t *testing.T, plugin, pluginData string, asFile bool) strin
 	dir := t.TempDir()
 	data := "plugin_data {\n" + pluginData + "\n        }"
 	if asFile {
-		if err := os.WriteFile(filepath.Join(dir, "engine.hcl"), []byte(pluginData), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "keymanager.hcl"), []byte(pluginData), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		data = `plugin_data_file = "engine.hcl"`
+		data = `plugin_data_file = "keymanager.hcl"`
 	}
 	conf := fmt.Sprintf(`server {
     bind_address = "0.0.0.0"
