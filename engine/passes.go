@@ -67,11 +67,7 @@ func (m *Manager) Cleanup(ctx context.Context, apply bool) ([]Assessment, error)
 			cancel()
 		}
 		if a.State == StateSettling {
-			m.mu.Lock()
-			if m.tasks[a.Ref] == nil {
-				m.addTask(&task{kind: taskRetire, gen: a.Generation, siblings: groups[a.KeyID], due: m.clock.Now()})
-			}
-			m.mu.Unlock()
+			m.retireOnceSettled(a, groups[a.KeyID])
 			continue
 		}
 		if !a.Retire {
@@ -90,11 +86,28 @@ func (m *Manager) Cleanup(ctx context.Context, apply bool) ([]Assessment, error)
 		}
 		cancel()
 		as[i] = checked
+		if err == nil && checked.State == StateSettling {
+			// The key was written to between the listing and the check
+			// (a keep-alive of another generation of the same key): it
+			// is retired once settled, not at the next pass, which the
+			// next write could meet in the same way.
+			m.retireOnceSettled(checked, groups[a.KeyID])
+		}
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
 	return as, firstErr
+}
+
+// retireOnceSettled schedules the retirement of a generation that has not
+// settled yet: the task waits for it to settle and decides again then.
+func (m *Manager) retireOnceSettled(a Assessment, siblings []Generation) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.tasks[a.Ref] == nil {
+		m.addTask(&task{kind: taskRetire, gen: a.Generation, siblings: siblings, due: m.clock.Now()})
+	}
 }
 
 // KeepAlive renews the lease record of the served generations whose Updated

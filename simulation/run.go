@@ -526,10 +526,13 @@ func (s *sim) quietPhase() {
 
 // runQuiet steps for d of cloud time without chaos: each step runs what is
 // due to its end (no faults, every call answers), then moves the clock by up
-// to half an hour. SPIRE rotates when rotate is set; it does not sign.
+// to half an hour. SPIRE rotates when rotate is set; it does not sign. The
+// last step runs at or after the end, so that what falls due in the last
+// half hour (a retirement waiting for its key to settle) has run: a process
+// at time t has done what was due by t.
 func (s *sim) runQuiet(d time.Duration, rotate bool) {
 	end := s.cloud.now.Add(d)
-	for s.cloud.now.Before(end) {
+	for {
 		var acts []action
 		if rotate {
 			for _, a := range s.spireActions() {
@@ -544,6 +547,9 @@ func (s *sim) runQuiet(d time.Duration, rotate bool) {
 			s.step++
 		}
 		s.drain()
+		if !s.cloud.now.Before(end) {
+			return
+		}
 		s.tick(time.Duration(1+s.rng.IntN(1800)) * time.Second)
 		s.step++
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 // regressions are seeds that once found a failure; each replays exactly.
-var regressions = []uint64{1, 2, 4, 19, 25, 35, 37, 805, 1242, 1473, 1531, 1647, 1662, 1868, 1872, 2023, 2251, 2692, 11953, 15988}
+var regressions = []uint64{1, 2, 4, 19, 25, 35, 37, 805, 1242, 1473, 1531, 1647, 1662, 1868, 1872, 2023, 2251, 2692, 11953, 15988, 63276}
 
 // TestSimulation runs a short sweep of seeds (KMSKEEPER_SIM=<count> runs
 // that many instead, KMSKEEPER_SIM_SEED=<seed> replays one with its trace).
