@@ -12,7 +12,9 @@ import (
 var regressions = []uint64{1, 2, 4, 19, 25, 35, 37, 805, 1242, 1473, 1531, 1647, 1662, 1868, 1872, 2023, 2251, 2692, 11953, 15988, 63276}
 
 // TestSimulation runs a short sweep of seeds (KMSKEEPER_SIM=<count> runs
-// that many instead, KMSKEEPER_SIM_SEED=<seed> replays one with its trace).
+// that many instead, from seed KMSKEEPER_SIM_FIRST or 1, so that a long run
+// can be split between processes; KMSKEEPER_SIM_SEED=<seed> replays one with
+// its trace).
 func TestSimulation(t *testing.T) {
 	if seed := os.Getenv("KMSKEEPER_SIM_SEED"); seed != "" {
 		n, err := strconv.ParseUint(seed, 10, 64)
@@ -38,12 +40,20 @@ func TestSimulation(t *testing.T) {
 		}
 		count = n
 	}
+	first := uint64(1)
+	if v := os.Getenv("KMSKEEPER_SIM_FIRST"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first = n
+	}
 	start := time.Now()
 	var total Stats
 	failed := 0
 	seeds := append([]uint64{}, regressions...)
 	for i := range count {
-		seeds = append(seeds, uint64(i)+1)
+		seeds = append(seeds, first+uint64(i))
 	}
 	for _, seed := range seeds {
 		r := Run(seed, Options{})
