@@ -21,7 +21,7 @@ import (
 // engine.Backend and holds no key state: only the client and the
 // configuration.
 type Backend struct {
-	client      *azkeys.Client
+	client      cloudClient
 	vault       vaultURI
 	identity    string
 	trustDomain string

@@ -43,9 +43,11 @@ func wantCode(t *testing.T, err error, code codes.Code, contains ...string) {
 	}
 }
 
-// TestThrottling checks that 429s are retried while the budget allows,
-// honouring Retry-After, counted in the metrics, and become
-// ResourceExhausted naming the vault and operation past the budget.
+// TestThrottling checks on the wire that 429s are retried while the budget
+// allows, honouring Retry-After, counted in the metrics, and become
+// ResourceExhausted naming the vault and operation past the budget. How each
+// answer maps, and when the retries stop, is TestErrorMapping's and
+// TestRetryDecisions' (no vault).
 func TestThrottling(t *testing.T) {
 	srv := startEmulator(t, keyvault.Options{})
 	b, m := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "server-a")
@@ -64,32 +66,6 @@ func TestThrottling(t *testing.T) {
 		if got := m.get("kmskeeper.azure.throttled"); got != 2 {
 			t.Errorf("throttled counter = %v, want 2", got)
 		}
-	})
-	t.Run("Retry-After past the budget", func(t *testing.T) {
-		srv.ClearFaults()
-		srv.InjectFault(keyvault.Fault{Op: "Sign", Status: http.StatusTooManyRequests, RetryAfter: keyvault.Duration(time.Minute)})
-		start := time.Now()
-		_, err := b.Sign(callCtx(t), g, digest[:], crypto.SHA256)
-		wantCode(t, err, codes.ResourceExhausted, "throttled", "Sign on key "+g.Ref, "127.0.0.1")
-		if d := time.Since(start); d > 5*time.Second {
-			t.Errorf("gave up after %v; a Retry-After past the budget should end at once", d)
-		}
-	})
-	t.Run("no Retry-After until the deadline", func(t *testing.T) {
-		srv.ClearFaults()
-		srv.InjectFault(keyvault.Fault{Op: "Sign", Status: http.StatusTooManyRequests})
-		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-		defer cancel()
-		_, err := b.Sign(ctx, g, digest[:], crypto.SHA256)
-		wantCode(t, err, codes.ResourceExhausted, "still throttled", "Sign on key")
-	})
-	t.Run("5xx until the deadline", func(t *testing.T) {
-		srv.ClearFaults()
-		srv.InjectFault(keyvault.Fault{Op: "UpdateKey", Status: http.StatusServiceUnavailable})
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-		defer cancel()
-		_, err := b.KeepAlive(ctx, g)
-		wantCode(t, err, codes.Unavailable, "UpdateKey on key", "503")
 	})
 	t.Run("dropped connections retried", func(t *testing.T) {
 		srv.ClearFaults()
@@ -176,11 +152,7 @@ func TestHSMProtection(t *testing.T) {
 	b, _ := openBackend(t, testConfig(t, srv, "standard", hsm), "server-a")
 	_, err := b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
 	wantCode(t, err, codes.FailedPrecondition, "Premium vault", `key_protection = "software"`)
-
-	// Worded otherwise by the service, the refusal still names the fix.
-	srv.InjectFault(keyvault.Fault{Op: "CreateKey", Vault: "standard", Status: http.StatusBadRequest, Code: "BadParameter", Message: "Key type RSA-HSM is not supported here.", Count: 1})
-	_, err = b.Create(callCtx(t), createReq("x509-CA-A", engine.ECP256))
-	wantCode(t, err, codes.InvalidArgument, "not supported here", "if this is a Standard vault", `key_protection = "software"`)
+	// A refusal worded otherwise is TestErrorMapping's.
 }
 
 // TestRetirePurge checks that Retire soft-deletes, purges with
@@ -273,8 +245,7 @@ func TestCloudHostName(t *testing.T) {
 	if c.vault.loopback || c.vault.kind != kindVault {
 		t.Fatalf("parsed %+v", c.vault)
 	}
-	c.test = testHooks{transport: &http.Client{Transport: tr}, authorityHost: srv.AuthorityHost()}
-	b, _ := openBackend(t, c, "server-a")
+	b, _ := openBackend(t, emuConfig{Config: c, net: network{transport: &http.Client{Transport: tr}, authorityHost: srv.AuthorityHost()}}, "server-a")
 	g := created(t, b, "x509-CA-A", engine.RSA2048)
 	digest := sha256.Sum256([]byte("x"))
 	if _, err := b.Sign(callCtx(t), g, digest[:], crypto.SHA256); err != nil {

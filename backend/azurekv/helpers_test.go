@@ -26,9 +26,21 @@ func startEmulator(t *testing.T, opts keyvault.Options) *keyvault.Server {
 	return srv
 }
 
+// emuConfig is a checked configuration and the network that reaches the
+// emulator (its TLS trust and authority).
+type emuConfig struct {
+	*Config
+	net network
+}
+
+// open opens the configuration over its network.
+func (c emuConfig) open(ctx context.Context, p config.OpenParams) (*Backend, error) {
+	return c.Config.open(ctx, p, c.net)
+}
+
 // testConfig is a checked configuration reaching vault through the
 // emulator's TLS trust and authority, with the main app's client secret.
-func testConfig(t *testing.T, srv *keyvault.Server, vault string, edit func(*Config)) *Config {
+func testConfig(t *testing.T, srv *keyvault.Server, vault string, edit func(*Config)) emuConfig {
 	t.Helper()
 	c := &Config{
 		KeyVaultURI: srv.VaultURL(vault),
@@ -42,15 +54,14 @@ func testConfig(t *testing.T, srv *keyvault.Server, vault string, edit func(*Con
 	if err := c.Check(testTD); err != nil {
 		t.Fatalf("Check: %v", err)
 	}
-	c.test = testHooks{transport: srv.HTTPClient(), authorityHost: srv.AuthorityHost()}
-	return c
+	return emuConfig{Config: c, net: network{transport: srv.HTTPClient(), authorityHost: srv.AuthorityHost()}}
 }
 
 // openBackend opens c for serverID, recording metrics.
-func openBackend(t *testing.T, c *Config, serverID string) (*Backend, *recordedMetrics) {
+func openBackend(t *testing.T, c emuConfig, serverID string) (*Backend, *recordedMetrics) {
 	t.Helper()
 	m := &recordedMetrics{}
-	b, err := open(context.Background(), c, config.OpenParams{
+	b, err := c.open(context.Background(), config.OpenParams{
 		TrustDomain: testTD,
 		ServerID:    serverID,
 		Logger:      hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testWriter{t}}),

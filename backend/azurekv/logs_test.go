@@ -153,7 +153,7 @@ func TestOddKeyWarnings(t *testing.T) {
 	}
 
 	var logs syncbuf.Buffer
-	b, err := open(context.Background(), testConfig(t, srv, keyvault.DefaultVaultName, nil), config.OpenParams{
+	b, err := testConfig(t, srv, keyvault.DefaultVaultName, nil).open(context.Background(), config.OpenParams{
 		TrustDomain: testTD,
 		ServerID:    "server-a",
 		Logger:      hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: &logs, JSONFormat: true}),

@@ -53,6 +53,8 @@ type Server struct {
 
 	servers   []*http.Server
 	wg        sync.WaitGroup
+	clientsMu sync.Mutex
+	clients   []*http.Transport // handed out by HTTPClient, closed by Close
 	closeOnce sync.Once
 	closeErr  error
 	stop      context.CancelFunc
@@ -281,6 +283,14 @@ func (s *Server) Close() error {
 		if s.stop != nil {
 			s.stop()
 		}
+		// The clients handed out drop their idle connections first: the
+		// shutdown would otherwise wait out HTTP/2's one-second GOAWAY grace
+		// on each of them.
+		s.clientsMu.Lock()
+		for _, tr := range s.clients {
+			tr.CloseIdleConnections()
+		}
+		s.clientsMu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		for _, srv := range s.servers {
@@ -344,10 +354,14 @@ func (s *Server) CertPool() *x509.CertPool {
 }
 
 // HTTPClient returns an HTTP client that trusts the emulator CA, suitable
-// as azcore.ClientOptions.Transport for both azkeys and azidentity.
+// as azcore.ClientOptions.Transport for both azkeys and azidentity. Close
+// closes its idle connections.
 func (s *Server) HTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: s.CertPool(), MinVersion: tls.VersionTLS12}
+	s.clientsMu.Lock()
+	s.clients = append(s.clients, tr)
+	s.clientsMu.Unlock()
 	return &http.Client{Transport: tr, Timeout: time.Minute}
 }
 
