@@ -100,3 +100,56 @@ func TestGetKeyPathForms(t *testing.T) {
 		t.Fatalf("azkeys GetKey after the raw requests: %v %v", err, got.Tags)
 	}
 }
+
+// TestUnroutedRequests checks the service's answers to requests that match
+// no operation, which come before authentication: 405 MethodNotAllowed on a
+// resource the service knows, 400 BadParameter on any other path, both with
+// Key Vault's JSON error body; and that path words match in any case.
+func TestUnroutedRequests(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	const q = "?api-version=2025-07-01"
+	for _, tt := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{http.MethodDelete, "keys" + q, 405, CodeMethodNotAllowed},
+		{http.MethodPost, "keys/k" + q, 405, CodeMethodNotAllowed},
+		{http.MethodHead, "keys/k" + q, 405, ""}, // no body on HEAD
+		{http.MethodPut, "keys/k/v1" + q, 405, CodeMethodNotAllowed},
+		{http.MethodPost, "keys/k/v1/create" + q, 405, CodeMethodNotAllowed},
+		{http.MethodGet, "deletedkeys/k/recover" + q, 405, CodeMethodNotAllowed},
+		{http.MethodGet, "rng" + q, 400, CodeBadParameter},
+		{http.MethodGet, "keys/k/v1/sign/x" + q, 400, CodeBadParameter},
+		{http.MethodGet, "secrets/s" + q, 400, CodeBadParameter},
+		// Routed (then refused for want of a token): words in any case.
+		{http.MethodPost, "keys/k/WrapKey" + q, 401, ""},
+		{http.MethodGet, "keys/k/Versions" + q, 401, ""},
+		{http.MethodPost, "Keys/Restore" + q, 401, ""},
+	} {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(ctx(t), tt.method, s.URL()+tt.path, strings.NewReader(""))
+			resp, err := s.HTTPClient().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			if tt.code == "" {
+				return
+			}
+			var got struct {
+				Error struct {
+					Code    string `json:"code"`
+					Message string `json:"message"`
+				} `json:"error"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || got.Error.Code != tt.code || got.Error.Message == "" {
+				t.Fatalf("body %+v (%v), want code %s", got, err, tt.code)
+			}
+		})
+	}
+}

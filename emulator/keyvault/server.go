@@ -51,6 +51,8 @@ type Server struct {
 	caFile             string
 	federatedTokenFile string
 
+	dataMux *dataMux // the data plane's routes
+
 	servers   []*http.Server
 	wg        sync.WaitGroup
 	clientsMu sync.Mutex
@@ -68,6 +70,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("azurekv: %w", err)
 	}
 	s := &Server{opts: opts, byName: map[string]*vault{}, vaultURLs: map[string]string{}}
+	s.dataMux = s.newDataMux()
 	for _, vs := range opts.Vaults {
 		s.addVault(&vault{name: vs.Name, sku: vs.SKU, retentionDays: vs.RetentionDays, purgeProtection: vs.PurgeProtection, listen: vs.Listen})
 	}
