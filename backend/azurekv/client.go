@@ -110,6 +110,7 @@ func newBackend(opts Options, v vaultURI, client cloudClient, clock *cloudClock)
 		purge:       opts.PurgeDeletedKeys,
 		log:         log,
 		clock:       clock,
+		warned:      newOnceSet(),
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -158,7 +159,8 @@ func TestHSMProtection(t *testing.T) {
 // TestRetirePurge checks that Retire soft-deletes, purges with
 // purge_deleted_keys, and explains a vault with purge protection.
 func TestRetirePurge(t *testing.T) {
-	srv := startEmulator(t, keyvault.Options{Vaults: []keyvault.VaultSpec{{Name: "plain"}, {Name: "protected", PurgeProtection: true}}})
+	// Deletion is instant here; TestRetirePurgeLater has the service's delay.
+	srv := startEmulator(t, keyvault.Options{Vaults: []keyvault.VaultSpec{{Name: "plain"}, {Name: "protected", PurgeProtection: true}}, DeletionDelay: -1})
 	for _, tt := range []struct {
 		vault       string
 		purge       bool
@@ -250,5 +252,52 @@ func TestCloudHostName(t *testing.T) {
 	digest := sha256.Sum256([]byte("x"))
 	if _, err := b.Sign(callCtx(t), g, digest[:], crypto.SHA256); err != nil {
 		t.Fatalf("Sign: %v", err)
+	}
+}
+
+// TestRetirePurgeLater checks purge_deleted_keys against the service's
+// asynchronous soft delete: Retire returns without waiting while the vault
+// is still deleting the key, the listings while it is being deleted leave it
+// be, and the first listing after the deletion is done purges it, in this
+// process or, after a restart, in the next one.
+func TestRetirePurgeLater(t *testing.T) {
+	srv := startEmulator(t, keyvault.Options{DeletionDelay: time.Hour})
+	purge := func(c *Config) { c.PurgeDeletedKeys = true }
+	b, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, purge), "server-a")
+	deleted := func(ref string) bool { return slices.Contains(srv.DeletedKeyNames(keyvault.DefaultVaultName), ref) }
+	list := func(b *Backend) {
+		t.Helper()
+		if _, err := b.ListGenerations(callCtx(t)); err != nil {
+			t.Fatalf("ListGenerations: %v", err)
+		}
+	}
+	for _, restart := range []bool{false, true} {
+		g := created(t, b, "x509-CA-A", engine.ECP256)
+		if err := b.Retire(callCtx(t), g); err != nil {
+			t.Fatalf("Retire while the vault deletes the key: %v", err)
+		}
+		list(b)
+		if !deleted(g.Ref) {
+			t.Fatalf("restart=%v: %s was purged while the vault was deleting it", restart, g.Ref)
+		}
+		if restart {
+			b, _ = openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, purge), "server-a")
+		}
+		srv.Clock().Advance(time.Hour)
+		list(b)
+		if deleted(g.Ref) {
+			t.Errorf("restart=%v: %s still soft-deleted after a listing once the deletion was done", restart, g.Ref)
+		}
+	}
+	// Another server's deleted key is not purged.
+	other, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "server-b")
+	g := created(t, other, "x509-CA-A", engine.ECP256)
+	if err := other.Retire(callCtx(t), g); err != nil {
+		t.Fatal(err)
+	}
+	srv.Clock().Advance(time.Hour)
+	list(b)
+	if !deleted(g.Ref) {
+		t.Errorf("server B's deleted key %s was purged by server A", g.Ref)
 	}
 }

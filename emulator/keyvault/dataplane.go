@@ -301,9 +301,13 @@ func (s *Server) serveOp(w http.ResponseWriter, r *http.Request, v *vault, rt ro
 	now := s.clock.Now()
 	if s.throttleOn.Load() && !v.managedHSM {
 		if ok, wait := v.throttle.admit(now, v.classify(rt, body)); !ok {
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			writeError(w, errf(http.StatusTooManyRequests, CodeThrottled,
-				"Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached"))
+			if s.opts.ThrottleRetryAfter {
+				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			}
+			e := errf(http.StatusTooManyRequests, CodeThrottled,
+				"Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached")
+			e.inner = CodeVaultRequestTypeLimitReached
+			writeError(w, e)
 			return rt.op + " throttled"
 		}
 	}

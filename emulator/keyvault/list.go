@@ -49,7 +49,9 @@ func (s *Server) list(c *call) (any, *apiError) {
 		}
 	case "ListDeletedKeys":
 		for _, k := range sortedKeys(c.v.deleted) {
-			items = append(items, c.v.item(c.base, k, k.Versions[k.Latest], false))
+			if !k.beingDeleted(c.now) {
+				items = append(items, c.v.item(c.base, k, k.Versions[k.Latest], false))
+			}
 		}
 	case "ListKeyVersions":
 		if k := c.v.keys[lower(c.rt.name)]; k != nil {

@@ -15,7 +15,7 @@ import (
 
 func TestPagingOver25Keys(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, Options{})
+	s := startServer(t, Options{DeletionDelay: instantDeletion})
 	c := newClient(t, s, "")
 	cx := ctx(t)
 	const n = 30
