@@ -16,6 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"google.golang.org/grpc/codes"
 
 	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
@@ -299,5 +303,48 @@ func TestRetirePurgeLater(t *testing.T) {
 	list(b)
 	if !deleted(g.Ref) {
 		t.Errorf("server B's deleted key %s was purged by server A", g.Ref)
+	}
+}
+
+// TestPrivateLinkAlias checks that a private endpoint's privatelink alias
+// is refused as key_vault_uri with the name to write instead, and why: the
+// vault's real challenge names https://vault.azure.net, which the SDK
+// refuses for the alias (while TestCloudHostName's usual name passes).
+func TestPrivateLinkAlias(t *testing.T) {
+	for _, tt := range []struct{ uri, want string }{
+		{"https://kmskeeper.privatelink.vaultcore.azure.net/", "https://kmskeeper.vault.azure.net/"},
+		{"https://Contoso.PrivateLink.VaultCore.Azure.CN", "https://contoso.vault.azure.cn/"},
+		{"https://hsm1.privatelink.managedhsm.azure.net/", "https://hsm1.managedhsm.azure.net/"},
+	} {
+		c := &Config{KeyVaultURI: tt.uri}
+		err := c.Check(testTD)
+		if err == nil || !strings.Contains(err.Error(), "write "+tt.want+" instead") || !strings.Contains(err.Error(), "private DNS zone") {
+			t.Errorf("Check(%s) = %v, want the usual name %s", tt.uri, err, tt.want)
+		}
+	}
+
+	const alias = "kmskeeper.privatelink.vaultcore.azure.net"
+	srv := startEmulator(t, keyvault.Options{Listen: "127.0.0.1:0", Hostnames: []string{alias}})
+	dialer := &net.Dialer{}
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: srv.CertPool()},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, srv.Addr())
+		},
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	o := azcore.ClientOptions{Transport: &http.Client{Transport: tr}, Cloud: cloud.Configuration{ActiveDirectoryAuthorityHost: srv.AuthorityHost()}}
+	cred, err := azidentity.NewClientSecretCredential(srv.TenantID(), srv.ClientID(), srv.ClientSecret(), &azidentity.ClientSecretCredentialOptions{ClientOptions: o, DisableInstanceDiscovery: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := azkeys.NewClient("https://"+alias+"/", cred, &azkeys.ClientOptions{ClientOptions: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.GetKey(callCtx(t), "any", "", nil)
+	t.Logf("through the alias: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "challenge resource") {
+		t.Errorf("GetKey through the privatelink alias = %v, want the SDK's refusal of the challenge resource", err)
 	}
 }
