@@ -379,9 +379,11 @@ func (b *Backend) purgeDeleted(ctx context.Context, name string) error {
 // purgeRetired purges the deleted keys of this server (named and tagged as
 // its keys are) that the vault lists: those whose purge was refused while
 // the soft delete was in progress, or lost (a restart, an error). It runs
-// with purge_deleted_keys after every listing and never fails the listing:
-// a purge that fails otherwise than by the deletion in progress is warned
-// about once and not tried again by this process.
+// with purge_deleted_keys after every listing and never fails the listing.
+// A purge that fails for a passing reason (throttling, the network) is tried
+// again at the next listing; one refused otherwise (purge protection, a
+// missing permission) is warned about once and not tried again by this
+// process.
 func (b *Backend) purgeRetired(ctx context.Context) {
 	c := &call{op: "ListDeletedKeys", perm: "list"}
 	lctx := withCall(ctx, c)
@@ -409,8 +411,15 @@ func (b *Backend) purgeRetired(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if err := b.purgeDeleted(ctx, name); err != nil && b.warned.first("purge "+name) {
-			b.log.Warn("Could not purge a retired key; it stays soft-deleted until the vault's retention ends", "key", name, "error", err.Error())
+		err := b.purgeDeleted(ctx, name)
+		switch engine.Code(err) {
+		case codes.OK:
+		case codes.Unavailable, codes.ResourceExhausted, codes.Canceled, codes.DeadlineExceeded:
+			b.log.Debug("Could not purge a retired key this time; the next cleanup pass tries again", "key", name, "error", err.Error())
+		default:
+			if b.warned.first("purge " + name) {
+				b.log.Warn("Could not purge a retired key; it stays soft-deleted until the vault's retention ends", "key", name, "error", err.Error())
+			}
 		}
 	}
 }

@@ -80,8 +80,8 @@ func deletedKey(name string, tags map[string]string) *azkeys.DeletedKeyPropertie
 // TestPurgeRetired checks, without any vault, the purge of retired keys at
 // each listing with purge_deleted_keys: only this server's deleted keys are
 // purged (not other servers', trust domains' or foreign keys), across pages;
-// one still being deleted is tried again at the next listing; one whose
-// purge is refused otherwise is warned about once and left alone; and
+// one still being deleted or throttled is tried again at the next listing;
+// one whose purge is refused otherwise is warned about once and left alone; and
 // without purge_deleted_keys the deleted keys are not even listed.
 func TestPurgeRetired(t *testing.T) {
 	t.Parallel()
@@ -89,13 +89,14 @@ func TestPurgeRetired(t *testing.T) {
 	mine := "spire-key-" + u + "7-x509-CA-A"
 	slow := "spire-key-" + u + "8-JWT-Signer-A"
 	refused := "spire-key-" + u + "9-JWT-Signer-B"
+	throttled := "spire-key-" + u + "4-JWT-Signer-C"
 	theirs := "spire-key-" + u + "6-x509-CA-A"
 	ours := map[string]string{tagTrustDomain: testTD, tagServerID: "server-a"}
 	f := &fakeVault{
 		deleted: [][]*azkeys.DeletedKeyProperties{
 			{deletedKey(mine, ours), deletedKey(theirs, map[string]string{tagTrustDomain: testTD, tagServerID: "server-b"})},
 			{},
-			{deletedKey(slow, ours), deletedKey(refused, ours), deletedKey("spire-key-"+u+"5-x509-CA-A", map[string]string{tagTrustDomain: "other.org", tagServerID: "server-a"}), deletedKey("unrelated", nil)},
+			{deletedKey(slow, ours), deletedKey(refused, ours), deletedKey(throttled, ours), deletedKey("spire-key-"+u+"5-x509-CA-A", map[string]string{tagTrustDomain: "other.org", tagServerID: "server-a"}), deletedKey("unrelated", nil)},
 		},
 	}
 	f.answer = func(_ context.Context, op, name string) error {
@@ -106,6 +107,8 @@ func TestPurgeRetired(t *testing.T) {
 			return vaultAnswer(409, "Conflict", "ObjectIsBeingDeleted", "Key is currently being deleted.")
 		case name == refused:
 			return vaultAnswer(403, "Forbidden", "ForbiddenByRbac", "Caller is not authorized.")
+		case name == throttled:
+			return vaultAnswer(429, "Throttled", "VaultRequestTypeLimitReached", "Too many requests.")
 		}
 		return nil
 	}
@@ -125,7 +128,7 @@ func TestPurgeRetired(t *testing.T) {
 			purged = append(purged, name)
 		}
 	}
-	want := []string{mine, slow, refused, mine, slow}
+	want := []string{mine, slow, refused, throttled, mine, slow, throttled}
 	if !slices.Equal(purged, want) {
 		t.Errorf("purged %v, want %v", purged, want)
 	}
