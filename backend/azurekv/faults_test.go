@@ -200,7 +200,7 @@ func TestRetirePurge(t *testing.T) {
 // TestOddKeysSkipped checks that keys tagged with the trust domain but not
 // laid out as SPIRE's, keys of other trust domains and foreign keys are
 // skipped without failing the listing; a disabled own key is reported as
-// such, and fetching it is a FailedPrecondition.
+// such, fetched as such, and signing with it is a FailedPrecondition.
 func TestOddKeysSkipped(t *testing.T) {
 	srv := startEmulator(t, keyvault.Options{})
 	signer, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -225,7 +225,15 @@ func TestOddKeysSkipped(t *testing.T) {
 	if len(gens) != 1 || gens[0].KeyID != "JWT-Signer-B" || !gens[0].Disabled {
 		t.Fatalf("ListGenerations = %+v, want only the disabled JWT-Signer-B", gens)
 	}
-	_, err = b.Fetch(callCtx(t), gens[0])
+	// The vault still gives a disabled key's public half, as the service
+	// does: Fetch reports it disabled (the engine then refuses to serve it),
+	// and signing with it is a FailedPrecondition.
+	g, err := b.Fetch(callCtx(t), gens[0])
+	if err != nil || !g.Disabled || g.Public == nil {
+		t.Fatalf("Fetch of the disabled key = %+v, %v; want it with its public key, disabled", g, err)
+	}
+	digest := sha256.Sum256([]byte("x"))
+	_, err = b.Sign(callCtx(t), g, digest[:], crypto.SHA256)
 	wantCode(t, err, codes.FailedPrecondition, "disabled", gens[0].Ref)
 }
 

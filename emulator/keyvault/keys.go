@@ -364,9 +364,8 @@ func (s *Server) getKey(c *call) (int, any, bool, *apiError) {
 	if aerr != nil {
 		return 0, nil, false, aerr
 	}
-	if !kv.Enabled {
-		return 0, nil, false, forbidden(CodeKeyDisabled, "Operation get is not allowed on a disabled key.")
-	}
+	// A disabled key is still read, as on the service: its attributes say
+	// it is disabled (unlike a disabled secret, whose value is refused).
 	return http.StatusOK, c.v.bundle(c.base, k, kv), false, nil
 }
 
