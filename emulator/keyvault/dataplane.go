@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -206,19 +207,35 @@ func (s *Server) routeData(w http.ResponseWriter, r *http.Request, v *vault, seg
 	return dr.label
 }
 
-// apiVersionOK accepts the versions azkeys has sent, 7.4 through 2025-07-01
-// and later dates, including previews.
-func apiVersionOK(v string) bool {
-	if strings.HasPrefix(v, "7.") {
-		minor, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(v, "7."), "-", 2)[0])
-		return err == nil && minor >= 4
+// latestAPIVersion is the newest stable api-version of the keys API, which
+// the service names when it refuses another (and azkeys v1.5 sends).
+const latestAPIVersion = "2025-07-01"
+
+// vaultAPIVersions are the keys API versions a vault accepts, as published
+// (the REST API specifications' data-plane versions), from the 7.x
+// generation on: 2015-06-01 and 2016-10-01, which the service still takes,
+// answer in shapes this emulator does not model, so it refuses them.
+var vaultAPIVersions = []string{
+	"7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", latestAPIVersion,
+	"7.0-preview", "7.1-preview", "7.2-preview", "7.3-preview", "7.4-preview.1", "7.5-preview.1",
+	"7.6-preview.1", "7.6-preview.2", "2025-06-01-preview", "2025-07-01-preview", "2026-01-01-preview",
+}
+
+// managedHSMAPIVersions are those a Managed HSM accepts: from 7.2, when
+// Managed HSM appeared, and lagging behind vaults on the newest preview.
+var managedHSMAPIVersions = []string{
+	"7.2", "7.3", "7.4", "7.5", "7.6", latestAPIVersion,
+	"7.2-preview", "7.3-preview", "7.4-preview.1", "7.5-preview.1",
+	"7.6-preview.1", "7.6-preview.2", "2025-06-01-preview", "2025-07-01-preview",
+}
+
+// apiVersionOK reports whether the service (a vault, or a Managed HSM)
+// accepts api-version v.
+func apiVersionOK(v string, managedHSM bool) bool {
+	if managedHSM {
+		return slices.Contains(managedHSMAPIVersions, strings.ToLower(v))
 	}
-	if len(v) >= 10 {
-		if t, err := time.Parse("2006-01-02", v[:10]); err == nil {
-			return !t.Before(time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC))
-		}
-	}
-	return false
+	return slices.Contains(vaultAPIVersions, strings.ToLower(v))
 }
 
 // call is one authenticated data-plane request.
@@ -272,8 +289,8 @@ func (s *Server) serveOp(w http.ResponseWriter, r *http.Request, v *vault, rt ro
 	if av := r.URL.Query().Get("api-version"); av == "" {
 		writeError(w, badParam("The 'api-version' query parameter is required."))
 		return rt.op
-	} else if !apiVersionOK(av) {
-		writeError(w, badParam("The specified version (%s) is not recognized. Consider using the latest supported version (2025-07-01).", av))
+	} else if !apiVersionOK(av, v.managedHSM) {
+		writeError(w, badParam("The specified version (%s) is not recognized. Consider using the latest supported version (%s).", av, latestAPIVersion))
 		return rt.op
 	}
 

@@ -153,3 +153,60 @@ func TestUnroutedRequests(t *testing.T) {
 		})
 	}
 }
+
+// TestAPIVersions checks the api-versions each service accepts: the
+// published list from 7.0 on a vault, from 7.2 on a Managed HSM, which lags
+// on the newest preview; any other is refused with the service's
+// BadParameter naming the latest version. The official client's own
+// version (azkeys sends its default) works on both.
+func TestAPIVersions(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{Vaults: []VaultSpec{{Name: "vault"}}, ManagedHSMs: []string{"mhsm"}})
+	for _, tt := range []struct {
+		vault, resource, version string
+		ok                       bool
+	}{
+		{"vault", ResourceVault, "7.0", true},
+		{"vault", ResourceVault, "7.4-preview.1", true},
+		{"vault", ResourceVault, "2025-07-01", true},
+		{"vault", ResourceVault, "2026-01-01-preview", true},
+		{"vault", ResourceVault, "7.7", false},
+		{"vault", ResourceVault, "2024-01-01", false},
+		{"vault", ResourceVault, "2016-10-01", false},
+		{"mhsm", ResourceManagedHSM, "7.2", true},
+		{"mhsm", ResourceManagedHSM, "2025-07-01", true},
+		{"mhsm", ResourceManagedHSM, "7.1", false},
+		{"mhsm", ResourceManagedHSM, "2026-01-01-preview", false},
+	} {
+		t.Run(tt.vault+" "+tt.version, func(t *testing.T) {
+			tok, err := s.IssueToken(s.ClientID(), tt.resource, time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequestWithContext(ctx(t), http.MethodGet, s.VaultURL(tt.vault)+"keys/absent?api-version="+tt.version, nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := s.HTTPClient().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var got struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&got)
+			refused := resp.StatusCode == http.StatusBadRequest && got.Error.Code == CodeBadParameter &&
+				strings.Contains(got.Error.Message, "The specified version ("+tt.version+") is not recognized") &&
+				strings.Contains(got.Error.Message, "latest supported version ("+latestAPIVersion+")")
+			if tt.ok && (resp.StatusCode != http.StatusNotFound || got.Error.Code != CodeKeyNotFound) {
+				t.Errorf("answer %d %+v, want 404 KeyNotFound", resp.StatusCode, got.Error)
+			}
+			if !tt.ok && !refused {
+				t.Errorf("answer %d %+v, want the service's refusal of the version", resp.StatusCode, got.Error)
+			}
+		})
+	}
+	for _, vault := range []string{"vault", "mhsm"} {
+		_, err := newClient(t, s, vault).GetKey(ctx(t), "absent", "", nil)
+		wantRespErr(t, err, http.StatusNotFound, CodeKeyNotFound)
+	}
+}
