@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -354,5 +355,37 @@ func TestPrivateLinkAlias(t *testing.T) {
 	t.Logf("through the alias: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "challenge resource") {
 		t.Errorf("GetKey through the privatelink alias = %v, want the SDK's refusal of the challenge resource", err)
+	}
+}
+
+// TestListingOverEmptyPages checks that the listing follows the service's
+// pages to the end: soft-deleted names before this server's keys make the
+// first page empty, with a nextLink.
+func TestListingOverEmptyPages(t *testing.T) {
+	srv := startEmulator(t, keyvault.Options{DeletionDelay: -1})
+	raw := rawClient(t, srv, keyvault.DefaultVaultName)
+	for i := range 26 {
+		name := fmt.Sprintf("a-gone-%02d", i)
+		if _, err := raw.CreateKey(callCtx(t), name, azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := raw.DeleteKey(callCtx(t), name, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "server-a")
+	want := []string{created(t, b, "x509-CA-A", engine.ECP256).Ref, created(t, b, "JWT-Signer-A", engine.ECP256).Ref}
+	gens, err := b.ListGenerations(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, g := range gens {
+		got = append(got, g.Ref)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("listed %v, want %v", got, want)
 	}
 }

@@ -118,6 +118,12 @@ type Options struct {
 	// VaultRequestTypeLimitReached) leave the client to back off on its
 	// own, and so do the emulator's by default.
 	ThrottleRetryAfter bool
+	// FullPages fills every page of ListKeys and ListDeletedKeys with up to
+	// maxresults items of that listing. By default pages are cut as the
+	// service cuts them: its cursor walks over live and deleted names alike,
+	// so a page can list fewer keys, or none ("value": []), and still carry a
+	// nextLink.
+	FullPages bool
 	// Logf, when set, receives one line per request.
 	Logf func(format string, args ...any)
 }
