@@ -55,6 +55,7 @@ func wantCode(t *testing.T, err error, code codes.Code, contains ...string) {
 // answer maps, and when the retries stop, is TestErrorMapping's and
 // TestRetryDecisions' (no vault).
 func TestThrottling(t *testing.T) {
+	t.Parallel()
 	srv := startEmulator(t, keyvault.Options{})
 	b, m := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "server-a")
 	g := created(t, b, "x509-CA-A", engine.ECP256)

@@ -25,6 +25,7 @@ import (
 // killed; the next one, once the deletion is done, purges the key at its
 // first listing.
 func TestPurgeOnceDeletedThroughPlugin(t *testing.T) {
+	t.Parallel()
 	srv := startEmulator(t, keyvault.Options{DeletionDelay: time.Hour})
 	env := pluginEnv(t, srv, allEnv...)
 	vault := srv.VaultURL(keyvault.DefaultVaultName)
@@ -69,6 +70,7 @@ func TestPurgeOnceDeletedThroughPlugin(t *testing.T) {
 // throttled until the caller's deadline fails with ResourceExhausted saying
 // so, before the deadline.
 func TestThrottledWithoutRetryAfterThroughPlugin(t *testing.T) {
+	t.Parallel()
 	srv := startEmulator(t, keyvault.Options{})
 	p := configured(t, pluginEnv(t, srv, allEnv...), srv.VaultURL(keyvault.DefaultVaultName), "server-a", "")
 	srv.SetThrottling(true)
