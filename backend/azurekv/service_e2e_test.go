@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -105,5 +106,73 @@ func TestThrottledWithoutRetryAfterThroughPlugin(t *testing.T) {
 	_, err := p.GenerateKey(ctx, "JWT-Signer-A", engine.ECP256)
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "still throttled") || ctx.Err() != nil {
 		t.Errorf("GenerateKey throttled until the deadline = %v (context: %v), want ResourceExhausted before the deadline", err, ctx.Err())
+	}
+}
+
+// TestRestartThroughServicePages runs the built binary against a vault
+// whose listing pages are cut as the service cuts them: the soft-deleted
+// names that sort before this server's key make the first page empty, with
+// a nextLink. A restarted plugin still finds and serves its key.
+func TestRestartThroughServicePages(t *testing.T) {
+	t.Parallel()
+	srv := startEmulator(t, keyvault.Options{})
+	env := pluginEnv(t, srv, allEnv...)
+	vault := srv.VaultURL(keyvault.DefaultVaultName)
+	a := configured(t, env, vault, "server-a", "")
+	pk, err := a.GenerateKey(spireCtx(t), "x509-CA-A", engine.ECP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Logf("Close: %v", err)
+	}
+	raw := rawClient(t, srv, keyvault.DefaultVaultName)
+	for i := range 26 {
+		name := fmt.Sprintf("a-gone-%02d", i)
+		if _, err := raw.CreateKey(callCtx(t), name, azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := raw.DeleteKey(callCtx(t), name, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := configured(t, env, vault, "server-a", "")
+	got, err := b.GetPublicKey(spireCtx(t), "x509-CA-A")
+	if err != nil || got.Fingerprint != pk.Fingerprint {
+		t.Fatalf("after the restart GetPublicKey = %+v, %v; want the key made before (%s)", got, err, pk.Fingerprint)
+	}
+}
+
+// TestDisabledKeyThroughPlugin runs the built binary against a vault that
+// treats a disabled key as the service does (still read, no longer
+// signing): once someone disables the key the plugin serves, SignData
+// fails with FailedPrecondition naming the fix, and a restarted plugin
+// refuses the key at Configure the same way.
+func TestDisabledKeyThroughPlugin(t *testing.T) {
+	t.Parallel()
+	srv := startEmulator(t, keyvault.Options{})
+	env := pluginEnv(t, srv, allEnv...)
+	vault := srv.VaultURL(keyvault.DefaultVaultName)
+	a := configured(t, env, vault, "server-a", "")
+	if _, err := a.GenerateKey(spireCtx(t), "x509-CA-A", engine.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	names := srv.KeyNames(keyvault.DefaultVaultName)
+	if len(names) != 1 {
+		t.Fatalf("vault holds %v, want one key", names)
+	}
+	raw := rawClient(t, srv, keyvault.DefaultVaultName)
+	if _, err := raw.UpdateKey(callCtx(t), names[0], "", azkeys.UpdateKeyParameters{KeyAttributes: &azkeys.KeyAttributes{Enabled: ptr(false)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("x"))
+	_, _, err := a.SignData(spireCtx(t), "x509-CA-A", digest[:], crypto.SHA256)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "disabled") {
+		t.Errorf("SignData with the disabled key = %v, want FailedPrecondition saying it is disabled", err)
+	}
+	b := launch(t, env)
+	err = b.Configure(spireCtx(t), testTD, pluginData(vault, "server-a", ""))
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "disabled") || !strings.Contains(err.Error(), "enable it, or delete it") {
+		t.Errorf("Configure over the disabled key = %v, want FailedPrecondition naming the fix", err)
 	}
 }
