@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/tls"
-	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -364,16 +363,7 @@ func TestPrivateLinkAlias(t *testing.T) {
 // first page empty, with a nextLink.
 func TestListingOverEmptyPages(t *testing.T) {
 	srv := startEmulator(t, keyvault.Options{DeletionDelay: -1})
-	raw := rawClient(t, srv, keyvault.DefaultVaultName)
-	for i := range 26 {
-		name := fmt.Sprintf("a-gone-%02d", i)
-		if _, err := raw.CreateKey(callCtx(t), name, azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC)}, nil); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := raw.DeleteKey(callCtx(t), name, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deleteNamesFirst(t, srv)
 	b, _ := openBackend(t, testConfig(t, srv, keyvault.DefaultVaultName, nil), "server-a")
 	want := []string{created(t, b, "x509-CA-A", engine.ECP256).Ref, created(t, b, "JWT-Signer-A", engine.ECP256).Ref}
 	gens, err := b.ListGenerations(callCtx(t))

@@ -2,10 +2,12 @@ package azurekv
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kmskeeper/kmskeeper/config"
@@ -127,4 +129,21 @@ func testLease() engine.Lease {
 // process, its first of the hour.
 func createReq(id string, kt engine.KeyType) engine.CreateRequest {
 	return engine.CreateRequest{KeyID: id, Type: kt, Lease: testLease(), RecentCreations: 1}
+}
+
+// deleteNamesFirst fills the default vault with more soft-deleted keys than
+// a listing page holds, named to sort before SPIRE's keys: the service's
+// listing then starts with an empty page.
+func deleteNamesFirst(t *testing.T, srv *keyvault.Server) {
+	t.Helper()
+	raw := rawClient(t, srv, keyvault.DefaultVaultName)
+	for i := range 26 {
+		name := fmt.Sprintf("a-gone-%02d", i)
+		if _, err := raw.CreateKey(callCtx(t), name, azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := raw.DeleteKey(callCtx(t), name, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

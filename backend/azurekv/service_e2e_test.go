@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/sha256"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -126,16 +125,7 @@ func TestRestartThroughServicePages(t *testing.T) {
 	if err := a.Close(); err != nil {
 		t.Logf("Close: %v", err)
 	}
-	raw := rawClient(t, srv, keyvault.DefaultVaultName)
-	for i := range 26 {
-		name := fmt.Sprintf("a-gone-%02d", i)
-		if _, err := raw.CreateKey(callCtx(t), name, azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC)}, nil); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := raw.DeleteKey(callCtx(t), name, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deleteNamesFirst(t, srv)
 	b := configured(t, env, vault, "server-a", "")
 	got, err := b.GetPublicKey(spireCtx(t), "x509-CA-A")
 	if err != nil || got.Fingerprint != pk.Fingerprint {
