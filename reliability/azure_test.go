@@ -55,12 +55,23 @@ type azureVault struct {
 
 func newAzureVault(t *testing.T) vault {
 	t.Helper()
+	return startAzureVault(t, nil)
+}
+
+// startAzureVault is newAzureVault with its emulator's options changed by
+// edit (when not nil).
+func startAzureVault(t *testing.T, edit func(*keyvault.Options)) *azureVault {
+	t.Helper()
 	dir := t.TempDir()
-	srv, err := keyvault.Start(context.Background(), keyvault.Options{
+	opts := keyvault.Options{
 		Vaults:       []keyvault.VaultSpec{{Name: keyvault.DefaultVaultName}, {Name: azureOtherVault}},
 		DataDir:      filepath.Join(dir, "data"),
 		ExtraClients: map[string]string{azureOtherApp: azureOtherSecret},
-	})
+	}
+	if edit != nil {
+		edit(&opts)
+	}
+	srv, err := keyvault.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("starting the Key Vault emulator: %v", err)
 	}

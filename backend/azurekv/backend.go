@@ -21,7 +21,7 @@ import (
 // engine.Backend and holds no key state: only the client and the
 // configuration.
 type Backend struct {
-	client      *azkeys.Client
+	client      cloudClient
 	vault       vaultURI
 	identity    string
 	trustDomain string
@@ -31,6 +31,10 @@ type Backend struct {
 	purge       bool
 	log         hclog.Logger
 	clock       *cloudClock // the vault's time, from its answers' Date headers
+
+	// warned holds the keys already warned about (odd keys, purges given
+	// up), so that each warning is logged once per key per process.
+	warned *onceSet
 }
 
 var _ engine.Backend = (*Backend)(nil)
@@ -61,11 +65,10 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]engine.Generation, err
 			}
 			name := kp.KID.Name()
 			parsed, problem := parseKey(name, kp.Tags, b.trustDomain)
-			if problem != "" {
+			if problem != "" && b.warned.first("odd "+name) {
 				b.log.Warn("Skipping a key that carries this trust domain's tag but is not laid out as SPIRE's keys are", "key", name, "problem", string(problem))
-				continue
 			}
-			if parsed.keyID == "" {
+			if problem != "" || parsed.keyID == "" {
 				continue
 			}
 			r := recordOf(kp.Tags, kp.Attributes, name)
@@ -83,6 +86,9 @@ func (b *Backend) ListGenerations(ctx context.Context) ([]engine.Generation, err
 		}
 	}
 	b.log.Debug("Listed the vault", "keys", listed, "trust_domain_keys", len(out))
+	if b.purge {
+		b.purgeRetired(ctx)
+	}
 	return out, nil
 }
 
@@ -329,7 +335,12 @@ func (b *Backend) Refresh(ctx context.Context, g engine.Generation) (engine.Gene
 
 // Retire deletes the key object (soft delete: recoverable for the vault's
 // retention period) and, with purge_deleted_keys, purges it. A key already
-// gone is not an error.
+// gone is not an error. The soft delete is asynchronous on the service: for
+// a few seconds after the delete, the purge is refused (409
+// ObjectIsBeingDeleted) or the deleted key is not found yet (404). Retire
+// never waits for it: it tries the purge once, and a purge that cannot be
+// done yet is done by a later listing (purgeRetired), of this process or of
+// the next one.
 func (b *Backend) Retire(ctx context.Context, g engine.Generation) error {
 	if !strings.HasPrefix(g.Ref, keyPrefix) {
 		return engine.Errorf(codes.Internal, "%s: refusing to delete key %s: it is not named like SPIRE's keys", b.vault.url, g.Ref)
@@ -338,45 +349,77 @@ func (b *Backend) Retire(ctx context.Context, g engine.Generation) error {
 	dctx := withCall(ctx, c)
 	_, err := b.client.DeleteKey(dctx, g.Ref, nil)
 	switch {
-	case isStatus(err, http.StatusNotFound):
-		if !b.purge {
-			return nil
-		}
-		// Deleted earlier, perhaps without the purge: try it once.
-		return b.purgeDeleted(ctx, g.Ref, 1)
-	case err != nil:
+	case err != nil && !isStatus(err, http.StatusNotFound):
 		return b.fail(dctx, c, err)
 	case !b.purge:
 		return nil
 	}
-	return b.purgeDeleted(ctx, g.Ref, 8)
+	// Deleted now, or earlier (perhaps without the purge): purge it.
+	return b.purgeDeleted(ctx, g.Ref)
 }
 
-// purgeDeleted purges a deleted key, trying at most attempts times. Soft
-// delete is eventually consistent: right after the delete the deleted key may
-// not be found yet, or be "being deleted" (409), so both are retried within
-// the budget. A key never found as deleted was purged already.
-func (b *Backend) purgeDeleted(ctx context.Context, name string, attempts int) error {
+// purgeDeleted tries once to purge the deleted key name. A soft delete
+// still in progress (409, or 404 before the deleted key shows) is not an
+// error: purgeRetired purges the key once the vault lists it as deleted.
+func (b *Backend) purgeDeleted(ctx context.Context, name string) error {
 	c := &call{op: "PurgeDeletedKey", key: name, perm: "purge"}
 	ctx = withCall(ctx, c)
-	delay := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		_, err := b.client.PurgeDeletedKey(ctx, name, nil)
-		if err == nil {
-			return nil
-		}
-		retry := isStatus(err, http.StatusNotFound) || isStatus(err, http.StatusConflict)
-		if !retry || attempt >= attempts {
-			if isStatus(err, http.StatusNotFound) {
-				return nil
+	_, err := b.client.PurgeDeletedKey(ctx, name, nil)
+	switch {
+	case err == nil:
+		b.log.Debug("Purged the deleted key", "key", name)
+		return nil
+	case isStatus(err, http.StatusNotFound) || isStatus(err, http.StatusConflict):
+		b.log.Debug("The vault is still deleting the key; a later cleanup pass purges it", "key", name)
+		return nil
+	}
+	return b.fail(ctx, c, err)
+}
+
+// purgeRetired purges the deleted keys of this server (named and tagged as
+// its keys are) that the vault lists: those whose purge was refused while
+// the soft delete was in progress, or lost (a restart, an error). It runs
+// with purge_deleted_keys after every listing and never fails the listing.
+// A purge that fails for a passing reason (throttling, the network) is tried
+// again at the next listing; one refused otherwise (purge protection, a
+// missing permission) is warned about once and not tried again by this
+// process.
+func (b *Backend) purgeRetired(ctx context.Context) {
+	c := &call{op: "ListDeletedKeys", perm: "list"}
+	lctx := withCall(ctx, c)
+	var names []string
+	for pager := b.client.NewListDeletedKeyPropertiesPager(nil); pager.More(); {
+		page, err := pager.NextPage(lctx)
+		if err != nil {
+			if b.warned.first("list deleted") {
+				b.log.Warn("Could not list the vault's deleted keys to purge this server's retired keys; they stay soft-deleted until the vault's retention ends", "error", b.fail(lctx, c, err).Error())
 			}
-			return b.fail(ctx, c, err)
+			return
 		}
-		select {
-		case <-time.After(delay):
-			delay = min(2*delay, 4*time.Second)
-		case <-ctx.Done():
-			return b.fail(ctx, c, ctx.Err())
+		for _, kp := range page.Value {
+			if kp == nil || kp.KID == nil {
+				continue
+			}
+			name := kp.KID.Name()
+			parsed, problem := parseKey(name, kp.Tags, b.trustDomain)
+			if problem == "" && parsed.keyID != "" && parsed.serverID == b.serverID && !b.warned.seen("purge "+name) {
+				names = append(names, name)
+			}
+		}
+	}
+	for _, name := range names {
+		if ctx.Err() != nil {
+			return
+		}
+		err := b.purgeDeleted(ctx, name)
+		switch engine.Code(err) {
+		case codes.OK:
+		case codes.Unavailable, codes.ResourceExhausted, codes.Canceled, codes.DeadlineExceeded:
+			b.log.Debug("Could not purge a retired key this time; the next cleanup pass tries again", "key", name, "error", err.Error())
+		default:
+			if b.warned.first("purge " + name) {
+				b.log.Warn("Could not purge a retired key; it stays soft-deleted until the vault's retention ends", "key", name, "error", err.Error())
+			}
 		}
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-
 	"github.com/kmskeeper/kmskeeper/config"
 	"github.com/kmskeeper/kmskeeper/engine"
 )
@@ -48,16 +46,6 @@ type Config struct {
 	PurgeDeletedKeys bool `hcl:"purge_deleted_keys"`
 
 	vault vaultURI // set by Check
-
-	// test replaces the network plumbing in this package's tests: the
-	// emulator's TLS trust and authority, without process-wide environment.
-	test testHooks
-}
-
-// testHooks are set only by this package's tests.
-type testHooks struct {
-	transport     policy.Transporter
-	authorityHost string
 }
 
 // Kind returns the Azure backend's configuration kind, selected by
@@ -223,8 +211,8 @@ func chainIdentity(getenv func(string) string) string {
 	return chain
 }
 
-// Open implements config.Backend: it builds the credential and the client.
-// No call reaches the vault until the engine lists it.
+// Open implements config.Backend: it builds the credential and Options, and
+// calls New. No call reaches the vault until the engine lists it.
 func (c *Config) Open(ctx context.Context, p config.OpenParams) (engine.Backend, error) {
-	return open(ctx, c, p)
+	return c.open(ctx, p, network{})
 }

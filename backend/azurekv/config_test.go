@@ -55,7 +55,7 @@ key_protection = "HSM"`, check: func(t *testing.T, c *Config) {
 				t.Errorf("got %+v", c)
 			}
 			// The credential and the client both go to the government cloud.
-			if h := c.authorityHost(c.clientOptions()); h != "https://login.microsoftonline.us/" {
+			if h := authorityHost(c.clientOptions(network{})); h != "https://login.microsoftonline.us/" {
 				t.Errorf("authority = %s, want the government cloud's", h)
 			}
 		}},
@@ -64,7 +64,7 @@ key_identifier_value = "s"`, check: func(t *testing.T, c *Config) {
 			if c.vault.cloudName != "AzureChina" || c.vault.kind != kindManagedHSM {
 				t.Errorf("got %+v", c)
 			}
-			if h := c.authorityHost(c.clientOptions()); h != "https://login.chinacloudapi.cn/" {
+			if h := authorityHost(c.clientOptions(network{})); h != "https://login.chinacloudapi.cn/" {
 				t.Errorf("authority = %s, want the China cloud's", h)
 			}
 		}},

@@ -16,23 +16,27 @@ import (
 	"github.com/kmskeeper/kmskeeper/pluginhost/plugintest"
 )
 
+// binaryDir is where pluginBinary builds: one directory per test process,
+// removed by TestMain.
+func binaryDir() string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("kmskeeper-azurekv-%d", os.Getpid()))
+}
+
 // pluginBinary builds the release kmskeeper binary once for the package's
-// end-to-end tests (which launch it as SPIRE does) and returns its path.
+// end-to-end tests (which launch it as SPIRE does) and returns its path. A
+// run of only the fast tests builds nothing.
 var pluginBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "kmskeeper-azurekv-")
-	if err != nil {
+	if err := os.MkdirAll(binaryDir(), 0o700); err != nil {
 		return "", err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	return pluginhost.Build(ctx, pluginhost.BuildOptions{Dir: dir})
+	return pluginhost.Build(ctx, pluginhost.BuildOptions{Dir: binaryDir()})
 })
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if path, err := pluginBinary(); err == nil {
-		os.RemoveAll(filepath.Dir(path))
-	}
+	os.RemoveAll(binaryDir())
 	os.Exit(code)
 }
 

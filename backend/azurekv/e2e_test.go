@@ -212,6 +212,7 @@ func fingerprint(t *testing.T, pub crypto.PublicKey) string {
 // fetches only the newest generation of each and retires the older one (it
 // was superseded long ago, so it has settled).
 func TestAdoptBuiltinKeys(t *testing.T) {
+	t.Parallel()
 	srv := startEmulator(t, keyvault.Options{})
 	const serverID = "6f1d7a0e-4d7b-4bde-9d27-3a7f0e0b7c11"
 	ec := func() crypto.Signer { k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader); return k }
@@ -277,6 +278,7 @@ func TestAdoptBuiltinKeys(t *testing.T) {
 // keys that are not its own and checks its calls: one listing pass and one
 // GetKey per own key, nothing else.
 func TestStartupManyForeignKeys(t *testing.T) {
+	t.Parallel()
 	srv := startEmulator(t, keyvault.Options{})
 	shared, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	var keys []*builtinKey
@@ -335,6 +337,7 @@ func TestStartupManyForeignKeys(t *testing.T) {
 // and retires B's as stale. Both servers learn the vault's time from its
 // answers' Date headers, so moving the emulator's clock moves theirs.
 func TestTwoServersAndCleanup(t *testing.T) {
+	t.Parallel()
 	srv := startEmulator(t, keyvault.Options{})
 	env := pluginEnv(t, srv, allEnv...)
 	vault := srv.VaultURL(keyvault.DefaultVaultName)

@@ -114,6 +114,10 @@ func (b *Backend) fail(ctx context.Context, c *call, err error) error {
 			return engine.Errorf(codes.ResourceExhausted, "%s: still throttled by the vault when the call's budget ran out; the vault's request limit is shared by everything using it: retry later, or spread the load over more vaults (%d throttled answers in %d tries)", where, c.throttled, c.tries)
 		case c.lastStatus >= 500:
 			return engine.Errorf(codes.Unavailable, "%s: the vault kept answering %d until the call's budget ran out (%d tries)", where, c.lastStatus, c.tries)
+		case c.lastErr != nil:
+			return b.unreachable(where, c)
+		case c.tries == 0:
+			return engine.Errorf(codes.Unavailable, "%s: no answer within the call's budget: the first request to %s did not complete (a slow DNS lookup, TLS handshake or token request); check that this server reaches %s on port 443: %w", where, b.vault.host, b.vault.host, err)
 		}
 		return engine.Errorf(codes.Unavailable, "%s: no answer within the call's budget (%d tries): %w", where, c.tries, err)
 	}
@@ -122,7 +126,20 @@ func (b *Backend) fail(ctx context.Context, c *call, err error) error {
 		// endpoint, no environment variables) are unexported types.
 		return engine.Errorf(codes.Unauthenticated, "%s: no token as %s: %v", where, b.identity, err)
 	}
+	if c.lastErr != nil && c.lastStatus == 0 {
+		return b.unreachable(where, c)
+	}
 	return engine.Errorf(codes.Unavailable, "%s: %v", where, err)
+}
+
+// unreachable is the error of a call whose tries all failed without an
+// answer: the vault could not be reached from this server.
+func (b *Backend) unreachable(where string, c *call) error {
+	tries := "1 try"
+	if c.tries != 1 {
+		tries = fmt.Sprintf("%d tries", c.tries)
+	}
+	return engine.Errorf(codes.Unavailable, "%s: the vault could not be reached (%s, the last failed with: %v); check that %s resolves from this server and that DNS, proxies and firewalls let HTTPS through to it on port 443 (with a private endpoint, that the private DNS zone is linked to this server's network)", where, tries, c.lastErr, b.vault.host)
 }
 
 // failResponse maps an HTTP answer of the vault.

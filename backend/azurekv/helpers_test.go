@@ -2,10 +2,12 @@ package azurekv
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/kmskeeper/kmskeeper/config"
@@ -26,9 +28,21 @@ func startEmulator(t *testing.T, opts keyvault.Options) *keyvault.Server {
 	return srv
 }
 
+// emuConfig is a checked configuration and the network that reaches the
+// emulator (its TLS trust and authority).
+type emuConfig struct {
+	*Config
+	net network
+}
+
+// open opens the configuration over its network.
+func (c emuConfig) open(ctx context.Context, p config.OpenParams) (*Backend, error) {
+	return c.Config.open(ctx, p, c.net)
+}
+
 // testConfig is a checked configuration reaching vault through the
 // emulator's TLS trust and authority, with the main app's client secret.
-func testConfig(t *testing.T, srv *keyvault.Server, vault string, edit func(*Config)) *Config {
+func testConfig(t *testing.T, srv *keyvault.Server, vault string, edit func(*Config)) emuConfig {
 	t.Helper()
 	c := &Config{
 		KeyVaultURI: srv.VaultURL(vault),
@@ -42,15 +56,14 @@ func testConfig(t *testing.T, srv *keyvault.Server, vault string, edit func(*Con
 	if err := c.Check(testTD); err != nil {
 		t.Fatalf("Check: %v", err)
 	}
-	c.test = testHooks{transport: srv.HTTPClient(), authorityHost: srv.AuthorityHost()}
-	return c
+	return emuConfig{Config: c, net: network{transport: srv.HTTPClient(), authorityHost: srv.AuthorityHost()}}
 }
 
 // openBackend opens c for serverID, recording metrics.
-func openBackend(t *testing.T, c *Config, serverID string) (*Backend, *recordedMetrics) {
+func openBackend(t *testing.T, c emuConfig, serverID string) (*Backend, *recordedMetrics) {
 	t.Helper()
 	m := &recordedMetrics{}
-	b, err := open(context.Background(), c, config.OpenParams{
+	b, err := c.open(context.Background(), config.OpenParams{
 		TrustDomain: testTD,
 		ServerID:    serverID,
 		Logger:      hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testWriter{t}}),
@@ -116,4 +129,21 @@ func testLease() engine.Lease {
 // process, its first of the hour.
 func createReq(id string, kt engine.KeyType) engine.CreateRequest {
 	return engine.CreateRequest{KeyID: id, Type: kt, Lease: testLease(), RecentCreations: 1}
+}
+
+// deleteNamesFirst fills the default vault with more soft-deleted keys than
+// a listing page holds, named to sort before SPIRE's keys: the service's
+// listing then starts with an empty page.
+func deleteNamesFirst(t *testing.T, srv *keyvault.Server) {
+	t.Helper()
+	raw := rawClient(t, srv, keyvault.DefaultVaultName)
+	for i := range 26 {
+		name := fmt.Sprintf("a-gone-%02d", i)
+		if _, err := raw.CreateKey(callCtx(t), name, azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := raw.DeleteKey(callCtx(t), name, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -112,8 +112,9 @@ func waitLog(t *testing.T, p *pluginhost.Plugin, match func(pluginhost.LogLine) 
 }
 
 // TestOddKeyWarnings checks the warning for a key that carries this trust
-// domain's tag but is not laid out as SPIRE's keys are: one listing logs it
-// once per such key, naming the key and what is wrong with it, and keys
+// domain's tag but is not laid out as SPIRE's keys are: it is logged once
+// per such key and process, however many listings find the key, naming the
+// key and what is wrong with it, and keys
 // that are simply not ours (another trust domain, another naming) or are
 // well formed are not warned about.
 func TestOddKeyWarnings(t *testing.T) {
@@ -153,7 +154,7 @@ func TestOddKeyWarnings(t *testing.T) {
 	}
 
 	var logs syncbuf.Buffer
-	b, err := open(context.Background(), testConfig(t, srv, keyvault.DefaultVaultName, nil), config.OpenParams{
+	b, err := testConfig(t, srv, keyvault.DefaultVaultName, nil).open(context.Background(), config.OpenParams{
 		TrustDomain: testTD,
 		ServerID:    "server-a",
 		Logger:      hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: &logs, JSONFormat: true}),
@@ -167,6 +168,10 @@ func TestOddKeyWarnings(t *testing.T) {
 	}
 	if len(gens) != 2 {
 		t.Errorf("listed %+v, want the two well-formed keys", gens)
+	}
+	// The next listing (a cleanup pass) warns about none of them again.
+	if _, err := b.ListGenerations(callCtx(t)); err != nil {
+		t.Fatalf("second ListGenerations: %v", err)
 	}
 
 	warned := map[string][]map[string]any{} // key name -> its warning lines

@@ -46,6 +46,7 @@ type call struct {
 	perm string // the key permission it needs (create, sign, ...)
 
 	lastStatus int
+	lastErr    error // the last try's transport error (no answer), if any
 	throttled  int
 	tries      int
 }
@@ -80,15 +81,27 @@ type tryPolicy struct {
 
 func (p *tryPolicy) Do(req *policy.Request) (*http.Response, error) {
 	resp, err := req.Next()
+	ctx := req.Raw().Context()
+	c, _ := ctx.Value(callKey{}).(*call)
+	switch {
+	case c == nil:
+	case resp != nil && err == nil:
+		c.tries++
+		c.lastStatus, c.lastErr = resp.StatusCode, nil
+	case err != nil && ctx.Err() == nil:
+		// No answer: the vault could not be reached. A try cut short by
+		// the deadline says nothing about that, and keeps what the tries
+		// before it found.
+		c.tries++
+		c.lastStatus, c.lastErr = 0, err
+	case err != nil:
+		c.tries++
+	}
 	if err != nil || resp == nil {
 		return resp, err
 	}
-	ctx := req.Raw().Context()
-	c, _ := ctx.Value(callKey{}).(*call)
 	op := "unknown"
 	if c != nil {
-		c.tries++
-		c.lastStatus = resp.StatusCode
 		op = c.op
 	}
 	switch {

@@ -42,12 +42,26 @@ type dnsSuffix struct {
 
 // clouds lists the clouds whose hosts select their Entra authority: public,
 // US Government and China (Azure CLI's cloud.py, azcore's cloud package).
-// Private link names (<vault>.privatelink.vaultcore.azure.net) resolve as the
-// public names do and need nothing more.
 var clouds = []dnsSuffix{
 	{".vault.azure.net", ".managedhsm.azure.net", cloud.AzurePublic, "AzurePublic"},
 	{".vault.usgovcloudapi.net", ".managedhsm.usgovcloudapi.net", cloud.AzureGovernment, "AzureGovernment"},
 	{".vault.azure.cn", ".managedhsm.azure.cn", cloud.AzureChina, "AzureChina"},
+}
+
+// privateLinkZones maps the private DNS zones of Key Vault and Managed HSM
+// private endpoints to the names clients keep using. A client never names
+// the privatelink alias: the service's challenge names the resource
+// https://vault.azure.net (or managedhsm.azure.net, or the sovereign
+// clouds'), and azkeys refuses a challenge whose resource is not a suffix of
+// the request's host, so every call would fail. The normal name resolves to
+// the private endpoint through the private DNS zone's CNAME.
+var privateLinkZones = []struct{ zone, public string }{
+	{".privatelink.vaultcore.azure.net", ".vault.azure.net"},
+	{".privatelink.vaultcore.usgovcloudapi.net", ".vault.usgovcloudapi.net"},
+	{".privatelink.vaultcore.azure.cn", ".vault.azure.cn"},
+	{".privatelink.managedhsm.azure.net", ".managedhsm.azure.net"},
+	{".privatelink.managedhsm.usgovcloudapi.net", ".managedhsm.usgovcloudapi.net"},
+	{".privatelink.managedhsm.azure.cn", ".managedhsm.azure.cn"},
 }
 
 // vaultURI is a parsed and checked key_vault_uri.
@@ -94,6 +108,11 @@ func parseVaultURI(raw string) (vaultURI, error) {
 		return vaultURI{}, fmt.Errorf("key_vault_uri %q must be the vault's root URI with no path, query or credentials, such as %s", shown, example)
 	}
 	host := strings.ToLower(u.Hostname())
+	for _, z := range privateLinkZones {
+		if name, ok := strings.CutSuffix(host, z.zone); ok {
+			return vaultURI{}, fmt.Errorf("key_vault_uri %q names the private link alias of %s: write https://%s%s/ instead. With a private endpoint the plugin keeps the vault's usual name, which the private DNS zone resolves to the endpoint's private address; the vault's authentication challenge names the resource of the usual name, and the Azure SDK refuses it for any other host, so every call through the alias would fail", shown, name, name, z.public)
+		}
+	}
 	v := vaultURI{url: "https://" + strings.ToLower(u.Host) + "/", host: host, loopback: loopback.Host(host)}
 	for _, c := range clouds {
 		switch {
@@ -101,14 +120,6 @@ func parseVaultURI(raw string) (vaultURI, error) {
 			v.kind, v.cloud, v.cloudName = kindVault, c.cloud, c.name
 		case strings.HasSuffix(host, c.managedHSM):
 			v.kind, v.cloud, v.cloudName = kindManagedHSM, c.cloud, c.name
-		}
-	}
-	if v.kind == kindUnknown {
-		switch {
-		case strings.HasSuffix(host, ".privatelink.vaultcore.azure.net"):
-			v.kind = kindVault
-		case strings.HasSuffix(host, ".privatelink.managedhsm.azure.net"):
-			v.kind = kindManagedHSM
 		}
 	}
 	return v, nil

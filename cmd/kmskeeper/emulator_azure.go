@@ -40,6 +40,7 @@ type azureFlagValues struct {
 	roles, clients, fics    listFlag
 	retention               int
 	purgeProtection         bool
+	deletionDelay           time.Duration
 }
 
 // newEmulatorAzureFlagSet declares every flag of `emulator azure`, storing
@@ -63,7 +64,10 @@ func newEmulatorAzureFlagSet(cfg *azureEmulatorConfig, v *azureFlagValues) *flag
 	fs.StringVar(&cfg.opts.MSIListen, "msi-listen", "", "plain-HTTP `address` of the managed-identity endpoint and admin API (default: the --listen host, free port)")
 	fs.IntVar(&v.retention, "retention-days", 90, "soft-delete retention of the vaults, 7 to 90 `days`")
 	fs.BoolVar(&v.purgeProtection, "purge-protection", false, "enable purge protection on the vaults (purge is refused until the retention ends)")
-	fs.BoolVar(&cfg.throttling, "throttling", false, "enforce the published per-vault limits (weighted 10-second windows; 429 Throttled with Retry-After)")
+	fs.DurationVar(&v.deletionDelay, "deletion-delay", keyvault.DefaultDeletionDelay, "how long a soft delete takes, as on the service: meanwhile the deleted key is not found (404) and purge, recover and re-creation answer 409 ObjectIsBeingDeleted (0: instant)")
+	fs.BoolVar(&cfg.throttling, "throttling", false, "enforce the published per-vault limits (weighted 10-second windows; 429 Throttled, inner code VaultRequestTypeLimitReached, without Retry-After as the service answers)")
+	fs.BoolVar(&cfg.opts.FullPages, "full-pages", false, "fill every listing page with up to 25 keys (the service's cursor also walks over deleted names, so its pages can be empty with a nextLink)")
+	fs.BoolVar(&cfg.opts.ThrottleRetryAfter, "throttle-retry-after", false, "add a Retry-After header to the throttler's 429 answers (the service sends none)")
 	fs.BoolVar(&cfg.logRequests, "log-requests", false, "log every request to stderr")
 	fs.StringVar(&cfg.keyIDValue, "key-identifier", "kmskeeper-emulator", "key_identifier_value `value` shown in the SPIRE plugin_data snippet")
 	fs.Usage = func() {
@@ -75,6 +79,15 @@ unmodified once they trust its CA (SSL_CERT_FILE from the env file).
 
 Load the env file in the client's shell:   set -a; . ./azure.env; set +a
 Admin API (faults, clock, counters):        https://<listen>/_emulator/
+
+It answers as the service does where the service is awkward: a soft delete
+takes a few seconds (--deletion-delay; meanwhile the deleted key is not found
+and its purge answers 409 ObjectIsBeingDeleted); throttled requests get 429
+Throttled without Retry-After (--throttle-retry-after adds it); listing pages
+can be empty and still carry a nextLink (--full-pages fills them); a disabled
+key is still read and still verifies, encrypts and wraps, but does not sign,
+decrypt or unwrap; only the published api-versions are accepted (a vault
+from 7.0, a Managed HSM from 7.2 and not the newest preview).
 
 Flags:
 `)
@@ -108,6 +121,10 @@ func parseAzureEmulatorFlags(args []string, stderr io.Writer) (azureEmulatorConf
 	}
 	if len(v.vaults) == 0 && len(v.hsms) == 0 && (v.retention != 90 || v.purgeProtection) {
 		cfg.opts.Vaults = []keyvault.VaultSpec{{Name: keyvault.DefaultVaultName, SKU: keyvault.SKUPremium, RetentionDays: v.retention, PurgeProtection: v.purgeProtection}}
+	}
+	cfg.opts.DeletionDelay = v.deletionDelay
+	if v.deletionDelay <= 0 {
+		cfg.opts.DeletionDelay = -1 // instant
 	}
 	cfg.opts.ManagedHSMs = v.hsms
 	cfg.opts.Hostnames = v.hostnames

@@ -66,6 +66,18 @@ func TestEmulatorAzureFlagParsing(t *testing.T) {
 		{name: "federated credential without subject", args: []string{"--federated-credential", "issuer=https://oidc.example/"}, wantErr: true},
 		{name: "federated credential with an unknown key", args: []string{"--federated-credential", "issuer=https://oidc.example/,subject=s,audience=x"}, wantErr: true},
 		{name: "federated credential not key=value", args: []string{"--federated-credential", "https://oidc.example/"}, wantErr: true},
+		{name: "service behaviours", args: []string{"--deletion-delay", "12s", "--throttle-retry-after"},
+			check: func(t *testing.T, c azureEmulatorConfig) {
+				if c.opts.DeletionDelay != 12*time.Second || !c.opts.ThrottleRetryAfter {
+					t.Errorf("deletion delay %v, Retry-After %v", c.opts.DeletionDelay, c.opts.ThrottleRetryAfter)
+				}
+			}},
+		{name: "instant deletion", args: []string{"--deletion-delay", "0"},
+			check: func(t *testing.T, c azureEmulatorConfig) {
+				if c.opts.DeletionDelay >= 0 {
+					t.Errorf("deletion delay %v, want instant (negative)", c.opts.DeletionDelay)
+				}
+			}},
 		{name: "bad role", args: []string{"--role", "nope"}, wantErr: true},
 		{name: "bad client", args: []string{"--client", "x="}, wantErr: true},
 		{name: "stray argument", args: []string{"extra"}, wantErr: true},

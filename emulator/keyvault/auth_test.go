@@ -106,8 +106,9 @@ func TestRolesForbiddenByRbac(t *testing.T) {
 	t.Parallel()
 	const limited = "9d2e8f41-0000-4000-8000-00000000b001"
 	s := startServer(t, Options{
-		ExtraClients: map[string]string{limited: "limited-secret"},
-		Roles:        map[string][]string{limited: {"keys/create", "keys/get", "keys/list", "keys/delete"}},
+		DeletionDelay: instantDeletion,
+		ExtraClients:  map[string]string{limited: "limited-secret"},
+		Roles:         map[string][]string{limited: {"keys/create", "keys/get", "keys/list", "keys/delete"}},
 	})
 	admin := newClient(t, s, "")
 	c := newClientWith(t, s, "", secretCredential(t, s, limited, "limited-secret"), nil)

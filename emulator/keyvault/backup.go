@@ -82,12 +82,12 @@ func (s *Server) restoreKey(c *call) (int, any, bool, *apiError) {
 		}
 	}
 	k := b.Key
-	k.DeletedDate, k.ScheduledPurge = 0, 0
+	k.DeletedDate, k.ScheduledPurge, k.DeletionDone = 0, 0, 0
 	c.v.mu.Lock()
 	defer c.v.mu.Unlock()
 	c.v.purgeExpired(c.now)
-	if _, ok := c.v.deleted[lower(k.Name)]; ok {
-		return 0, nil, false, deletedConflict(k.Name)
+	if d, ok := c.v.deleted[lower(k.Name)]; ok {
+		return 0, nil, false, deletedConflict(d, c.now)
 	}
 	if _, ok := c.v.keys[lower(k.Name)]; ok {
 		return 0, nil, false, errf(http.StatusConflict, CodeConflict, "There was a conflict restoring the key '%s'. A key with the same name already exists; delete and purge it first.", k.Name)

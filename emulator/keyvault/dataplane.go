@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +20,6 @@ type route struct {
 	op      string // operation name, as counted and matched by faults
 	name    string // key name, if any
 	version string // key version, "" = latest
-	crypto  string // sign, verify, encrypt, decrypt, wrapkey, unwrapkey
 }
 
 // Permissions, as Roles lists them; each operation needs one.
@@ -51,9 +51,38 @@ var rbacAction = map[string]string{
 	"rng": "Microsoft.KeyVault/vaults/rng/action",
 }
 
-// keyCommands are the POST /keys/{name}/{x} segments that are not versions.
-var keyCommands = map[string]string{
-	"create": "CreateKey", "rotate": "RotateKey", "backup": "BackupKey",
+// dataRoutes are the data plane's operations as the REST reference lists
+// them, in net/http's pattern syntax. The service matches the path's words
+// in any case (clients send both wrapKey and wrapkey), so the patterns hold
+// them in lower case and canonicalRoutePath lowers them in the request; key
+// names and versions keep their case. Every route also takes a trailing
+// slash (azkeys sends GET /keys/{name}/ for the latest version).
+var dataRoutes = []struct{ pattern, op string }{
+	{"POST /rng", "GetRandomBytes"},
+	{"GET /deletedkeys", "ListDeletedKeys"},
+	{"GET /deletedkeys/{name}", "GetDeletedKey"},
+	{"DELETE /deletedkeys/{name}", "PurgeDeletedKey"},
+	{"POST /deletedkeys/{name}/recover", "RecoverDeletedKey"},
+	{"GET /keys", "ListKeys"},
+	{"POST /keys/restore", "RestoreKey"},
+	{"GET /keys/{name}", "GetKey"},
+	{"PUT /keys/{name}", "ImportKey"},
+	{"PATCH /keys/{name}", "UpdateKey"},
+	{"DELETE /keys/{name}", "DeleteKey"},
+	{"GET /keys/{name}/versions", "ListKeyVersions"},
+	{"GET /keys/{name}/rotationpolicy", "GetKeyRotationPolicy"},
+	{"PUT /keys/{name}/rotationpolicy", "UpdateKeyRotationPolicy"},
+	{"POST /keys/{name}/create", "CreateKey"},
+	{"POST /keys/{name}/rotate", "RotateKey"},
+	{"POST /keys/{name}/backup", "BackupKey"},
+	{"GET /keys/{name}/{version}", "GetKey"},
+	{"PATCH /keys/{name}/{version}", "UpdateKey"},
+	{"GET /keys/{name}/{version}/attestation", "GetKeyAttestation"},
+}
+
+// cryptoRoutes are the key operations that take an optional version:
+// POST /keys/{name}[/{version}]/{word}.
+var cryptoRoutes = map[string]string{
 	"sign": "Sign", "verify": "Verify", "encrypt": "Encrypt", "decrypt": "Decrypt",
 	"wrapkey": "WrapKey", "unwrapkey": "UnwrapKey", "release": "Release",
 }
@@ -62,104 +91,151 @@ func methodNotAllowed(m string) *apiError {
 	return errf(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "The requested resource does not support http method '%s'.", m)
 }
 
-// parseRoute maps method and path to an operation. Path words are
-// case-insensitive (clients send both wrapKey and wrapkey); names keep case.
-func parseRoute(method string, segs []string) (route, *apiError) {
-	if n := len(segs); n > 1 && segs[n-1] == "" {
-		segs = segs[:n-1] // /keys/{name}/ is the latest version
-	}
-	coll := strings.ToLower(segs[0])
-	n := len(segs)
-	switch coll {
-	case "rng":
-		if n == 1 && method == http.MethodPost {
-			return route{op: "GetRandomBytes"}, nil
-		}
-	case "deletedkeys":
-		switch {
-		case n == 1 && method == http.MethodGet:
-			return route{op: "ListDeletedKeys"}, nil
-		case n == 2 && method == http.MethodGet:
-			return route{op: "GetDeletedKey", name: segs[1]}, nil
-		case n == 2 && method == http.MethodDelete:
-			return route{op: "PurgeDeletedKey", name: segs[1]}, nil
-		case n == 3 && strings.EqualFold(segs[2], "recover") && method == http.MethodPost:
-			return route{op: "RecoverDeletedKey", name: segs[1]}, nil
-		case n <= 3:
-			return route{}, methodNotAllowed(method)
-		}
-	case "keys":
-		switch n {
-		case 1:
-			if method == http.MethodGet {
-				return route{op: "ListKeys"}, nil
-			}
-			return route{}, methodNotAllowed(method)
-		case 2:
-			name := segs[1]
-			switch method {
-			case http.MethodGet:
-				return route{op: "GetKey", name: name}, nil
-			case http.MethodPut:
-				return route{op: "ImportKey", name: name}, nil
-			case http.MethodPatch:
-				return route{op: "UpdateKey", name: name}, nil
-			case http.MethodDelete:
-				return route{op: "DeleteKey", name: name}, nil
-			case http.MethodPost:
-				if strings.EqualFold(name, "restore") {
-					return route{op: "RestoreKey"}, nil
-				}
-			}
-			return route{}, methodNotAllowed(method)
-		case 3:
-			name, x := segs[1], strings.ToLower(segs[2])
-			switch {
-			case x == "versions" && method == http.MethodGet:
-				return route{op: "ListKeyVersions", name: name}, nil
-			case x == "rotationpolicy" && method == http.MethodGet:
-				return route{op: "GetKeyRotationPolicy", name: name}, nil
-			case x == "rotationpolicy" && method == http.MethodPut:
-				return route{op: "UpdateKeyRotationPolicy", name: name}, nil
-			case method == http.MethodPost:
-				if op, ok := keyCommands[x]; ok {
-					return route{op: op, name: name, crypto: x}, nil
-				}
-			case method == http.MethodGet:
-				return route{op: "GetKey", name: name, version: segs[2]}, nil
-			case method == http.MethodPatch:
-				return route{op: "UpdateKey", name: name, version: segs[2]}, nil
-			}
-			return route{}, methodNotAllowed(method)
-		case 4:
-			name, ver, x := segs[1], segs[2], strings.ToLower(segs[3])
-			if x == "attestation" && method == http.MethodGet {
-				return route{op: "GetKeyAttestation", name: name, version: ver}, nil
-			}
-			if op, ok := keyCommands[x]; ok && method == http.MethodPost && op != "CreateKey" && op != "RotateKey" && op != "BackupKey" {
-				return route{op: op, name: name, version: ver, crypto: x}, nil
-			}
-			return route{}, methodNotAllowed(method)
-		}
-	default:
-		return route{}, badParam("This emulator serves the keys API only; %s is not available.", coll)
-	}
-	return route{}, badParam("The request URI /%s is not valid.", strings.Join(segs, "/"))
+// dataRequest carries a data-plane request's vault into the mux's handlers
+// and the log label out of them.
+type dataRequest struct {
+	v     *vault
+	label string
 }
 
-// apiVersionOK accepts the versions azkeys has sent, 7.4 through 2025-07-01
-// and later dates, including previews.
-func apiVersionOK(v string) bool {
-	if strings.HasPrefix(v, "7.") {
-		minor, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(v, "7."), "-", 2)[0])
-		return err == nil && minor >= 4
-	}
-	if len(v) >= 10 {
-		if t, err := time.Parse("2006-01-02", v[:10]); err == nil {
-			return !t.Before(time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC))
+type dataRequestKey struct{}
+
+// routeWord is a literal word of a route: method, collection, the path's
+// length in segments and the word's position.
+type routeWord struct {
+	method, coll string
+	n, pos       int
+	word         string
+}
+
+// dataMux routes the data plane with net/http's pattern mux. Requests that
+// match no route get the service's answers: 405 MethodNotAllowed on a known
+// resource, 400 BadParameter on an unknown path.
+type dataMux struct {
+	mux   *http.ServeMux
+	words map[routeWord]bool
+}
+
+func (s *Server) newDataMux() *dataMux {
+	d := &dataMux{mux: http.NewServeMux(), words: map[routeWord]bool{}}
+	add := func(pattern, op string) {
+		d.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			dr := r.Context().Value(dataRequestKey{}).(*dataRequest)
+			if r.Method == http.MethodHead { // GET's patterns also match HEAD; the service does not
+				dr.label = "bad route"
+				writeError(w, notRouted(r.Method, r.URL.Path))
+				return
+			}
+			dr.label = s.serveOp(w, r, dr.v, route{op: op, name: r.PathValue("name"), version: r.PathValue("version")})
+		})
+		method, path, _ := strings.Cut(pattern, " ")
+		segs := splitPath(path)
+		for i, seg := range segs[1:] {
+			if !strings.HasPrefix(seg, "{") {
+				d.words[routeWord{method, segs[0], len(segs), i + 1, seg}] = true
+			}
 		}
 	}
-	return false
+	for _, rt := range dataRoutes {
+		add(rt.pattern, rt.op)
+	}
+	for word, op := range cryptoRoutes {
+		add("POST /keys/{name}/"+word, op)
+		add("POST /keys/{name}/{version}/"+word, op)
+	}
+	d.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		r.Context().Value(dataRequestKey{}).(*dataRequest).label = "bad route"
+		writeError(w, notRouted(r.Method, r.URL.Path))
+	})
+	return d
+}
+
+// notRouted is the service's answer to a request no route takes: 405 on
+// the resources it knows (a key, its versions and commands, a deleted key),
+// 400 on any other path.
+func notRouted(method, path string) *apiError {
+	segs := splitPath(path)
+	switch n := len(segs); {
+	case segs[0] == "keys" && n <= 4, segs[0] == "deletedkeys" && n <= 3:
+		return methodNotAllowed(method)
+	}
+	return badParam("The request URI %s is not valid.", path)
+}
+
+// canonicalRoutePath is the path the mux routes: the route's words in
+// lower case (key names and versions as sent), one trailing slash dropped.
+// ok is false for a path the mux would not take as it is (an empty, "." or
+// ".." segment), which no route matches.
+func (d *dataMux) canonicalRoutePath(method string, segs []string) (path string, ok bool) {
+	if n := len(segs); n > 1 && segs[n-1] == "" {
+		segs = segs[:n-1]
+	}
+	out := make([]string, len(segs))
+	out[0] = strings.ToLower(segs[0])
+	for i, seg := range segs[1:] {
+		if seg == "" || seg == "." || seg == ".." {
+			return "/" + strings.Join(segs, "/"), false
+		}
+		if l := strings.ToLower(seg); d.words[routeWord{method, out[0], len(segs), i + 1, l}] {
+			seg = l
+		}
+		out[i+1] = seg
+	}
+	return "/" + strings.Join(out, "/"), true
+}
+
+// routeData routes a data-plane request of vault v and returns its log
+// label.
+func (s *Server) routeData(w http.ResponseWriter, r *http.Request, v *vault, segs []string) string {
+	switch coll := strings.ToLower(segs[0]); coll {
+	case "keys", "deletedkeys", "rng":
+	default:
+		writeError(w, badParam("This emulator serves the keys API only; %s is not available.", coll))
+		return "bad route"
+	}
+	path, ok := s.dataMux.canonicalRoutePath(r.Method, segs)
+	if !ok {
+		writeError(w, badParam("The request URI %s is not valid.", path))
+		return "bad route"
+	}
+	dr := &dataRequest{v: v}
+	rr := r.WithContext(context.WithValue(r.Context(), dataRequestKey{}, dr))
+	u := *r.URL
+	u.Path, u.RawPath = path, ""
+	rr.URL = &u
+	s.dataMux.mux.ServeHTTP(w, rr)
+	return dr.label
+}
+
+// latestAPIVersion is the newest stable api-version of the keys API, which
+// the service names when it refuses another (and azkeys v1.5 sends).
+const latestAPIVersion = "2025-07-01"
+
+// vaultAPIVersions are the keys API versions a vault accepts, as published
+// (the REST API specifications' data-plane versions), from the 7.x
+// generation on: 2015-06-01 and 2016-10-01, which the service still takes,
+// answer in shapes this emulator does not model, so it refuses them.
+var vaultAPIVersions = []string{
+	"7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", latestAPIVersion,
+	"7.0-preview", "7.1-preview", "7.2-preview", "7.3-preview", "7.4-preview.1", "7.5-preview.1",
+	"7.6-preview.1", "7.6-preview.2", "2025-06-01-preview", "2025-07-01-preview", "2026-01-01-preview",
+}
+
+// managedHSMAPIVersions are those a Managed HSM accepts: from 7.2, when
+// Managed HSM appeared, and lagging behind vaults on the newest preview.
+var managedHSMAPIVersions = []string{
+	"7.2", "7.3", "7.4", "7.5", "7.6", latestAPIVersion,
+	"7.2-preview", "7.3-preview", "7.4-preview.1", "7.5-preview.1",
+	"7.6-preview.1", "7.6-preview.2", "2025-06-01-preview", "2025-07-01-preview",
+}
+
+// apiVersionOK reports whether the service (a vault, or a Managed HSM)
+// accepts api-version v.
+func apiVersionOK(v string, managedHSM bool) bool {
+	if managedHSM {
+		return slices.Contains(managedHSMAPIVersions, strings.ToLower(v))
+	}
+	return slices.Contains(vaultAPIVersions, strings.ToLower(v))
 }
 
 // call is one authenticated data-plane request.
@@ -174,8 +250,8 @@ type call struct {
 	clientID string
 }
 
-// serveData runs a data-plane request through authentication, permission,
-// api-version, fault and throttling checks, then the operation.
+// serveData answers a data-plane request: the service's headers, then the
+// route (routeData).
 func (s *Server) serveData(w http.ResponseWriter, r *http.Request, v *vault, segs []string) string {
 	w.Header().Set("x-ms-request-id", uuid.NewString())
 	w.Header().Set("x-ms-keyvault-service-version", "1.9.2800.1")
@@ -183,11 +259,12 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, v *vault, seg
 	if v.managedHSM {
 		w.Header().Set("x-ms-server-latency", "1")
 	}
-	rt, aerr := parseRoute(r.Method, segs)
-	if aerr != nil {
-		writeError(w, aerr)
-		return "bad route"
-	}
+	return s.routeData(w, r, v, segs)
+}
+
+// serveOp runs a routed data-plane request through authentication,
+// permission, api-version, fault and throttling checks, then the operation.
+func (s *Server) serveOp(w http.ResponseWriter, r *http.Request, v *vault, rt route) string {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
 	if err != nil {
 		writeError(w, badParam("Cannot read the request body: %v", err))
@@ -212,8 +289,8 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, v *vault, seg
 	if av := r.URL.Query().Get("api-version"); av == "" {
 		writeError(w, badParam("The 'api-version' query parameter is required."))
 		return rt.op
-	} else if !apiVersionOK(av) {
-		writeError(w, badParam("The specified version (%s) is not recognized. Consider using the latest supported version (2025-07-01).", av))
+	} else if !apiVersionOK(av, v.managedHSM) {
+		writeError(w, badParam("The specified version (%s) is not recognized. Consider using the latest supported version (%s).", av, latestAPIVersion))
 		return rt.op
 	}
 
@@ -241,9 +318,13 @@ func (s *Server) serveData(w http.ResponseWriter, r *http.Request, v *vault, seg
 	now := s.clock.Now()
 	if s.throttleOn.Load() && !v.managedHSM {
 		if ok, wait := v.throttle.admit(now, v.classify(rt, body)); !ok {
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-			writeError(w, errf(http.StatusTooManyRequests, CodeThrottled,
-				"Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached"))
+			if s.opts.ThrottleRetryAfter {
+				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			}
+			e := errf(http.StatusTooManyRequests, CodeThrottled,
+				"Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached")
+			e.inner = CodeVaultRequestTypeLimitReached
+			writeError(w, e)
 			return rt.op + " throttled"
 		}
 	}

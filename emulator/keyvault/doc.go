@@ -9,7 +9,8 @@
 // authentication handshake, without a cloud account. It behaves like the
 // service, not like kmskeeper expects: soft delete and 409 conflicts, paging
 // with absolute nextLinks, the service's error codes, HSM key types refused on
-// Standard vaults, per-vault throttling, token signature/audience/expiry checks.
+// Standard vaults, per-vault throttling, token signature/audience/expiry checks,
+// and the awkward answers listed below.
 //
 // # Reaching a vault
 //
@@ -62,6 +63,39 @@
 // Errors that the service qualifies with an inner code (ForbiddenByRbac,
 // KeyDisabled, ObjectIsDeletedButRecoverable) carry it in
 // {"error":{"innererror":{"code"}}}; azcore's ErrorCode is the outer code.
+//
+// # The service's awkward answers
+//
+// Where the service behaves in ways a client must survive, the emulator
+// does too, by default; an option turns back to the simpler behaviour where
+// a test needs it:
+//
+//   - Soft delete is asynchronous (Options.DeletionDelay, default a few
+//     seconds on the emulator's clock): right after DELETE answers 200, GET
+//     /deletedkeys/{name} answers 404 "Deleted Key not found", the deleted
+//     listing leaves the key out, and purge, recover and re-creation answer
+//     409 Conflict with inner code ObjectIsBeingDeleted. A negative delay
+//     makes deletion instant.
+//   - The throttler's 429 answers carry code Throttled, inner code
+//     VaultRequestTypeLimitReached and no Retry-After header, as captured
+//     from the service (Options.ThrottleRetryAfter adds the header).
+//   - Listing pages are cut by a cursor that walks over live and deleted
+//     names alike, so a page can hold fewer keys than asked, or none, and
+//     still carry a nextLink (Options.FullPages fills every page).
+//   - A disabled key is still returned by GET (its attributes say it is
+//     disabled) and still verifies, encrypts and wraps; sign, decrypt and
+//     unwrapKey are refused with 403 KeyDisabled.
+//   - Only the published api-versions are accepted, per service: a vault
+//     takes 7.0 to 7.6, 2025-07-01 and their previews; a Managed HSM from
+//     7.2 on, without the newest preview. Others get 400 BadParameter "The
+//     specified version (...) is not recognized". 2015-06-01 and 2016-10-01,
+//     which the service still takes, are refused: their answers differ in
+//     ways the emulator does not model.
+//   - The authentication challenge always names the resource
+//     https://vault.azure.net (https://managedhsm.azure.net), so a client
+//     that reaches a vault by a private link alias
+//     (<vault>.privatelink.vaultcore.azure.net) fails the SDK's challenge
+//     check, as it does against the service.
 //
 // # Test controls
 //

@@ -17,6 +17,8 @@ const (
 	CodeKeyNotFound                   = "KeyNotFound"
 	CodeConflict                      = "Conflict"
 	CodeObjectIsDeletedButRecoverable = "ObjectIsDeletedButRecoverable"
+	CodeObjectIsBeingDeleted          = "ObjectIsBeingDeleted"
+	CodeVaultRequestTypeLimitReached  = "VaultRequestTypeLimitReached"
 	CodeThrottled                     = "Throttled"
 	CodeVaultNotFound                 = "VaultNotFound"
 	CodeMethodNotAllowed              = "MethodNotAllowed"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,7 +84,7 @@ func TestFaultsHonouredBySDKRetry(t *testing.T) {
 
 func TestThrottlingPublishedLimits(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, Options{ManagedHSMs: []string{"hsm-one"}, Vaults: []VaultSpec{{Name: "vault-one"}}})
+	s := startServer(t, Options{ManagedHSMs: []string{"hsm-one"}, Vaults: []VaultSpec{{Name: "vault-one"}}, ThrottleRetryAfter: true})
 	s.SetThrottling(true)
 	noRetry := func(o *azkeys.ClientOptions) { o.Retry = policy.RetryOptions{MaxRetries: -1} }
 	cred := secretCredential(t, s, s.ClientID(), s.ClientSecret())
@@ -142,5 +143,28 @@ func TestThrottleWeights(t *testing.T) {
 	}
 	if ok, _ := th.admit(now.Add(throttleWindow+time.Millisecond), keyClass{}); !ok {
 		t.Error("window did not slide")
+	}
+}
+
+// TestThrottledAsTheService checks the throttler's default answer, as the
+// service gives it: 429 Throttled with inner code
+// VaultRequestTypeLimitReached and no Retry-After header.
+func TestThrottledAsTheService(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	s.SetThrottling(true)
+	noRetry := func(o *azkeys.ClientOptions) { o.Retry = policy.RetryOptions{MaxRetries: -1} }
+	c := newClientWith(t, s, "", secretCredential(t, s, s.ClientID(), s.ClientSecret()), noRetry)
+	cx := ctx(t)
+	var err error
+	for i := 0; err == nil && i < 30; i++ {
+		_, err = c.CreateKey(cx, fmt.Sprintf("k%d", i), azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC)}, nil)
+	}
+	re := wantRespErr(t, err, http.StatusTooManyRequests, CodeThrottled)
+	if h := re.RawResponse.Header.Get("Retry-After"); h != "" {
+		t.Errorf("Retry-After = %q, want none", h)
+	}
+	if !strings.Contains(re.Error(), CodeVaultRequestTypeLimitReached) {
+		t.Errorf("429 body lacks the inner code %s: %v", CodeVaultRequestTypeLimitReached, re)
 	}
 }

@@ -98,3 +98,7 @@ func ctx(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return c
 }
+
+// instantDeletion is Options.DeletionDelay for tests that do not exercise
+// the asynchronous soft delete: a deleted key is found and purgeable at once.
+const instantDeletion = -1

@@ -51,7 +51,9 @@ func (s *Server) keyOperation(c *call) (any, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	if !ver.Enabled {
+	// A disabled key still verifies, encrypts and wraps, as on the
+	// service: only the operations that use the private key are refused.
+	if !ver.Enabled && (opName == "sign" || opName == "decrypt" || opName == "unwrapKey") {
 		return nil, forbidden(CodeKeyDisabled, "Operation %s is not allowed on a disabled key.", opName)
 	}
 	if !ver.hasOp(opName) {

@@ -244,7 +244,15 @@ func applyAttrs(kv *keyVersion, a *inAttributes) *apiError {
 }
 
 // deletedConflict is the 409 for a name that is deleted but not purged.
-func deletedConflict(name string) *apiError {
+// deletedConflict is the service's refusal to reuse the name of deleted
+// key k: still being deleted, or deleted and recoverable.
+func deletedConflict(k *keyObj, now time.Time) *apiError {
+	if k.beingDeleted(now) {
+		e := errf(http.StatusConflict, CodeConflict, "Key %s is currently being deleted and cannot be re-created; retry later.", k.Name)
+		e.inner = CodeObjectIsBeingDeleted
+		return e
+	}
+	name := k.Name
 	e := errf(http.StatusConflict, CodeConflict, "Key %s is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged.", name)
 	e.inner = CodeObjectIsDeletedButRecoverable
 	return e
@@ -256,8 +264,8 @@ func (v *vault) addVersion(c *call, name string, kv *keyVersion) (keyBundle, *ap
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.purgeExpired(c.now)
-	if _, ok := v.deleted[lower(name)]; ok {
-		return keyBundle{}, deletedConflict(name)
+	if d, ok := v.deleted[lower(name)]; ok {
+		return keyBundle{}, deletedConflict(d, c.now)
 	}
 	k := v.keys[lower(name)]
 	if k == nil {
@@ -301,10 +309,14 @@ func (s *Server) createKey(c *call) (int, any, bool, *apiError) {
 	// Refuse a soft-deleted name before spending time on key generation.
 	c.v.mu.Lock()
 	c.v.purgeExpired(c.now)
-	_, deleted := c.v.deleted[lower(c.rt.name)]
+	deleted := c.v.deleted[lower(c.rt.name)]
+	var conflict *apiError
+	if deleted != nil {
+		conflict = deletedConflict(deleted, c.now)
+	}
 	c.v.mu.Unlock()
-	if deleted {
-		return 0, nil, false, deletedConflict(c.rt.name)
+	if conflict != nil {
+		return 0, nil, false, conflict
 	}
 	priv, aerr := generate(kty, p.KeySize, p.PublicExponent, p.Crv)
 	if aerr != nil {
@@ -352,9 +364,8 @@ func (s *Server) getKey(c *call) (int, any, bool, *apiError) {
 	if aerr != nil {
 		return 0, nil, false, aerr
 	}
-	if !kv.Enabled {
-		return 0, nil, false, forbidden(CodeKeyDisabled, "Operation get is not allowed on a disabled key.")
-	}
+	// A disabled key is still read, as on the service: its attributes say
+	// it is disabled (unlike a disabled secret, whose value is refused).
 	return http.StatusOK, c.v.bundle(c.base, k, kv), false, nil
 }
 
@@ -404,6 +415,9 @@ func (s *Server) deleteKey(c *call) (int, any, bool, *apiError) {
 	delete(c.v.keys, lower(k.Name))
 	k.DeletedDate = c.now.Unix()
 	k.ScheduledPurge = c.now.Add(time.Duration(c.v.retentionDays) * 24 * time.Hour).Unix()
+	if d := s.opts.DeletionDelay; d > 0 {
+		k.DeletionDone = c.now.Add(d).UnixMilli()
+	}
 	c.v.deleted[lower(k.Name)] = k
 	return http.StatusOK, c.v.bundle(c.base, k, kv), true, nil
 }
@@ -413,7 +427,7 @@ func (s *Server) getDeletedKey(c *call) (int, any, bool, *apiError) {
 	defer c.v.mu.Unlock()
 	changed := c.v.purgeExpired(c.now)
 	k := c.v.deleted[lower(c.rt.name)]
-	if k == nil {
+	if k == nil || k.beingDeleted(c.now) {
 		return 0, nil, changed, deletedKeyNotFound(c.rt.name)
 	}
 	return http.StatusOK, c.v.bundle(c.base, k, k.Versions[k.Latest]), changed, nil
@@ -431,6 +445,9 @@ func (s *Server) purgeDeletedKey(c *call) (int, any, bool, *apiError) {
 		return 0, nil, changed, errf(http.StatusForbidden, CodeForbidden,
 			"Operation \"purge\" is not allowed because purge protection is enabled for this vault. Key Vault service will automatically purge it after the retention period has passed.")
 	}
+	if k.beingDeleted(c.now) {
+		return 0, nil, changed, beingDeleted(k)
+	}
 	delete(c.v.deleted, lower(c.rt.name))
 	return http.StatusNoContent, nil, true, nil
 }
@@ -443,11 +460,22 @@ func (s *Server) recoverDeletedKey(c *call) (int, any, bool, *apiError) {
 	if k == nil {
 		return 0, nil, changed, deletedKeyNotFound(c.rt.name)
 	}
+	if k.beingDeleted(c.now) {
+		return 0, nil, changed, beingDeleted(k)
+	}
 	if _, live := c.v.keys[lower(c.rt.name)]; live {
 		return 0, nil, changed, errf(http.StatusConflict, CodeConflict, "Key %s already exists.", k.Name)
 	}
 	delete(c.v.deleted, lower(c.rt.name))
-	k.DeletedDate, k.ScheduledPurge = 0, 0
+	k.DeletedDate, k.ScheduledPurge, k.DeletionDone = 0, 0, 0
 	c.v.keys[lower(k.Name)] = k
 	return http.StatusOK, c.v.bundle(c.base, k, k.Versions[k.Latest]), true, nil
+}
+
+// beingDeleted is the service's answer to a purge or recover of deleted key
+// k while its soft delete is still in progress.
+func beingDeleted(k *keyObj) *apiError {
+	e := errf(http.StatusConflict, CodeConflict, "Key %s is currently being deleted.", k.Name)
+	e.inner = CodeObjectIsBeingDeleted
+	return e
 }

@@ -9,7 +9,7 @@ import (
 
 func TestKeyLifecycleWithSDK(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, Options{})
+	s := startServer(t, Options{DeletionDelay: instantDeletion})
 	c := newClient(t, s, "")
 	cx := ctx(t)
 

@@ -39,6 +39,16 @@ type keyObj struct {
 	// Set while soft-deleted.
 	DeletedDate    int64 `json:"deletedDate,omitempty"`
 	ScheduledPurge int64 `json:"scheduledPurgeDate,omitempty"`
+	// DeletionDone is when the soft delete completes (Unix milliseconds on
+	// the emulator's clock); until then the key is being deleted: neither
+	// live nor found as deleted (Options.DeletionDelay).
+	DeletionDone int64 `json:"deletionDone,omitempty"`
+}
+
+// beingDeleted reports whether a deleted key's soft delete is still in
+// progress at now.
+func (k *keyObj) beingDeleted(now time.Time) bool {
+	return k.DeletionDone != 0 && now.UnixMilli() < k.DeletionDone
 }
 
 // keyVersion is one version of a key: its material, attributes and tags.

@@ -4,18 +4,21 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 )
 
 func TestClockDrivesDatesAndRetention(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, Options{Vaults: []VaultSpec{{Name: "seven", RetentionDays: 7}, {Name: "locked", PurgeProtection: true}}})
+	s := startServer(t, Options{Vaults: []VaultSpec{{Name: "seven", RetentionDays: 7}, {Name: "locked", PurgeProtection: true}}, DeletionDelay: instantDeletion})
 	cx := ctx(t)
 	c := newClient(t, s, "seven")
 	start := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -173,7 +176,7 @@ func TestManagedHSMAndSKUs(t *testing.T) {
 
 func TestImportBackupRestoreRotateRNG(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, Options{})
+	s := startServer(t, Options{DeletionDelay: instantDeletion})
 	c := newClient(t, s, "")
 	cx := ctx(t)
 
@@ -282,7 +285,7 @@ func TestSeedKeyForAdoption(t *testing.T) {
 func TestPersistenceAcrossRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	s1, err := Start(t.Context(), Options{DataDir: dir})
+	s1, err := Start(t.Context(), Options{DataDir: dir, DeletionDelay: instantDeletion})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,5 +322,82 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	}
 	if _, err := c2.GetDeletedKey(ctx(t), "gone", nil); err != nil {
 		t.Errorf("deleted key lost across restart: %v", err)
+	}
+}
+
+// TestAsynchronousSoftDelete checks the service's soft delete in progress:
+// for DeletionDelay after DELETE answers 200, the key is neither live nor
+// found as deleted, the deleted listing leaves it out, and purge, recover
+// and re-creation answer 409 ObjectIsBeingDeleted; once the delay has
+// passed on the emulator's clock, the deleted key is there and purgeable.
+func TestAsynchronousSoftDelete(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{DeletionDelay: time.Hour})
+	c := newClient(t, s, "")
+	cx := ctx(t)
+	if _, err := c.CreateKey(cx, "k", azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DeleteKey(cx, "k", nil); err != nil {
+		t.Fatalf("DeleteKey: %v", err)
+	}
+	innerCode := func(re *azcore.ResponseError) string {
+		var body struct {
+			Error struct {
+				Message    string `json:"message"`
+				InnerError struct {
+					Code string `json:"code"`
+				} `json:"innererror"`
+			} `json:"error"`
+		}
+		b, _ := runtime.Payload(re.RawResponse)
+		_ = json.Unmarshal(b, &body)
+		return body.Error.InnerError.Code + ": " + body.Error.Message
+	}
+	for _, tt := range []struct {
+		name   string
+		call   func() error
+		status int
+		code   string
+		inner  string
+	}{
+		{"GetKey", func() error { _, err := c.GetKey(cx, "k", "", nil); return err }, 404, CodeKeyNotFound, ""},
+		{"GetDeletedKey", func() error { _, err := c.GetDeletedKey(cx, "k", nil); return err }, 404, CodeKeyNotFound, "Deleted Key not found"},
+		{"PurgeDeletedKey", func() error { _, err := c.PurgeDeletedKey(cx, "k", nil); return err }, 409, CodeConflict, CodeObjectIsBeingDeleted},
+		{"RecoverDeletedKey", func() error { _, err := c.RecoverDeletedKey(cx, "k", nil); return err }, 409, CodeConflict, CodeObjectIsBeingDeleted},
+		{"CreateKey", func() error {
+			_, err := c.CreateKey(cx, "k", azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC)}, nil)
+			return err
+		}, 409, CodeConflict, CodeObjectIsBeingDeleted},
+	} {
+		re := wantRespErr(t, tt.call(), tt.status, tt.code)
+		if got := innerCode(re); !strings.Contains(got, tt.inner) {
+			t.Errorf("%s while being deleted: %q, want %q", tt.name, got, tt.inner)
+		}
+	}
+	listed := func() int {
+		n := 0
+		for p := c.NewListDeletedKeyPropertiesPager(nil); p.More(); {
+			page, err := p.NextPage(cx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(page.Value)
+		}
+		return n
+	}
+	if n := listed(); n != 0 {
+		t.Errorf("%d deleted keys listed while the delete is in progress, want 0", n)
+	}
+
+	s.Clock().Advance(time.Hour)
+	if _, err := c.GetDeletedKey(cx, "k", nil); err != nil {
+		t.Fatalf("GetDeletedKey once deleted: %v", err)
+	}
+	if n := listed(); n != 1 {
+		t.Errorf("%d deleted keys listed once deleted, want 1", n)
+	}
+	if _, err := c.PurgeDeletedKey(cx, "k", nil); err != nil {
+		t.Fatalf("PurgeDeletedKey once deleted: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // SKU names of a Key Vault. Premium vaults can hold HSM-protected keys
@@ -22,6 +23,9 @@ const (
 	DefaultTenantID    = "6b0c4ef1-7d2a-4c56-9e3f-2a5d8c1b0e01"
 	DefaultClientID    = "0f3e9a52-8b1c-4d7e-a6f4-5c2b9d8e7a02"
 	DefaultMSIClientID = "a41c7e90-3f5b-4e2d-8c1a-9b6d0e4f3a03"
+	// DefaultDeletionDelay is how long a soft delete takes by default: a
+	// few seconds, as observed on the service (Options.DeletionDelay).
+	DefaultDeletionDelay = 5 * time.Second
 )
 
 // VaultSpec describes one Key Vault the emulator serves.
@@ -98,6 +102,28 @@ type Options struct {
 	// MSIListen is the plain-HTTP address of the managed-identity endpoint
 	// (default: the Listen host with a free port).
 	MSIListen string
+	// DeletionDelay is how long a soft delete takes, as on the service,
+	// where it is asynchronous: for this long after DELETE /keys/{name}
+	// answers 200, GET /deletedkeys/{name} answers 404 "Deleted Key not
+	// found", the listing of deleted keys leaves the key out, and purge,
+	// recover and re-creation answer 409 Conflict with inner code
+	// ObjectIsBeingDeleted. Zero means DefaultDeletionDelay; a negative
+	// value makes deletion instant (the deleted key is found and purgeable
+	// at once), which is handy for tests that do not exercise the delay.
+	// The delay runs on the emulator's clock, so Clock().Advance ends it.
+	DeletionDelay time.Duration
+	// ThrottleRetryAfter adds a Retry-After header (the seconds until the
+	// window admits the request) to the throttler's 429 answers. The
+	// service sends none: its 429 Throttled answers (inner code
+	// VaultRequestTypeLimitReached) leave the client to back off on its
+	// own, and so do the emulator's by default.
+	ThrottleRetryAfter bool
+	// FullPages fills every page of ListKeys and ListDeletedKeys with up to
+	// maxresults items of that listing. By default pages are cut as the
+	// service cuts them: its cursor walks over live and deleted names alike,
+	// so a page can list fewer keys, or none ("value": []), and still carry a
+	// nextLink.
+	FullPages bool
 	// Logf, when set, receives one line per request.
 	Logf func(format string, args ...any)
 }
@@ -108,6 +134,9 @@ var nameRE = regexp.MustCompile(`^[a-zA-Z][0-9a-zA-Z-]{1,22}[0-9a-zA-Z]$`)
 func (o Options) normalize() (Options, error) {
 	if o.Listen == "" {
 		o.Listen = DefaultListen
+	}
+	if o.DeletionDelay == 0 {
+		o.DeletionDelay = DefaultDeletionDelay
 	}
 	if len(o.Vaults) == 0 && len(o.ManagedHSMs) == 0 {
 		o.Vaults = []VaultSpec{{Name: DefaultVaultName, SKU: SKUPremium}}

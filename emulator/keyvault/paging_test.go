@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ import (
 
 func TestPagingOver25Keys(t *testing.T) {
 	t.Parallel()
-	s := startServer(t, Options{})
+	s := startServer(t, Options{DeletionDelay: instantDeletion})
 	c := newClient(t, s, "")
 	cx := ctx(t)
 	const n = 30
@@ -136,5 +137,61 @@ func TestPagingOver25Keys(t *testing.T) {
 	}
 	if deleted != n {
 		t.Errorf("%d deleted keys listed, want %d", deleted, n)
+	}
+}
+
+// TestPagesWalkOverDeletedNames checks the service's paging: the cursor
+// walks over soft-deleted names too, so a page can be empty ("value": [])
+// and still carry a nextLink, which the SDK's pager follows; FullPages
+// gives the emulator's former full pages.
+func TestPagesWalkOverDeletedNames(t *testing.T) {
+	t.Parallel()
+	for _, full := range []bool{false, true} {
+		s := startServer(t, Options{DeletionDelay: instantDeletion, FullPages: full})
+		c := newClient(t, s, "")
+		cx := ctx(t)
+		// 26 deleted names sort before the 3 live ones.
+		for i := range 26 {
+			name := fmt.Sprintf("a-gone-%02d", i)
+			if _, err := c.CreateKey(cx, name, azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC)}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.DeleteKey(cx, name, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, name := range []string{"z-live-1", "z-live-2", "z-live-3"} {
+			if _, err := c.CreateKey(cx, name, azkeys.CreateKeyParameters{Kty: ptr(azkeys.KeyTypeEC)}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var sizes []int
+		listed := 0
+		for p := c.NewListKeyPropertiesPager(nil); p.More(); {
+			page, err := p.NextPage(cx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sizes = append(sizes, len(page.Value))
+			listed += len(page.Value)
+		}
+		want := []int{0, 3}
+		if full {
+			want = []int{3}
+		}
+		if listed != 3 || !slices.Equal(sizes, want) {
+			t.Errorf("FullPages=%v: pages of %v keys, want %v", full, sizes, want)
+		}
+		deleted := 0
+		for p := c.NewListDeletedKeyPropertiesPager(nil); p.More(); {
+			page, err := p.NextPage(cx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			deleted += len(page.Value)
+		}
+		if deleted != 26 {
+			t.Errorf("FullPages=%v: %d deleted keys listed, want 26", full, deleted)
+		}
 	}
 }

@@ -100,3 +100,113 @@ func TestGetKeyPathForms(t *testing.T) {
 		t.Fatalf("azkeys GetKey after the raw requests: %v %v", err, got.Tags)
 	}
 }
+
+// TestUnroutedRequests checks the service's answers to requests that match
+// no operation, which come before authentication: 405 MethodNotAllowed on a
+// resource the service knows, 400 BadParameter on any other path, both with
+// Key Vault's JSON error body; and that path words match in any case.
+func TestUnroutedRequests(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{})
+	const q = "?api-version=2025-07-01"
+	for _, tt := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{http.MethodDelete, "keys" + q, 405, CodeMethodNotAllowed},
+		{http.MethodPost, "keys/k" + q, 405, CodeMethodNotAllowed},
+		{http.MethodHead, "keys/k" + q, 405, ""}, // no body on HEAD
+		{http.MethodPut, "keys/k/v1" + q, 405, CodeMethodNotAllowed},
+		{http.MethodPost, "keys/k/v1/create" + q, 405, CodeMethodNotAllowed},
+		{http.MethodGet, "deletedkeys/k/recover" + q, 405, CodeMethodNotAllowed},
+		{http.MethodGet, "rng" + q, 400, CodeBadParameter},
+		{http.MethodGet, "keys/k/v1/sign/x" + q, 400, CodeBadParameter},
+		{http.MethodGet, "secrets/s" + q, 400, CodeBadParameter},
+		// Routed (then refused for want of a token): words in any case.
+		{http.MethodPost, "keys/k/WrapKey" + q, 401, ""},
+		{http.MethodGet, "keys/k/Versions" + q, 401, ""},
+		{http.MethodPost, "Keys/Restore" + q, 401, ""},
+	} {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(ctx(t), tt.method, s.URL()+tt.path, strings.NewReader(""))
+			resp, err := s.HTTPClient().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+			}
+			if tt.code == "" {
+				return
+			}
+			var got struct {
+				Error struct {
+					Code    string `json:"code"`
+					Message string `json:"message"`
+				} `json:"error"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || got.Error.Code != tt.code || got.Error.Message == "" {
+				t.Fatalf("body %+v (%v), want code %s", got, err, tt.code)
+			}
+		})
+	}
+}
+
+// TestAPIVersions checks the api-versions each service accepts: the
+// published list from 7.0 on a vault, from 7.2 on a Managed HSM, which lags
+// on the newest preview; any other is refused with the service's
+// BadParameter naming the latest version. The official client's own
+// version (azkeys sends its default) works on both.
+func TestAPIVersions(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, Options{Vaults: []VaultSpec{{Name: "vault"}}, ManagedHSMs: []string{"mhsm"}})
+	for _, tt := range []struct {
+		vault, resource, version string
+		ok                       bool
+	}{
+		{"vault", ResourceVault, "7.0", true},
+		{"vault", ResourceVault, "7.4-preview.1", true},
+		{"vault", ResourceVault, "2025-07-01", true},
+		{"vault", ResourceVault, "2026-01-01-preview", true},
+		{"vault", ResourceVault, "7.7", false},
+		{"vault", ResourceVault, "2024-01-01", false},
+		{"vault", ResourceVault, "2016-10-01", false},
+		{"mhsm", ResourceManagedHSM, "7.2", true},
+		{"mhsm", ResourceManagedHSM, "2025-07-01", true},
+		{"mhsm", ResourceManagedHSM, "7.1", false},
+		{"mhsm", ResourceManagedHSM, "2026-01-01-preview", false},
+	} {
+		t.Run(tt.vault+" "+tt.version, func(t *testing.T) {
+			tok, err := s.IssueToken(s.ClientID(), tt.resource, time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequestWithContext(ctx(t), http.MethodGet, s.VaultURL(tt.vault)+"keys/absent?api-version="+tt.version, nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := s.HTTPClient().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var got struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&got)
+			refused := resp.StatusCode == http.StatusBadRequest && got.Error.Code == CodeBadParameter &&
+				strings.Contains(got.Error.Message, "The specified version ("+tt.version+") is not recognized") &&
+				strings.Contains(got.Error.Message, "latest supported version ("+latestAPIVersion+")")
+			if tt.ok && (resp.StatusCode != http.StatusNotFound || got.Error.Code != CodeKeyNotFound) {
+				t.Errorf("answer %d %+v, want 404 KeyNotFound", resp.StatusCode, got.Error)
+			}
+			if !tt.ok && !refused {
+				t.Errorf("answer %d %+v, want the service's refusal of the version", resp.StatusCode, got.Error)
+			}
+		})
+	}
+	for _, vault := range []string{"vault", "mhsm"} {
+		_, err := newClient(t, s, vault).GetKey(ctx(t), "absent", "", nil)
+		wantRespErr(t, err, http.StatusNotFound, CodeKeyNotFound)
+	}
+}

@@ -51,8 +51,12 @@ type Server struct {
 	caFile             string
 	federatedTokenFile string
 
+	dataMux *dataMux // the data plane's routes
+
 	servers   []*http.Server
 	wg        sync.WaitGroup
+	clientsMu sync.Mutex
+	clients   []*http.Transport // handed out by HTTPClient, closed by Close
 	closeOnce sync.Once
 	closeErr  error
 	stop      context.CancelFunc
@@ -66,6 +70,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("azurekv: %w", err)
 	}
 	s := &Server{opts: opts, byName: map[string]*vault{}, vaultURLs: map[string]string{}}
+	s.dataMux = s.newDataMux()
 	for _, vs := range opts.Vaults {
 		s.addVault(&vault{name: vs.Name, sku: vs.SKU, retentionDays: vs.RetentionDays, purgeProtection: vs.PurgeProtection, listen: vs.Listen})
 	}
@@ -281,6 +286,14 @@ func (s *Server) Close() error {
 		if s.stop != nil {
 			s.stop()
 		}
+		// The clients handed out drop their idle connections first: the
+		// shutdown would otherwise wait out HTTP/2's one-second GOAWAY grace
+		// on each of them.
+		s.clientsMu.Lock()
+		for _, tr := range s.clients {
+			tr.CloseIdleConnections()
+		}
+		s.clientsMu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		for _, srv := range s.servers {
@@ -344,10 +357,14 @@ func (s *Server) CertPool() *x509.CertPool {
 }
 
 // HTTPClient returns an HTTP client that trusts the emulator CA, suitable
-// as azcore.ClientOptions.Transport for both azkeys and azidentity.
+// as azcore.ClientOptions.Transport for both azkeys and azidentity. Close
+// closes its idle connections.
 func (s *Server) HTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: s.CertPool(), MinVersion: tls.VersionTLS12}
+	s.clientsMu.Lock()
+	s.clients = append(s.clients, tr)
+	s.clientsMu.Unlock()
 	return &http.Client{Transport: tr, Timeout: time.Minute}
 }
 

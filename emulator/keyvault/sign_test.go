@@ -170,8 +170,15 @@ func TestSignEveryAlgorithmVerifiedWithStdlib(t *testing.T) {
 		if !strings.Contains(re.Error(), CodeKeyDisabled) {
 			t.Errorf("403 body lacks KeyDisabled: %v", re)
 		}
-		_, err = c.GetKey(cx, "ec-p521", "", nil)
-		wantRespErr(t, err, http.StatusForbidden, CodeForbidden)
+		// As on the service, a disabled key is still read, and still
+		// verifies: only the private key's operations are refused.
+		got, err := c.GetKey(cx, "ec-p521", "", nil)
+		if err != nil || got.Attributes == nil || got.Attributes.Enabled == nil || *got.Attributes.Enabled {
+			t.Errorf("GetKey of a disabled key = %v, %v; want it, disabled", got.Attributes, err)
+		}
+		if _, err := c.Verify(cx, "ec-p521", "", azkeys.VerifyParameters{Algorithm: ptr(azkeys.SignatureAlgorithmES512), Digest: digestFor(crypto.SHA512, "x"), Signature: make([]byte, 132)}, nil); err != nil {
+			t.Errorf("Verify on a disabled key: %v", err)
+		}
 		// Listing still shows it, disabled.
 		pager := c.NewListKeyPropertiesPager(nil)
 		found := false
