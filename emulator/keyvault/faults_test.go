@@ -85,6 +85,7 @@ func TestFaultsHonouredBySDKRetry(t *testing.T) {
 func TestThrottlingPublishedLimits(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Options{ManagedHSMs: []string{"hsm-one"}, Vaults: []VaultSpec{{Name: "vault-one"}}, ThrottleRetryAfter: true})
+	s.Clock().Freeze() // the 10 s window holds however slow the machine
 	s.SetThrottling(true)
 	noRetry := func(o *azkeys.ClientOptions) { o.Retry = policy.RetryOptions{MaxRetries: -1} }
 	cred := secretCredential(t, s, s.ClientID(), s.ClientSecret())
@@ -152,6 +153,7 @@ func TestThrottleWeights(t *testing.T) {
 func TestThrottledAsTheService(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, Options{})
+	s.Clock().Freeze() // the 10 s window holds however slow the machine
 	s.SetThrottling(true)
 	noRetry := func(o *azkeys.ClientOptions) { o.Retry = policy.RetryOptions{MaxRetries: -1} }
 	c := newClientWith(t, s, "", secretCredential(t, s, s.ClientID(), s.ClientSecret()), noRetry)
