@@ -60,7 +60,7 @@ func (s *server) configure(ctx context.Context, cfg *config.Config, td string) e
 	if err != nil {
 		return statusf(err, codes.FailedPrecondition, "opening %s", cfg.Kind.Name)
 	}
-	params.Logger = s.log.Named("migrate_from")
+	params.Logger = s.log.Named("predecessor")
 	predecessor, err := cfg.OpenPredecessor(ctx, params)
 	if err != nil {
 		if cl, ok := backend.(engine.Closer); ok {
