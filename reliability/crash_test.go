@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -223,8 +224,11 @@ func runCrash(t *testing.T, s setup, cp crashPoint) {
 	v.clear(t)
 
 	// What the kill left, read before the restart (which records its
-	// lease on what it adopts, and so commits it).
-	mine := own(v.keys(t), crashServer)
+	// lease on what it adopts, and so commits it), once the calls the killed
+	// process had sent have taken effect: the cloud finishes a request whose
+	// client has died (a held creation released by clear, a lease write
+	// sent just before the kill).
+	mine := own(quietKeys(t, v), crashServer)
 	want := newestCommitted(mine)
 	// Restart on the same vault, with passes due soon.
 	p := h.start(crashServer, passesExtra)
@@ -379,4 +383,31 @@ func refs(keys []key) []string {
 		out[i] = k.KeyID + "=" + k.Ref
 	}
 	return out
+}
+
+// quietKeys lists the vault's keys once two listings a moment apart agree,
+// so that no request of a killed process is still to take effect.
+func quietKeys(t *testing.T, v vault) []key {
+	t.Helper()
+	state := func(ks []key) string {
+		var b strings.Builder
+		for _, k := range ks {
+			fmt.Fprintf(&b, "%s %s %s %v %v\n", k.Ref, k.Fingerprint, k.Updated, k.Leases, k.Meta)
+		}
+		return b.String()
+	}
+	prev := state(v.keys(t))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		time.Sleep(300 * time.Millisecond)
+		ks := v.keys(t)
+		cur := state(ks)
+		if cur == prev {
+			return ks
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the vault's keys kept changing after the plugin was killed")
+		}
+		prev = cur
+	}
 }
