@@ -30,12 +30,6 @@ const (
 	metricsFinalFlush = 500 * time.Millisecond
 )
 
-// noMetrics is the sink when SPIRE does not offer the Metrics host service.
-type noMetrics struct{}
-
-func (noMetrics) IncrCounter([]string, float32, ...engine.Label)    {}
-func (noMetrics) MeasureSince([]string, time.Time, ...engine.Label) {}
-
 // hostMetrics implements engine.Metrics over SPIRE's Metrics host service
 // without a host call per measurement: the engine reports from the signing
 // path, where a call per signature cost more CPU than the signature's own

@@ -37,7 +37,7 @@ type running struct {
 }
 
 func newServer(kinds []config.Kind, log hclog.Logger) *server {
-	return &server{kinds: kinds, log: log, metrics: noMetrics{}}
+	return &server{kinds: kinds, log: log, metrics: engine.NopMetrics{}}
 }
 
 func (s *server) setBroker(b *goplugin.GRPCBroker) {
@@ -76,5 +76,5 @@ func (s *server) shutdownLocked() {
 		}
 		s.closeMet = nil
 	}
-	s.metrics = noMetrics{}
+	s.metrics = engine.NopMetrics{}
 }
