@@ -10,9 +10,13 @@ import (
 	"github.com/kmskeeper/kmskeeper/engine"
 )
 
-// TestMain lets the test binary play measurement 8's signer children,
-// as the bench binary does (startSDKSigner runs os.Executable).
+// TestMain lets the test binary play measurement 8's signer children and
+// its floor plugin, as the bench binary does (they run os.Executable).
 func TestMain(m *testing.M) {
+	if isFloorPlugin() {
+		floorMain()
+		return
+	}
 	if spec := os.Getenv(signerEnv); spec != "" {
 		os.Exit(signerMain(spec))
 	}
@@ -80,10 +84,11 @@ func TestSDKBaselines(t *testing.T) {
 			}
 			defer c.close()
 			for _, kt := range []engine.KeyType{engine.ECP256, engine.RSA2048} {
-				sign, err := c.sdkKey(ctx, kt)
+				sig, err := c.sdkKey(ctx, kt)
 				if err != nil {
 					t.Fatalf("%v: %v", kt, err)
 				}
+				sign := sig.signFunc()
 				c.resetCounts()
 				c.setLatency(opSign, 20*time.Millisecond, 0)
 				took, err := timed(ctx, sign)

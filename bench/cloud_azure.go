@@ -129,7 +129,7 @@ func (c *azureCloud) listPass(int) (int, string) {
 	return pages, fmt.Sprintf("ListKeys ⌈%d keys in the vault / 25⌉ = %d pages", keys, pages)
 }
 
-func (c *azureCloud) sdkKey(ctx context.Context, t engine.KeyType) (signFunc, error) {
+func (c *azureCloud) sdkKey(ctx context.Context, t engine.KeyType) (sigFunc, error) {
 	params := azkeys.CreateKeyParameters{}
 	var alg azkeys.SignatureAlgorithm
 	switch t {
@@ -146,9 +146,9 @@ func (c *azureCloud) sdkKey(ctx context.Context, t engine.KeyType) (signFunc, er
 		return nil, fmt.Errorf("azure SDK CreateKey: %w", err)
 	}
 	version := resp.Key.KID.Version()
-	return func(ctx context.Context, digest []byte) error {
-		_, err := c.client.Sign(ctx, name, version, azkeys.SignParameters{Algorithm: &alg, Value: digest}, nil)
-		return err
+	return func(ctx context.Context, digest []byte) ([]byte, error) {
+		resp, err := c.client.Sign(ctx, name, version, azkeys.SignParameters{Algorithm: &alg, Value: digest}, nil)
+		return resp.Result, err
 	}, nil
 }
 

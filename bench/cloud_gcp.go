@@ -151,7 +151,7 @@ func (c *gcpCloud) listPass(own int) (int, string) {
 	return 1 + own, fmt.Sprintf("1 filtered ListCryptoKeys + %d ListCryptoKeyVersions", own)
 }
 
-func (c *gcpCloud) sdkKey(ctx context.Context, t engine.KeyType) (signFunc, error) {
+func (c *gcpCloud) sdkKey(ctx context.Context, t engine.KeyType) (sigFunc, error) {
 	var alg kmspb.CryptoKeyVersion_CryptoKeyVersionAlgorithm
 	switch t {
 	case engine.ECP256:
@@ -174,12 +174,12 @@ func (c *gcpCloud) sdkKey(ctx context.Context, t engine.KeyType) (signFunc, erro
 		return nil, fmt.Errorf("cloud KMS SDK CreateCryptoKey: %w", err)
 	}
 	version := key.GetName() + "/cryptoKeyVersions/1"
-	return func(ctx context.Context, digest []byte) error {
-		_, err := c.client.AsymmetricSign(ctx, &kmspb.AsymmetricSignRequest{
+	return func(ctx context.Context, digest []byte) ([]byte, error) {
+		resp, err := c.client.AsymmetricSign(ctx, &kmspb.AsymmetricSignRequest{
 			Name:   version,
 			Digest: &kmspb.Digest{Digest: &kmspb.Digest_Sha256{Sha256: digest}},
 		})
-		return err
+		return resp.GetSignature(), err
 	}, nil
 }
 

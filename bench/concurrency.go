@@ -23,7 +23,8 @@ var concurrencyLevels = []int{1, 8, 64}
 
 // concurrency measures 2: throughput of 1, 8 and 64 concurrent signers at
 // 20 ms added latency as a share of the ideal (signers / latency), through
-// the plugin and, for scale, through the SDK directly in the same run.
+// the plugin and, for scale, through the SDK directly and through the two
+// floor plugins (floorEnv) in the same run.
 func (r *runner) concurrency(ctx context.Context, c cloud) []Row {
 	var rows []Row
 	fail := func(err error) []Row {
@@ -41,16 +42,27 @@ func (r *runner) concurrency(ctx context.Context, c cloud) []Row {
 	if err != nil {
 		return fail(err)
 	}
-	sdk, err := c.sdkKey(ctx, engine.ECP256)
+	sdkSig, err := c.sdkKey(ctx, engine.ECP256)
 	if err != nil {
 		return fail(err)
 	}
-	// Warm both paths (connections, tokens) before the clock starts.
-	if _, err := load(ctx, plugin, 8, 100*time.Millisecond); err != nil {
-		return fail(err)
+	sdk := sdkSig.signFunc()
+	var floors [2]signFunc
+	for i, verify := range []bool{false, true} {
+		fp, err := r.launchFloor(ctx, c, verify)
+		if err != nil {
+			return fail(err)
+		}
+		defer fp.Close()
+		if floors[i], err = pluginSigner(ctx, fp, "x509-CA-A", engine.ECP256); err != nil {
+			return fail(err)
+		}
 	}
-	if _, err := load(ctx, sdk, 8, 100*time.Millisecond); err != nil {
-		return fail(err)
+	// Warm every path (connections, tokens) before the clock starts.
+	for _, f := range []signFunc{plugin, sdk, floors[0], floors[1]} {
+		if _, err := load(ctx, f, 8, 100*time.Millisecond); err != nil {
+			return fail(err)
+		}
 	}
 	c.setLatency(opSign, concurrencyLatency, 0)
 	defer c.clearLatency()
@@ -64,14 +76,21 @@ func (r *runner) concurrency(ctx context.Context, c cloud) []Row {
 		}
 		busy := busy0.until(readCPUBusy())
 		sres, err := load(ctx, sdk, n, r.sz.concurrency)
+		var fres [2]loadResult
+		for i, f := range floors {
+			if err == nil {
+				fres[i], err = load(ctx, f, n, r.sz.concurrency)
+			}
+		}
 		if err != nil {
 			rows = append(rows, notMeasured(2, concurrencyLabel(n), c.name(), concurrencyTargetText(n), err))
 			continue
 		}
 		share, sdkShare := pres.rate()/ideal, sres.rate()/ideal
 		row := Row{ID: 2, Measurement: concurrencyLabel(n), Backend: c.name(), Target: concurrencyTargetText(n),
-			Value: fmt.Sprintf("%.0f%% of ideal (%.0f/s of %.0f/s, p99 %s); raw SDK %.0f%% (p99 %s); plugin/SDK throughput %.2f; machine CPU busy %s",
-				100*share, pres.rate(), ideal, ms(pres.lat.pct(99)), 100*sdkShare, ms(sres.lat.pct(99)), ratio2(pres.rate(), sres.rate()), busy),
+			Value: fmt.Sprintf("%.0f%% of ideal (%.0f/s of %.0f/s, p99 %s); raw SDK %.0f%% (p99 %s); plugin/SDK throughput %.2f (floor plugin/SDK %.2f, verifying floor/SDK %.2f); machine CPU busy %s",
+				100*share, pres.rate(), ideal, ms(pres.lat.pct(99)), 100*sdkShare, ms(sres.lat.pct(99)), ratio2(pres.rate(), sres.rate()),
+				ratio2(fres[0].rate(), sres.rate()), ratio2(fres[1].rate(), sres.rate()), busy),
 			Verdict: Info}
 		if n == 64 {
 			row.Verdict = verdict(share >= concurrencyTarget && ratio2(pres.rate(), sres.rate()) >= concurrencySDKTarget)

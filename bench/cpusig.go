@@ -3,6 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -31,7 +37,7 @@ import (
 const (
 	cpuSigners = 16                   // concurrent signers, as in issue 17's SPIRE comparison
 	cpuLatency = 5 * time.Millisecond // added to every Sign
-	cpuRounds  = 2                    // plugin and SDK runs alternate this many times
+	cpuRounds  = 3                    // the four kinds of run take turns this many times
 	// cpuAddedTarget is the most kmskeeper may add, plugin and host side
 	// together, per signature (issue 17); cpuAddedAim is the aim.
 	cpuAddedTarget = 100 * time.Microsecond
@@ -86,17 +92,27 @@ func (r *runner) cpuRow(ctx context.Context, c cloud, t engine.KeyType) (Row, er
 		return Row{}, err
 	}
 	defer host.close()
+	floor, err := r.startFloor(ctx, c, t, "floor", c.name())
+	if err != nil {
+		return Row{}, err
+	}
+	defer floor.close()
+	floorV, err := r.startFloor(ctx, c, t, "floorv", c.name()+":verify")
+	if err != nil {
+		return Row{}, err
+	}
+	defer floorV.close()
 	sdk, err := startSignerChild(ctx, c, "sdk", t, r.Race, nil)
 	if err != nil {
 		return Row{}, err
 	}
 	defer sdk.close()
-	var plug, base cpuShare
+	var plug, flr, flrV, base cpuShare
 	for range cpuRounds {
 		for _, run := range []struct {
 			child *signerChild
 			share *cpuShare
-		}{{host, &plug}, {sdk, &base}} {
+		}{{host, &plug}, {floor, &flr}, {floorV, &flrV}, {sdk, &base}} {
 			got, err := run.child.measure(r.sz.concurrency, r.tick)
 			if err != nil {
 				return Row{}, err
@@ -107,11 +123,44 @@ func (r *runner) cpuRow(ctx context.Context, c cloud, t engine.KeyType) (Row, er
 			run.share.n += got.n
 		}
 	}
-	pluginPer, hostPer, sdkPer := plug.per(plug.plugin), plug.per(plug.main), base.per(base.main)
-	added := pluginPer + hostPer - sdkPer
+	verify, err := verifyCPU(t, r.sz.concurrency/4)
+	if err != nil {
+		return Row{}, err
+	}
+	sdkPer := base.per(base.main)
+	both := func(s cpuShare) time.Duration { return s.per(s.plugin) + s.per(s.main) }
+	added := both(plug) - sdkPer
+	boundary := both(flr) - sdkPer
+	verifying := both(flrV) - both(flr)
+	own := both(plug) - both(flrV)
 	return Row{ID: 8, Measurement: cpuLabel(t), Backend: c.name(), Target: cpuTargetText(), Verdict: verdict(added <= cpuAddedTarget),
-		Value: fmt.Sprintf("kmskeeper adds %s (plugin %s + host side %s − raw SDK %s); emulator %s (plugin runs) / %s (SDK runs); %d plugin and %d SDK signatures, %d signers, +%v, tick %v",
-			us(added), us(pluginPer), us(hostPer), us(sdkPer), us(plug.per(plug.emulator)), us(base.per(base.emulator)), plug.n, base.n, cpuSigners, cpuLatency, r.tick)}, nil
+		Value: fmt.Sprintf("kmskeeper adds %s (plugin %s + host side %s − raw SDK %s) = boundary %s (floor plugin %s + host side %s − raw SDK) + verification %s (verifying floor %s + %s − floor; the call alone %s) + kmskeeper's own %s (kmskeeper − verifying floor); emulator %s (kmskeeper runs) / %s (SDK runs); %d kmskeeper, %d floor, %d verifying-floor and %d SDK signatures, %d signers, +%v, tick %v",
+			us(added), us(plug.per(plug.plugin)), us(plug.per(plug.main)), us(sdkPer),
+			us(boundary), us(flr.per(flr.plugin)), us(flr.per(flr.main)),
+			us(verifying), us(flrV.per(flrV.plugin)), us(flrV.per(flrV.main)), us(verify),
+			us(own),
+			us(plug.per(plug.emulator)), us(base.per(base.emulator)),
+			plug.n, flr.n, flrV.n, base.n, cpuSigners, cpuLatency, r.tick)}, nil
+}
+
+// startFloor starts a host child whose plugin is this binary as the floor
+// plugin (floorEnv=spec), profiled under name when profiles are asked for.
+func (r *runner) startFloor(ctx context.Context, c cloud, t engine.KeyType, name, spec string) (*signerChild, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	env := []string{pluginBinaryEnv + "=" + self, floorEnv + "=" + spec}
+	if r.profileDir != "" {
+		env = append(env,
+			profileEnv+"="+r.profilePath(fmt.Sprintf("%s-%s-%s", c.name(), name, keySlug(t))),
+			hostProfileEnv+"="+r.profilePath(fmt.Sprintf("%s-%s-host-%s", c.name(), name, keySlug(t))))
+	}
+	child, err := startSignerChild(ctx, c, "host", t, r.Race, env)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return child, nil
 }
 
 func cpuLabel(t engine.KeyType) string {
@@ -309,9 +358,11 @@ func signerMain(spec string) int {
 			defer pprof.StopCPUProfile()
 		}
 	case "sdk":
-		if sign, err = sdkSigner(ctx, parts[1], t); err != nil {
+		sig, err := sdkSigner(ctx, parts[1], t)
+		if err != nil {
 			return fail(err)
 		}
+		sign = sig.signFunc()
 	default:
 		return fail(fmt.Errorf("%s: unknown signer kind %q", signerEnv, parts[0]))
 	}
@@ -358,7 +409,7 @@ func hostSigner(ctx context.Context, t engine.KeyType) (*pluginhost.Plugin, sign
 
 // sdkSigner builds the raw SDK client of cloudName from the environment the
 // plugin process gets, and creates a key of type t with it.
-func sdkSigner(ctx context.Context, cloudName string, t engine.KeyType) (signFunc, error) {
+func sdkSigner(ctx context.Context, cloudName string, t engine.KeyType) (sigFunc, error) {
 	var c cloud
 	switch cloudName {
 	case "azure":
@@ -386,4 +437,57 @@ func sdkSigner(ctx context.Context, cloudName string, t engine.KeyType) (signFun
 		return nil, errUnknownBackend(cloudName)
 	}
 	return c.sdkKey(ctx, t)
+}
+
+// verifyCPU is the CPU one verification of a signature made by a key of
+// type t costs in this process, repeated for about d between the runs,
+// when the emulator is idle.
+func verifyCPU(t engine.KeyType, d time.Duration) (time.Duration, error) {
+	verify, err := localVerifier(t)
+	if err != nil {
+		return 0, err
+	}
+	c0, err := selfCPU()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for end := time.Now().Add(d); time.Now().Before(end); n++ {
+		if !verify() {
+			return 0, errors.New("verification cost: the signature does not verify")
+		}
+	}
+	c1, err := selfCPU()
+	return (c1 - c0) / time.Duration(max(n, 1)), err
+}
+
+// localVerifier returns a function that does the verification the engine
+// does for every signature of a key of type t, at the same cost: the
+// standard-library call (ecdsa.VerifyASN1 or rsa.VerifyPKCS1v15) on a
+// parsed key, here over a signature made locally.
+func localVerifier(t engine.KeyType) (func() bool, error) {
+	digest := sha256.Sum256([]byte("measurement 8"))
+	switch t {
+	case engine.ECP256:
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		sig, err := ecdsa.SignASN1(rand.Reader, k, digest[:])
+		if err != nil {
+			return nil, err
+		}
+		return func() bool { return ecdsa.VerifyASN1(&k.PublicKey, digest[:], sig) }, nil
+	case engine.RSA2048:
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return nil, err
+		}
+		sig, err := rsa.SignPKCS1v15(rand.Reader, k, crypto.SHA256, digest[:])
+		if err != nil {
+			return nil, err
+		}
+		return func() bool { return rsa.VerifyPKCS1v15(&k.PublicKey, crypto.SHA256, digest[:], sig) == nil }, nil
+	}
+	return nil, fmt.Errorf("verification cost: unsupported key type %v", t)
 }

@@ -11,6 +11,10 @@ import (
 )
 
 func main() {
+	if isFloorPlugin() {
+		floorMain()
+		return
+	}
 	if spec := os.Getenv(signerEnv); spec != "" {
 		os.Exit(signerMain(spec))
 	}

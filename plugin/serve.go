@@ -63,13 +63,15 @@ func Serve(opts Options) {
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig: HandshakeConfig(),
 		Plugins:         goplugin.PluginSet{PluginSetKey: &grpcPlugin{server: s}},
-		GRPCServer:      newGRPCServer,
+		GRPCServer:      NewGRPCServer,
 		Logger:          log,
 	})
 }
 
-// newGRPCServer is the gRPC server go-plugin serves the plugin on.
-func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
+// NewGRPCServer is the gRPC server go-plugin serves the plugin on, with the
+// options tuned for SPIRE's traffic. It is exported so that the benchmark's
+// boundary-floor plugin pays exactly the boundary kmskeeper pays.
+func NewGRPCServer(opts []grpc.ServerOption) *grpc.Server {
 	return grpc.NewServer(append(opts, serverOptions()...)...)
 }
 

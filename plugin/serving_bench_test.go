@@ -18,7 +18,7 @@ import (
 )
 
 // BenchmarkSignDataGRPC measures SignData through the plugin's gRPC server
-// as the binary serves it (newGRPCServer, the services go-plugin registers,
+// as the binary serves it (NewGRPCServer, the services go-plugin registers,
 // a Unix socket as go-plugin uses on Linux), with the Metrics host service
 // attached, over the engine and an in-memory backend. ns/op and allocs/op
 // count both ends of the connection and the in-memory backend's signing;
@@ -42,7 +42,7 @@ func BenchmarkSignDataGRPC(b *testing.B) {
 	s.current.Store(&running{manager: m})
 	b.Cleanup(s.shutdown)
 
-	gs := newGRPCServer(nil)
+	gs := NewGRPCServer(nil)
 	if err := (&grpcPlugin{server: s}).GRPCServer(nil, gs); err != nil {
 		b.Fatal(err)
 	}

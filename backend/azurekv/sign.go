@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"crypto/rsa"
 	"fmt"
-	"math/big"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"golang.org/x/crypto/cryptobyte"
@@ -61,15 +60,39 @@ func p1363ToDER(sig []byte, t engine.KeyType) ([]byte, error) {
 	if len(sig) != want {
 		return nil, fmt.Errorf("ECDSA signature for %v is %d bytes long; Key Vault returns %d (r||s)", t, len(sig), want)
 	}
-	r := new(big.Int).SetBytes(sig[:want/2])
-	s := new(big.Int).SetBytes(sig[want/2:])
-	if r.Sign() == 0 || s.Sign() == 0 {
+	r, s := unsignedInt(sig[:want/2]), unsignedInt(sig[want/2:])
+	if len(r) == 0 || len(s) == 0 {
 		return nil, fmt.Errorf("ECDSA signature for %v has a zero r or s", t)
 	}
-	var b cryptobyte.Builder
+	// One allocation, sized for the longest SEQUENCE: a short-form length
+	// (the content is under 128 bytes for both curves) and, per INTEGER, a
+	// tag, a length and a possible leading zero.
+	b := cryptobyte.NewBuilder(make([]byte, 0, 2+2*(3+want/2)))
 	b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1BigInt(r)
-		b.AddASN1BigInt(s)
+		addUnsignedInt(b, r)
+		addUnsignedInt(b, s)
 	})
 	return b.Bytes()
+}
+
+// unsignedInt is the big-endian unsigned integer v without its leading
+// zero bytes; empty for zero.
+func unsignedInt(v []byte) []byte {
+	for len(v) > 0 && v[0] == 0 {
+		v = v[1:]
+	}
+	return v
+}
+
+// addUnsignedInt adds the positive integer v (big-endian, no leading zero
+// bytes) as a DER INTEGER: a zero byte goes first when the high bit is set,
+// so that it does not read as negative. It is what AddASN1BigInt writes,
+// without the math/big round trip.
+func addUnsignedInt(b *cryptobyte.Builder, v []byte) {
+	b.AddASN1(asn1.INTEGER, func(b *cryptobyte.Builder) {
+		if v[0]&0x80 != 0 {
+			b.AddUint8(0)
+		}
+		b.AddBytes(v)
+	})
 }
