@@ -4,7 +4,11 @@
 // start-up cost, creation storms and the plugin's footprint (issue 8), and
 // the CPU each process spends per signature (issue 17, measurement 8: the
 // plugin, a host child playing SPIRE and a raw-SDK child, each measured
-// alone; the bench binary re-executes itself as those children).
+// alone; the bench binary re-executes itself as those children). The bench
+// binary also plays two floor plugins (floor.go): the raw SDK's call behind
+// the same go-plugin boundary, with and without the verification, so that
+// measurements 1, 2 and 8 tell what any external plugin pays from what
+// kmskeeper adds.
 //
 //	go run ./bench -backend azure|gcp|all [-short] [-only 1,3] [-profile dir]
 //
