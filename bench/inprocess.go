@@ -14,6 +14,7 @@ import (
 	"github.com/kmskeeper/kmskeeper/bench/internal/cloudkinds"
 	"github.com/kmskeeper/kmskeeper/config"
 	"github.com/kmskeeper/kmskeeper/engine"
+	"github.com/kmskeeper/kmskeeper/internal/manualclock"
 )
 
 // errNoBackend says a cloud backend is not part of this build yet.
@@ -51,7 +52,7 @@ func openFromPluginData(ctx context.Context, c cloud, serverID string) (engine.B
 // together with the emulator's.
 type inProcess struct {
 	*engine.Manager
-	clock   *fakeClock
+	clock   *manualclock.Clock
 	cloud   cloud
 	retired *retireCounter
 }
@@ -59,7 +60,7 @@ type inProcess struct {
 func newEngine(ctx context.Context, c cloud, serverID string) (*inProcess, error) {
 	// The fake clock starts at the emulator's time, so that the engine's
 	// estimate of the cloud's clock starts right.
-	clock := newFakeClock(c.now())
+	clock := manualclock.New(c.now())
 	b, err := c.backend(ctx, serverID, clock.Now)
 	if err != nil {
 		return nil, err
@@ -78,7 +79,7 @@ func newEngine(ctx context.Context, c cloud, serverID string) (*inProcess, error
 
 // advance moves the engine's clock and the emulator's by d.
 func (e *inProcess) advance(d time.Duration) {
-	e.clock.advance(d)
+	e.clock.Advance(d)
 	e.cloud.advance(d)
 }
 
@@ -112,51 +113,4 @@ func (r *retireCounter) count() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.n
-}
-
-// fakeClock is a engine.Clock that only moves when advanced.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []waiter
-}
-
-type waiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock(start time.Time) *fakeClock { return &fakeClock{now: start} }
-
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
-
-func (f *fakeClock) After(d time.Duration) <-chan time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- f.now
-		return ch
-	}
-	f.waiters = append(f.waiters, waiter{at: f.now.Add(d), ch: ch})
-	return ch
-}
-
-func (f *fakeClock) advance(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
-	kept := f.waiters[:0]
-	for _, w := range f.waiters {
-		if w.at.After(f.now) {
-			kept = append(kept, w)
-			continue
-		}
-		w.ch <- f.now
-	}
-	f.waiters = kept
 }

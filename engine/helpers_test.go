@@ -22,6 +22,7 @@ import (
 
 	"github.com/kmskeeper/kmskeeper/backend/memory"
 	"github.com/kmskeeper/kmskeeper/engine"
+	"github.com/kmskeeper/kmskeeper/internal/manualclock"
 	"github.com/kmskeeper/kmskeeper/internal/syncbuf"
 )
 
@@ -35,63 +36,15 @@ const settle = engine.DefaultSettle
 // (twice the budget).
 const leaseCheck = 2 * engine.DefaultBudget
 
-// fakeClock is a manually advanced clock.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []waiter
-}
-
-type waiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, waiter{c.now.Add(d), ch})
-	return ch
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.ch <- c.now
-		} else {
-			kept = append(kept, w)
-		}
-	}
-	c.waiters = kept
-}
-
-func (c *fakeClock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.waiters)
+// newFakeClock returns a manually advanced clock at the tests' epoch.
+func newFakeClock() *manualclock.Clock {
+	return manualclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 // skewedClock is a host clock off from base (the cloud's) by a fixed
 // offset: it moves when base does.
 type skewedClock struct {
-	base *fakeClock
+	base *manualclock.Clock
 	off  time.Duration
 }
 
@@ -105,7 +58,7 @@ type hookFunc func(ctx context.Context, op, keyID string) error
 // managers a test opens over it.
 type env struct {
 	store *memory.Store
-	clock *fakeClock
+	clock *manualclock.Clock
 	hook  atomic.Pointer[hookFunc]
 }
 

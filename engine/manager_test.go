@@ -671,7 +671,7 @@ func TestSchedulerRunsPasses(t *testing.T) {
 	e.setHook(c.hook)
 	m.Start()
 	for range 30 {
-		waitFor(t, func() bool { return e.clock.pending() > 0 })
+		waitFor(t, func() bool { return e.clock.Pending() > 0 })
 		e.clock.Advance(time.Hour)
 	}
 	waitFor(t, func() bool { return !e.has(staleRef) && !e.has(x1) })
@@ -691,9 +691,9 @@ func TestReconfigureShortensIntervalsAtOnce(t *testing.T) {
 	var c counting
 	e.setHook(c.hook)
 	m.Start()
-	waitFor(t, func() bool { return e.clock.pending() == 1 })
+	waitFor(t, func() bool { return e.clock.Pending() == 1 })
 	m.Reconfigure(engine.Live{Schedule: engine.Schedule{LivenessInterval: time.Minute, CleanupInterval: time.Minute}}, nil)
-	waitFor(t, func() bool { return e.clock.pending() == 2 }) // the loop waits again, on the new interval
+	waitFor(t, func() bool { return e.clock.Pending() == 2 }) // the loop waits again, on the new interval
 	e.clock.Advance(time.Minute)
 	waitFor(t, func() bool { return c.get("List") > 0 })
 }
