@@ -155,20 +155,21 @@ func fixedChanges(cur *running, cfg *config.Config, td, serverID string, pending
 // and does not open the backend. The backend's server ID rules (Cloud KMS's)
 // apply to key_identifier_value and to an existing key_identifier_file's ID;
 // a file Configure has yet to create will hold a UUID, which every backend
-// accepts. Problems come back as valid=false with a note naming them;
-// warnings as notes of a valid configuration.
+// accepts. Problems come back as valid=false with one note each, so that
+// SPIRE's validate command lists them one per line; warnings come back as
+// notes of a valid configuration.
 func (c *configService) Validate(ctx context.Context, req *configv1.ValidateRequest) (*configv1.ValidateResponse, error) {
 	s := c.s
 	td := req.GetCoreConfiguration().GetTrustDomain()
 	cfg, err := config.Parse(req.GetHclConfiguration(), td, s.kinds)
 	if err != nil {
-		return &configv1.ValidateResponse{Valid: false, Notes: []string{err.Error()}}, nil
+		return &configv1.ValidateResponse{Valid: false, Notes: problemNotes(nil, err)}, nil
 	}
 	notes := append([]string(nil), cfg.Warnings...)
 	id, err := cfg.ServerID(false)
 	switch {
 	case err != nil:
-		return &configv1.ValidateResponse{Valid: false, Notes: append(notes, err.Error())}, nil
+		return &configv1.ValidateResponse{Valid: false, Notes: problemNotes(notes, err)}, nil
 	case id == "":
 		notes = append(notes, fmt.Sprintf("key_identifier_file %s does not exist yet: Configure will create it with a new server ID", cfg.Common.KeyIdentifierFile))
 	}
@@ -178,4 +179,12 @@ func (c *configService) Validate(ctx context.Context, req *configv1.ValidateRequ
 		}
 	}
 	return &configv1.ValidateResponse{Valid: true, Notes: notes}, nil
+}
+
+// problemNotes appends to notes one note per problem err holds.
+func problemNotes(notes []string, err error) []string {
+	for _, p := range config.List(err) {
+		notes = append(notes, p.Error())
+	}
+	return notes
 }

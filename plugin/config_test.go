@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -104,12 +105,34 @@ func TestPredecessorChanges(t *testing.T) {
 	}
 }
 
+// TestValidateNotesEachProblem checks that Validate gives SPIRE one note per
+// configuration problem, in the order the configuration has them, rather
+// than one note holding them all.
+func TestValidateNotesEachProblem(t *testing.T) {
+	s := newServer([]config.Kind{memory.Kind()}, hclog.NewNullLogger())
+	core := &configv1.CoreConfiguration{TrustDomain: "example.org"}
+	hcl := "memory_backend = \"/v\"\nkey_identifier_value = \"s\"\nno_such_key = 1\nmax_key_creations_per_hour = []"
+	resp, err := (&configService{s: s}).Validate(context.Background(), &configv1.ValidateRequest{CoreConfiguration: core, HclConfiguration: hcl})
+	if err != nil || resp.GetValid() {
+		t.Fatalf("Validate = %v, %v; want invalid", resp, err)
+	}
+	notes := resp.GetNotes()
+	if len(notes) != 2 || !strings.Contains(notes[0], "no_such_key") || !strings.Contains(notes[1], "max_key_creations_per_hour") {
+		t.Fatalf("Validate notes = %q, want one naming no_such_key and one naming max_key_creations_per_hour", notes)
+	}
+	for _, n := range notes {
+		if strings.Contains(n, "configuration problems:") {
+			t.Errorf("note %q lists several problems; want one per note", n)
+		}
+	}
+}
+
 // TestConfigureUndecodable checks, at SPIRE's boundary, that plugin_data the
 // HCL decoder cannot read is refused with InvalidArgument naming the key,
 // and that the plugin keeps serving: `memory_backend{}` and
 // `key_vault_uri {}` made HCL v1's decoder panic, which in plugin mode lost
 // SPIRE the plugin process (issue 15, defect 10). Validate reports the same
-// text as a note.
+// text as one of its notes.
 func TestConfigureUndecodable(t *testing.T) {
 	s := newServer([]config.Kind{memory.Kind()}, hclog.NewNullLogger())
 	core := &configv1.CoreConfiguration{TrustDomain: "example.org"}
@@ -123,7 +146,7 @@ func TestConfigureUndecodable(t *testing.T) {
 			t.Errorf("Configure(%q) = %v, want InvalidArgument naming %s", tt.hcl, err, tt.key)
 		}
 		resp, err := (&configService{s: s}).Validate(context.Background(), &configv1.ValidateRequest{CoreConfiguration: core, HclConfiguration: tt.hcl})
-		if err != nil || resp.GetValid() || len(resp.GetNotes()) != 1 || !strings.Contains(resp.GetNotes()[0], "configuration key "+tt.key) {
+		if err != nil || resp.GetValid() || !slices.ContainsFunc(resp.GetNotes(), func(n string) bool { return strings.Contains(n, "configuration key "+tt.key) }) {
 			t.Errorf("Validate(%q) = %v, %v; want invalid, with a note naming %s", tt.hcl, resp, err, tt.key)
 		}
 	}
