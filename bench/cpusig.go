@@ -50,12 +50,14 @@ const (
 // the go-plugin client calling SignData, and the Metrics host service) and
 // launches the plugin binary; a raw-SDK child signs with the cloud SDK
 // directly, as an application calling the SDK in its own process would,
-// against the same emulator. Both children run the same closed loop
-// (cpuSigners signers, +cpuLatency on every Sign), taking turns for
-// cpuRounds rounds. What kmskeeper adds is the plugin's CPU per signature
-// plus the host side's, less the raw SDK's. CPU is user+system time from
-// /proc/<pid>/stat; the emulator's (getrusage of the harness) is shown for
-// scale.
+// against the same emulator; two more host children launch the floor
+// plugins (floorEnv) instead of kmskeeper. All children run the same
+// closed loop (cpuSigners signers, +cpuLatency on every Sign), taking turns
+// for cpuRounds rounds. What kmskeeper adds is the plugin's CPU per
+// signature plus the host side's, less the raw SDK's; the floors split it
+// into the boundary, the verification and kmskeeper's own. CPU is
+// user+system time from /proc/<pid>/stat; the emulator's (getrusage of the
+// harness) is shown for scale.
 func (r *runner) cpuPerSign(ctx context.Context, c cloud) []Row {
 	var rows []Row
 	c.setLatency(opSign, cpuLatency, 0)
