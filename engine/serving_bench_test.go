@@ -22,18 +22,8 @@ import (
 func BenchmarkSignData(b *testing.B) {
 	for _, t := range []engine.KeyType{engine.ECP256, engine.RSA2048} {
 		b.Run(t.String(), func(b *testing.B) {
-			m, err := engine.New(engine.Options{Backend: memory.NewStore().Backend("example.org", "bench"), ServerID: "bench"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { m.Close() })
 			ctx := context.Background()
-			if err := m.Load(ctx); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := m.GenerateKey(ctx, "x509-CA-A", t); err != nil {
-				b.Fatal(err)
-			}
+			m, _ := benchManager(b, t)
 			d := sha256.Sum256([]byte("bench"))
 			b.ReportAllocs()
 			for b.Loop() {
@@ -53,20 +43,8 @@ func BenchmarkSignData(b *testing.B) {
 func BenchmarkVerify(b *testing.B) {
 	for _, t := range []engine.KeyType{engine.ECP256, engine.RSA2048} {
 		b.Run(t.String(), func(b *testing.B) {
-			store := memory.NewStore()
-			m, err := engine.New(engine.Options{Backend: store.Backend("example.org", "bench"), ServerID: "bench"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { m.Close() })
 			ctx := context.Background()
-			if err := m.Load(ctx); err != nil {
-				b.Fatal(err)
-			}
-			pk, err := m.GenerateKey(ctx, "x509-CA-A", t)
-			if err != nil {
-				b.Fatal(err)
-			}
+			m, pk := benchManager(b, t)
 			pub, err := x509.ParsePKIXPublicKey(pk.PKIX)
 			if err != nil {
 				b.Fatal(err)
@@ -84,4 +62,24 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchManager returns a loaded Manager over the in-memory backend serving
+// a key of type t under x509-CA-A, and that key.
+func benchManager(b *testing.B, t engine.KeyType) (*engine.Manager, engine.PublicKey) {
+	b.Helper()
+	m, err := engine.New(engine.Options{Backend: memory.NewStore().Backend("example.org", "bench"), ServerID: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { m.Close() })
+	ctx := context.Background()
+	if err := m.Load(ctx); err != nil {
+		b.Fatal(err)
+	}
+	pk, err := m.GenerateKey(ctx, "x509-CA-A", t)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m, pk
 }
