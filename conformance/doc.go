@@ -8,5 +8,6 @@
 //
 // A backend's test calls Run with a function returning a configured, empty
 // plugin and the Capabilities of its cloud (Cloud KMS RSA keys, for example,
-// sign with the one hash fixed at creation).
+// sign with the one hash fixed at creation). Manager opens the same backend
+// in process, under the engine, for a backend's own tests and benchmarks.
 package conformance

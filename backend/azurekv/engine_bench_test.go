@@ -9,10 +9,9 @@ import (
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/kmskeeper/kmskeeper/backend/azurekv"
-	"github.com/kmskeeper/kmskeeper/config"
+	"github.com/kmskeeper/kmskeeper/conformance"
 	"github.com/kmskeeper/kmskeeper/emulator/keyvault"
 	"github.com/kmskeeper/kmskeeper/engine"
 )
@@ -38,29 +37,10 @@ func BenchmarkSignData(b *testing.B) {
 	}
 	// The backend reads the environment the plugin process gets: the
 	// emulator's CA (SSL_CERT_FILE) and authority host.
-	for _, kv := range srv.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		b.Setenv(k, v)
-	}
 	vault := srv.VaultURL(keyvault.DefaultVaultName)
 	hcl := fmt.Sprintf("key_vault_uri = %q\ntenant_id = %q\napp_id = %q\napp_secret = %q\nkey_identifier_value = \"bench\"\n",
 		vault, srv.TenantID(), srv.ClientID(), srv.ClientSecret())
-	cfg, err := config.Parse(hcl, "example.org", []config.Kind{azurekv.Kind()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	backend, err := cfg.Backend.Open(ctx, config.OpenParams{TrustDomain: "example.org", ServerID: "bench", Logger: hclog.NewNullLogger()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	m, err := engine.New(engine.Options{Backend: backend, ServerID: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { m.Close() })
-	if err := m.Load(ctx); err != nil {
-		b.Fatal(err)
-	}
+	m := conformance.Manager(b, hcl, azurekv.Kind(), srv.Env())
 	client, err := srv.KeysClient(vault)
 	if err != nil {
 		b.Fatal(err)

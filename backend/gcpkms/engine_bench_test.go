@@ -10,10 +10,9 @@ import (
 
 	kms "cloud.google.com/go/kms/apiv1"
 	"cloud.google.com/go/kms/apiv1/kmspb"
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/kmskeeper/kmskeeper/backend/gcpkms"
-	"github.com/kmskeeper/kmskeeper/config"
+	"github.com/kmskeeper/kmskeeper/conformance"
 	"github.com/kmskeeper/kmskeeper/emulator/cloudkms"
 	"github.com/kmskeeper/kmskeeper/engine"
 )
@@ -36,27 +35,8 @@ func BenchmarkSignData(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { srv.Close() })
-	for _, kv := range srv.Env() {
-		k, v, _ := strings.Cut(kv, "=")
-		b.Setenv(k, v)
-	}
 	hcl := fmt.Sprintf("key_ring = %q\nendpoint = %q\nkey_identifier_value = \"bench\"\n", ring, srv.Addr())
-	cfg, err := config.Parse(hcl, "example.org", []config.Kind{gcpkms.Kind()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	backend, err := cfg.Backend.Open(ctx, config.OpenParams{TrustDomain: "example.org", ServerID: "bench", Logger: hclog.NewNullLogger()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	m, err := engine.New(engine.Options{Backend: backend, ServerID: "bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { m.Close() })
-	if err := m.Load(ctx); err != nil {
-		b.Fatal(err)
-	}
+	m := conformance.Manager(b, hcl, gcpkms.Kind(), srv.Env())
 	client, err := kms.NewKeyManagementClient(ctx, srv.ClientOptions()...)
 	if err != nil {
 		b.Fatal(err)
