@@ -7,7 +7,6 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
@@ -185,15 +184,9 @@ func (r *runner) launchFloor(ctx context.Context, c cloud, verify bool) (*plugin
 	if err != nil {
 		return nil, err
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	p, err := pluginhost.Start(sctx, pluginhost.Options{Path: self, Env: append(c.env(), floorEnv+"="+spec)})
+	p, _, err := r.start(ctx, self, append(c.env(), floorEnv+"="+spec), "")
 	if err != nil {
 		return nil, fmt.Errorf("floor plugin: %w", err)
-	}
-	if err := p.Configure(sctx, trustDomain, ""); err != nil {
-		p.Close()
-		return nil, fmt.Errorf("floor plugin: configure: %w", err)
 	}
 	return p, nil
 }

@@ -22,17 +22,27 @@ func (r *runner) launch(ctx context.Context, c cloud, serverID, extra string) (*
 	if r.profileDir != "" {
 		env = append(env, profileEnv+"="+r.profilePath(c.name()+"-"+serverID))
 	}
+	p, took, err := r.start(ctx, r.binary, env, c.pluginData(serverID, extra))
+	if err != nil {
+		r.progress("%s: %v", c.name(), err)
+	}
+	return p, took, err
+}
+
+// start launches the plugin at path with env added to its environment, as
+// SPIRE would, and configures it with pluginData. It returns the plugin and
+// how long Configure took.
+func (r *runner) start(ctx context.Context, path string, env []string, pluginData string) (*pluginhost.Plugin, time.Duration, error) {
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	p, err := pluginhost.Start(sctx, pluginhost.Options{Path: r.binary, Env: env})
+	p, err := pluginhost.Start(sctx, pluginhost.Options{Path: path, Env: env})
 	if err != nil {
 		return nil, 0, err
 	}
 	start := time.Now()
-	if err := p.Configure(sctx, trustDomain, c.pluginData(serverID, extra)); err != nil {
+	if err := p.Configure(sctx, trustDomain, pluginData); err != nil {
 		p.Close()
-		r.progress("%s: Configure failed: %v%s", c.name(), err, lastLogs(p))
-		return nil, 0, fmt.Errorf("configure: %w", err)
+		return nil, 0, fmt.Errorf("configure: %w%s", err, lastLogs(p))
 	}
 	return p, time.Since(start), nil
 }
